@@ -1,0 +1,1 @@
+"""Benchmarks: one module per target, each prints one JSON object per run."""

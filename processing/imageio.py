@@ -1,0 +1,296 @@
+"""Safe image decoding and writing.
+
+Every decoder checks the declared pixel count from the header before it
+decodes (decompression bombs), and every failure becomes an InputError naming
+the file and the reason. Decoded images are float32 HxWx3 in [0, 1], in the
+file's own encoding (develop.py turns them linear where needed).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bound OpenCV's own decoder before cv2 is imported anywhere (it reads this once).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**30))
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageFile, ImageOps  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+from .errors import InputError  # noqa: E402
+
+#: Default refusal threshold for one input frame (pixels). Frames of real
+#: cameras are < 0.2 GP; anything larger is refused unless raised explicitly.
+DEFAULT_MAX_PIXELS = int(os.environ.get("TERAPAN_MAX_PIXELS", 250_000_000))
+MIN_SIDE = 8
+
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+RAW_EXTS = {".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".kdc", ".pef", ".srw", ".raw"}
+PIL_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+TIFF_EXTS = {".tif", ".tiff"}
+IMAGE_EXTS = RAW_EXTS | PIL_EXTS | TIFF_EXTS
+
+MIN_LIBRAW = (0, 22, 1)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: str
+    width: int
+    height: int
+    kind: str  # "raw", "tiff", "png", "jpeg", ...
+    linear: bool  # True for RAW sensor data and float TIFF
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def libraw_version() -> tuple[int, ...]:
+    import rawpy
+
+    return tuple(int(x) for x in rawpy.libraw_version[:3])
+
+
+def check_libraw() -> None:
+    """Refuse to run with a LibRaw older than MIN_LIBRAW (known decoder CVEs)."""
+    v = libraw_version()
+    if v < MIN_LIBRAW:
+        raise RuntimeError(f"LibRaw {v} is older than {MIN_LIBRAW}; upgrade rawpy")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if not path.is_file():
+        raise InputError(path, "not a regular file")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(path, f"cannot stat: {e.strerror}") from e
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
+
+
+def _check_dims(path: Path, w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise InputError(
+            path,
+            f"image declares {w} x {h} = {w * h / 1e6:.1f} MP, above the limit of "
+            f"{max_pixels / 1e6:.1f} MP (refused before decoding)",
+        )
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise InputError(path, f"image is {w} x {h} px, smaller than {MIN_SIDE} px a side")
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"  # also DNG/NEF/... by extension
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return "unknown"
+
+
+def probe(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Read only the header: size and kind. Raises InputError on anything bad."""
+    path = Path(path)
+    _check_file(path)
+    ext = path.suffix.lower()
+    magic = _sniff(path)
+    if ext in RAW_EXTS:
+        w, h = _raw_dims(path)
+        _check_dims(path, w, h, max_pixels)
+        return ImageInfo(str(path), w, h, "raw", True)
+    if ext in TIFF_EXTS or magic == "tiff":
+        w, h, _ = _tiff_dims(path)
+        _check_dims(path, w, h, max_pixels)
+        return ImageInfo(str(path), w, h, "tiff", False)
+    if magic in ("png", "jpeg", "bmp", "webp"):
+        w, h = _pil_dims(path, max_pixels)
+        _check_dims(path, w, h, max_pixels)
+        return ImageInfo(str(path), w, h, magic, False)
+    raise InputError(path, f"not a supported image (extension {ext or 'none'}, content {magic})")
+
+
+def _pil_dims(path: Path, max_pixels: int) -> tuple[int, int]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if im.format == "JPEG":
+                    orient = im.getexif().get(0x0112, 1)
+                    if orient in (5, 6, 7, 8):
+                        w, h = h, w
+                return w, h
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(path, f"decompression bomb refused: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure is bad input
+        raise InputError(path, f"unreadable image header: {e}") from e
+
+
+def _tiff_dims(path: Path) -> tuple[int, int, int]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            return int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"unreadable TIFF header: {e}") from e
+
+
+def _raw_dims(path: Path) -> tuple[int, int]:
+    import rawpy
+
+    try:
+        with rawpy.imread(str(path)) as raw:
+            s = raw.sizes
+            w, h = int(s.width), int(s.height)
+            if s.flip in (5, 6):
+                w, h = h, w
+            return w, h
+    except Exception as e:  # noqa: BLE001
+        raise InputError(path, f"not a readable RAW file: {type(e).__name__}: {e}") from e
+
+
+def _to_float_rgb(path: Path, arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise InputError(path, f"unexpected image shape {arr.shape}")
+    c = arr.shape[2]
+    if c == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif c == 2:  # grey + alpha
+        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+    elif c >= 4:
+        arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / 65535.0
+    elif arr.dtype in (np.float32, np.float64, np.float16):
+        out = arr.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise InputError(path, "image contains NaN or infinite values")
+        out = np.clip(out, 0.0, 1.0)
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        out = (arr.astype(np.float64) / info.max).clip(0, 1).astype(np.float32)
+    else:
+        raise InputError(path, f"unsupported sample type {arr.dtype}")
+    return np.ascontiguousarray(out)
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Decode a non-RAW image safely into float32 RGB in [0, 1].
+
+    RAW files go through develop.develop_raw (rawpy); here they are refused.
+    """
+    path = Path(path)
+    info = probe(path, max_pixels)
+    if info.kind == "raw":
+        raise InputError(path, "RAW file: use develop.develop_raw")
+    try:
+        if info.kind == "tiff":
+            import tifffile
+
+            arr = tifffile.imread(path, key=0)
+            if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+                arr = np.moveaxis(arr, 0, -1)  # planar
+            linear = arr.dtype.kind == "f"
+            info = ImageInfo(info.path, info.width, info.height, "tiff", linear)
+        elif info.kind == "png":
+            with Image.open(path) as im:
+                im.verify()  # CRCs: catches truncated or corrupt files
+            import cv2
+
+            data = np.fromfile(path, dtype=np.uint8)
+            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if arr is None:
+                raise InputError(path, "PNG could not be decoded")
+            if arr.ndim == 3:
+                arr = arr[:, :, [2, 1, 0, 3][: arr.shape[2]]] if arr.shape[2] >= 3 else arr
+        else:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                if im.mode not in ("RGB", "L", "I;16", "RGBA", "LA"):
+                    im = im.convert("RGB")
+                arr = np.asarray(im)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt data, any decoder
+        raise InputError(path, f"cannot decode {info.kind.upper()}: {e}") from e
+    out = _to_float_rgb(path, arr)
+    if out.shape[0] != info.height or out.shape[1] != info.width:
+        raise InputError(path, f"decoded size {out.shape[1]}x{out.shape[0]} differs from header")
+    return out, info
+
+
+def to_uint16(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_tiff16(path: str | Path, img: np.ndarray, compress: bool = True) -> Path:
+    """Write float RGB [0, 1] as a 16-bit RGB TIFF, atomically."""
+    import tifffile
+
+    path = Path(path)
+    data = to_uint16(img)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            data,
+            photometric="rgb" if data.ndim == 3 else "minisblack",
+            compression="zlib" if compress else None,
+            bigtiff=data.nbytes > 2**31,
+        )
+    return path
+
+
+def write_image(path: str | Path, img: np.ndarray, quality: int = 92) -> Path:
+    """Write by extension (.tif 16-bit, .png 8/16-bit, .jpg 8-bit), atomically."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in TIFF_EXTS:
+        return write_tiff16(path, img)
+    import cv2
+
+    if ext == ".png":
+        data = to_uint16(img) if img.dtype != np.uint8 else img
+    elif ext in (".jpg", ".jpeg"):
+        data = to_uint8(img) if img.dtype != np.uint8 else img
+    else:
+        raise InputError(path, f"cannot write extension {ext}")
+    if data.ndim == 3:
+        data = data[:, :, ::-1]
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, data, params)
+    if not ok:
+        raise InputError(path, "encoding failed")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return path
