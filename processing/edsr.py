@@ -1,0 +1,220 @@
+"""EDSR (Lim et al. 2017) in Keras 3, backend-agnostic (keras.ops only).
+
+Residual blocks without batch norm, residual scaling, a global skip, a mean
+shift and pixel-shuffle upsampling (x2, x3, x4 = two x2 stages). Images are
+float RGB in [0, 1] (NHWC). Weights ship in processing/weights/ as
+edsr_x{scale}.weights.h5 with a JSON sidecar holding the architecture (so the
+right model is built before the weights load) and the training recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+from .errors import InputError  # noqa: E402
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+NATIVE_SCALES = (2, 3, 4)
+#: DIV2K RGB mean, as in EDSR's MeanShift (inputs in [0, 1]).
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+_threads_set = False
+
+
+def configure_threads(n: int | None = None) -> None:
+    """Bound TensorFlow's thread pools (shared CPU); a no-op on other backends."""
+    global _threads_set
+    if _threads_set or keras.backend.backend() != "tensorflow":
+        return
+    n = int(n or os.environ.get("TERAPAN_TF_THREADS", 2))
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TF already initialised: keep its pools
+    _threads_set = True
+
+
+def depth_to_space(x: Any, r: int) -> Any:
+    """NHWC pixel shuffle with TF's channel order, via reshape/transpose only.
+
+    out[b, h*r+i, w*r+j, c] = x[b, h, w, (i*r + j)*C + c]
+    """
+    s = ops.shape(x)
+    b, h, w, cr = s[0], s[1], s[2], s[3]
+    c = x.shape[-1] // (r * r)
+    del cr
+    x = ops.reshape(x, (b, h, w, r, r, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (b, h * r, w * r, c))
+
+
+@keras.saving.register_keras_serializable(package="terapan")
+class PixelShuffle(layers.Layer):
+    def __init__(self, r: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.r = int(r)
+
+    def call(self, x: Any) -> Any:
+        return depth_to_space(x, self.r)
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        r = self.r
+        return (s[0], None if s[1] is None else s[1] * r, None if s[2] is None else s[2] * r, s[3] // (r * r))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "r": self.r}
+
+
+@keras.saving.register_keras_serializable(package="terapan")
+class MeanShift(layers.Layer):
+    def __init__(self, sign: float, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.sign = float(sign)
+
+    def call(self, x: Any) -> Any:
+        return x + self.sign * ops.convert_to_tensor(RGB_MEAN, dtype=x.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "sign": self.sign}
+
+
+@keras.saving.register_keras_serializable(package="terapan")
+class Scale(layers.Layer):
+    """Residual scaling (0.1 in EDSR) keeps deep residual stacks stable."""
+
+    def __init__(self, factor: float, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.factor = float(factor)
+
+    def call(self, x: Any) -> Any:
+        return x * self.factor
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor}
+
+
+def _conv(filters: int, name: str) -> layers.Conv2D:
+    return layers.Conv2D(filters, 3, padding="same", name=name)
+
+
+def build_edsr(scale: int, n_blocks: int = 16, n_filters: int = 48, res_scale: float = 0.1) -> keras.Model:
+    """EDSR for an integer scale in (2, 3, 4); input any HxW, float RGB [0, 1]."""
+    if scale not in NATIVE_SCALES:
+        raise ValueError(f"EDSR scale must be one of {NATIVE_SCALES}, got {scale}")
+    inp = keras.Input((None, None, 3), name="lr")
+    x = MeanShift(-1.0, name="sub_mean")(inp)
+    x = head = _conv(n_filters, "head")(x)
+    for i in range(n_blocks):
+        y = _conv(n_filters, f"body_{i}_conv1")(x)
+        y = layers.ReLU(name=f"body_{i}_relu")(y)
+        y = _conv(n_filters, f"body_{i}_conv2")(y)
+        if res_scale != 1.0:
+            y = Scale(res_scale, name=f"body_{i}_scale")(y)
+        x = layers.Add(name=f"body_{i}_add")([x, y])
+    x = _conv(n_filters, "body_end")(x)
+    x = layers.Add(name="global_skip")([x, head])
+    stages = (2, 2) if scale == 4 else (scale,)
+    for k, r in enumerate(stages):
+        x = _conv(n_filters * r * r, f"up_{k}_conv")(x)
+        x = PixelShuffle(r, name=f"up_{k}_shuffle")(x)
+    x = _conv(3, "tail")(x)
+    out = MeanShift(1.0, name="add_mean")(x)
+    return keras.Model(inp, out, name=f"edsr_x{scale}_b{n_blocks}_f{n_filters}")
+
+
+def sidecar_path(weights: Path) -> Path:
+    w = str(weights)
+    stem = w[: -len(".weights.h5")] if w.endswith(".weights.h5") else str(Path(w).with_suffix(""))
+    return Path(stem + ".json")
+
+
+def default_weights(scale: int) -> Path:
+    return WEIGHTS_DIR / f"edsr_x{scale}.weights.h5"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sidecar(weights: Path) -> dict[str, Any]:
+    side = sidecar_path(weights)
+    if not side.is_file():
+        raise InputError(side, "missing JSON sidecar (architecture) for the weights")
+    try:
+        meta = json.loads(side.read_text())
+        arch = meta["architecture"]
+        int(arch["scale"]), int(arch["n_blocks"]), int(arch["n_filters"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(side, f"bad sidecar: {e}") from e
+    return meta
+
+
+def write_sidecar(weights: Path, model_arch: dict[str, Any], recipe: dict[str, Any]) -> Path:
+    side = sidecar_path(weights)
+    meta = {"architecture": model_arch, "recipe": recipe, "weights_sha256": file_sha256(weights)}
+    side.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return side
+
+
+_cache: dict[tuple[str, int], keras.Model] = {}
+
+
+def load_model(scale: int, weights: Path | str | None = None, cache: bool = True) -> keras.Model:
+    """Build the architecture named by the sidecar and load the weights.
+
+    Default: the shipped processing/weights/edsr_x{scale}.weights.h5.
+    """
+    configure_threads()
+    path = Path(weights) if weights is not None else default_weights(scale)
+    if not path.is_file():
+        raise InputError(path, "EDSR weights not found")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if cache and (key, scale) in _cache:
+        return _cache[(key, scale)]  # type: ignore[index]
+    meta = read_sidecar(path)
+    arch = meta["architecture"]
+    if int(arch["scale"]) != int(scale):
+        raise InputError(path, f"weights are for x{arch['scale']}, not x{scale}")
+    model = build_edsr(int(arch["scale"]), int(arch["n_blocks"]), int(arch["n_filters"]), float(arch.get("res_scale", 0.1)))
+    try:
+        model.load_weights(path)
+    except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds
+        raise InputError(path, f"cannot load weights: {e}") from e
+    model.terapan_meta = meta  # type: ignore[attr-defined]
+    if cache:
+        _cache[(key, scale)] = model  # type: ignore[index]
+    return model
+
+
+def architecture(model: keras.Model, scale: int, n_blocks: int, n_filters: int, res_scale: float = 0.1) -> dict[str, Any]:
+    return {
+        "name": "EDSR",
+        "scale": scale,
+        "n_blocks": n_blocks,
+        "n_filters": n_filters,
+        "res_scale": res_scale,
+        "rgb_mean": list(RGB_MEAN),
+        "io": "float RGB [0,1], NHWC",
+        "params": int(model.count_params()),
+    }
+
+
+def predict(model: keras.Model, batch: Any) -> Any:
+    """Run the model on an NHWC float32 batch and return NumPy."""
+    return ops.convert_to_numpy(model(batch, training=False))

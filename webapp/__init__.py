@@ -1,0 +1,1 @@
+"""Terapan web application: Django project and apps (no image maths here)."""
