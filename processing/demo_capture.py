@@ -52,7 +52,7 @@ def photo_strip(height: int) -> np.ndarray:
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
         img = img[:, :, :3].astype(np.float32) / 255.0
-        w = int(round(img.shape[1] * height / img.shape[0]))
+        w = round(img.shape[1] * height / img.shape[0])
         parts.append(cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA))
     return np.concatenate(parts, axis=1)
 
@@ -72,7 +72,11 @@ def cylinder_view(strip: np.ndarray, yaw_deg: float, width: int, height: int, fo
     pad = 4
     padded = np.concatenate([strip[:, -pad:], strip, strip[:, :pad]], axis=1)
     return cv2.remap(
-        padded, (u + pad).astype(np.float32), v.astype(np.float32), cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+        padded,
+        (u + pad).astype(np.float32),
+        v.astype(np.float32),
+        cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REFLECT,
     ).clip(0, 1)
 
 

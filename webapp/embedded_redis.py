@@ -24,7 +24,7 @@ def _ping(sock: Path) -> bool:
         return False
     try:
         return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
-    except Exception:  # noqa: BLE001 - a stale socket file
+    except Exception:
         return False
 
 
@@ -51,16 +51,26 @@ def ensure_server(var_dir: Path) -> str:
             sock.unlink()
         cmd = [
             exe,
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--daemonize", "yes",
-            "--dir", str(var_dir),
-            "--dbfilename", "redis.rdb",
-            "--pidfile", str(var_dir / "redis.pid"),
-            "--logfile", str(var_dir / "redis.log"),
-            "--save", "60 1",
-            "--appendonly", "no",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(var_dir),
+            "--dbfilename",
+            "redis.rdb",
+            "--pidfile",
+            str(var_dir / "redis.pid"),
+            "--logfile",
+            str(var_dir / "redis.log"),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
@@ -74,7 +84,5 @@ def ensure_server(var_dir: Path) -> str:
 def stop_server(var_dir: Path) -> None:
     pidfile = Path(var_dir) / "redis.pid"
     if pidfile.exists():
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pidfile.read_text().strip()), 15)
-        except (ValueError, ProcessLookupError):
-            pass

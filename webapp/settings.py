@@ -74,7 +74,7 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
-except Exception as e:  # noqa: BLE001 - a malformed URL must stop start-up
+except Exception as e:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {e}") from e
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Workers and the web server write concurrently: wait instead of failing.

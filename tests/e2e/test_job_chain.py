@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def clean_queues():  # noqa: ANN201
+def clean_queues():
     for name in ("gpu", "default"):
         q = django_rq.get_queue(name)
         q.empty()
@@ -23,7 +23,7 @@ def clean_queues():  # noqa: ANN201
         django_rq.get_queue(name).empty()
 
 
-def test_chain_on_real_workers(live_server, settings, tmp_path: Path, clean_queues) -> None:  # noqa: ANN001
+def test_chain_on_real_workers(live_server, settings, tmp_path: Path, clean_queues) -> None:
     from processing.demo_capture import DemoCaptureParams, build_capture
     from webapp.panoramas.models import Frame, Job, Panorama, Stack, Status, SubPanorama
     from webapp.panoramas.pipeline import enqueue_render

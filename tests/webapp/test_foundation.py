@@ -90,7 +90,7 @@ def test_embedded_redis_is_shared(tmp_path_factory: pytest.TempPathFactory) -> N
 
 
 @pytest.mark.django_db
-def test_models_and_admin(admin_client) -> None:  # noqa: ANN001
+def test_models_and_admin(admin_client) -> None:
     from webapp.panoramas.models import Frame, Job, Panorama, Pyramid, Stack, SubPanorama
 
     p = Panorama.objects.create(slug="city", title="City")

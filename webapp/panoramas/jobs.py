@@ -26,7 +26,7 @@ from .models import Frame, Job, Panorama, Pyramid, Stack, Status
 from .progress import Reporter
 
 
-def _lock(name: str, timeout: int):  # noqa: ANN202 - redis.lock.Lock
+def _lock(name: str, timeout: int):
     conn = django_rq.get_connection("default")
     return conn.lock(f"terapan:lock:{name}", timeout=timeout, blocking_timeout=timeout)
 
@@ -45,7 +45,7 @@ def stack_recipe(stack: Stack) -> dict[str, Any]:
     return merged
 
 
-def _run(job_pk: int, kind: str, body) -> dict[str, Any]:  # noqa: ANN001
+def _run(job_pk: int, kind: str, body) -> dict[str, Any]:
     job = Job.objects.select_related("stack__subpanorama__panorama", "panorama").get(pk=job_pk)
     if job.status == Status.CANCELED:
         return {"canceled": True}
@@ -91,7 +91,8 @@ def _stack_body(job: Job, rep: Reporter) -> dict[str, Any]:
     params = StackParams.from_dict(stack_recipe(stack))
     scale = float(job.params.get("scale", pano.scale))
     rhash = recipe_hash(
-        {"stack": params.to_dict(), "scale": scale}, *sorted(_frame_fingerprint(f) for f in frames)
+        {"stack": params.to_dict(), "scale": scale},
+        *sorted(_frame_fingerprint(f) for f in frames),
     )
     rel = storage.rel_stack_output(pano.pk, stack.pk, rhash)
     out = storage.absolute(rel)
@@ -128,7 +129,12 @@ def _stack_body(job: Job, rep: Reporter) -> dict[str, Any]:
         metrics=metrics,
         version=stack.version + (1 if changed else 0),
     )
-    return {"output": rel, "recipe_hash": rhash, "reused": reused, "timings": metrics.get("seconds", {})}
+    return {
+        "output": rel,
+        "recipe_hash": rhash,
+        "reused": reused,
+        "timings": metrics.get("seconds", {}),
+    }
 
 
 # ---------------------------------------------------------------- composite
@@ -175,7 +181,11 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
         if fp:
             Stack.objects.filter(pk=s.pk).update(footprint=fp)
     Panorama.objects.filter(pk=pano.pk).update(composite_path=rel, layout=layout)
-    return {"composite": rel, "recipe_hash": chash, **{k: v for k, v in summary.items() if k != "layout"}}
+    return {
+        "composite": rel,
+        "recipe_hash": chash,
+        **{k: v for k, v in summary.items() if k != "layout"},
+    }
 
 
 # ---------------------------------------------------------------- pyramid
@@ -195,16 +205,48 @@ def publish(pyr: Pyramid) -> None:
 
 
 def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
-    from processing.pyramid import PyramidParams, build_pyramid
+    from processing.pyramid import PyramidParams, build_pyramid, update_pyramid
 
-    pano = Panorama.objects.get(pk=job.panorama_id)
+    pano = Panorama.objects.select_related("published_pyramid").get(pk=job.panorama_id)
     if not pano.composite_path or not storage.absolute(pano.composite_path).exists():
         raise ValueError(f"panorama {pano.slug}: no composite to tile")
+    current = pano.published_pyramid
+    if current is not None and current.stats.get("composite") == pano.composite_path and current.abs_path.exists():
+        # Unchanged composite: re-running an unchanged recipe is a no-op.
+        return {
+            "pyramid": current.pk,
+            "version": current.version,
+            "noop": True,
+            "tiles_rewritten": 0,
+            "tiles_total": current.stats.get("tiles", 0),
+        }
     params = PyramidParams.from_dict(pano.recipe_defaults.get("pyramid", {}))
+    region = job.params.get("region")
+    base = Pyramid.objects.filter(pk=job.params.get("base_pyramid")).first() if region else None
     with _lock(f"pyramid:{pano.pk}", settings.TERAPAN_JOB_TIMEOUTS["pyramid"]):
         version = next_pyramid_version(pano)
         rel = storage.rel_pyramid(pano.pk, version)
-        info = build_pyramid(storage.absolute(pano.composite_path), storage.absolute(rel), params, progress=rep)
+        composite = storage.absolute(pano.composite_path)
+        if base is not None and base.abs_path.exists():
+            params = PyramidParams(
+                tile_size=base.tile_size,
+                overlap=base.overlap,
+                format=base.format,
+                quality=params.quality,
+            )
+            info = update_pyramid(
+                base.abs_path,
+                composite,
+                tuple(region),
+                storage.absolute(rel),
+                params,
+                progress=rep,
+            )
+        else:
+            info = build_pyramid(composite, storage.absolute(rel), params, progress=rep)
+            info.setdefault("tiles_rewritten", info.get("tiles", 0))
+            info.setdefault("tiles_total", info.get("tiles", 0))
+        info["composite"] = pano.composite_path
         pyr = Pyramid.objects.create(
             panorama=pano,
             version=version,
@@ -215,9 +257,16 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
             overlap=info.get("overlap", params.overlap),
             format=info.get("format", params.format),
             state=Pyramid.State.READY,
-            parent=pano.published_pyramid,
+            parent=current,
             stats=info,
         )
     if job.params.get("publish", True):
         publish(pyr)
-    return {"pyramid": pyr.pk, "version": version, "width": pyr.width, "height": pyr.height}
+    return {
+        "pyramid": pyr.pk,
+        "version": version,
+        "width": pyr.width,
+        "height": pyr.height,
+        "tiles_rewritten": info.get("tiles_rewritten"),
+        "tiles_total": info.get("tiles_total"),
+    }

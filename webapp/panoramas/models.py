@@ -27,9 +27,7 @@ class Panorama(models.Model):
     scale = models.FloatField(default=2.0, help_text="super-resolution factor of each stack")
     recipe_defaults = models.JSONField(default=dict, blank=True)
     is_public = models.BooleanField(default=False, help_text="published: viewable without login")
-    published_pyramid = models.ForeignKey(
-        "Pyramid", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    published_pyramid = models.ForeignKey("Pyramid", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     composite_path = models.CharField(max_length=500, blank=True)
     layout = models.JSONField(default=dict, blank=True, help_text="stitch layout (cameras, footprints)")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -26,10 +26,13 @@ class RenderPlan:
     pyramid_job: Job | None = None
 
     def all_jobs(self) -> list[Job]:
-        return [*self.stack_jobs, *(j for j in (self.composite_job, self.pyramid_job) if j)]
+        return [
+            *self.stack_jobs,
+            *(j for j in (self.composite_job, self.pyramid_job) if j),
+        ]
 
 
-def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> None:  # noqa: ANN001
+def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> None:
     rq_job = django_rq.get_queue(queue).enqueue(
         func,
         job.pk,
@@ -52,6 +55,7 @@ def enqueue_render(
     composite: bool = True,
     pyramid: bool = True,
     publish: bool = True,
+    partial: dict | None = None,
 ) -> RenderPlan:
     """Queue stack jobs for STACKS (default: all) and the composite/pyramid after them."""
     timeouts = settings.TERAPAN_JOB_TIMEOUTS
@@ -67,12 +71,22 @@ def enqueue_render(
         rq_ids.append(job.rq_id)
     dep = Dependency(jobs=rq_ids, allow_failure=True) if rq_ids else None
     if composite:
-        cj = Job.objects.create(kind=Job.Kind.COMPOSITE, panorama=pano)
-        _enqueue("default", "webapp.panoramas.jobs.run_composite", cj, timeouts["composite"], dep)
+        cj = Job.objects.create(kind=Job.Kind.COMPOSITE, panorama=pano, params=dict(partial or {}))
+        _enqueue(
+            "default",
+            "webapp.panoramas.jobs.run_composite",
+            cj,
+            timeouts["composite"],
+            dep,
+        )
         plan.composite_job = cj
         dep = Dependency(jobs=[cj.rq_id])
     if pyramid:
-        pj = Job.objects.create(kind=Job.Kind.PYRAMID, panorama=pano, params={"publish": publish})
+        pj = Job.objects.create(
+            kind=Job.Kind.PYRAMID,
+            panorama=pano,
+            params={"publish": publish, **(partial or {})},
+        )
         _enqueue("default", "webapp.panoramas.jobs.run_pyramid", pj, timeouts["pyramid"], dep)
         plan.pyramid_job = pj
     return plan
@@ -91,10 +105,8 @@ def cancel_job(job: Job) -> None:
                 send_stop_job_command(conn, job.rq_id)
             else:
                 rq_job.cancel()
-        except Exception:  # noqa: BLE001 - already gone from Redis
+        except Exception:
             pass
     Job.objects.filter(pk=job.pk).update(status=Status.CANCELED, message="canceled")
     if job.stack_id:
-        Stack.objects.filter(pk=job.stack_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
-            status=Status.CANCELED
-        )
+        Stack.objects.filter(pk=job.stack_id, status__in=[Status.QUEUED, Status.RUNNING]).update(status=Status.CANCELED)

@@ -12,7 +12,14 @@ from .models import Job, Stack, Status
 class Reporter:
     """Callable progress(fraction 0-1, message) for processing functions."""
 
-    def __init__(self, job: Job, *, stack: Stack | None = None, lo: float = 0.0, hi: float = 100.0) -> None:
+    def __init__(
+        self,
+        job: Job,
+        *,
+        stack: Stack | None = None,
+        lo: float = 0.0,
+        hi: float = 100.0,
+    ) -> None:
         self.job = job
         self.stack = stack
         self.lo, self.hi = lo, hi
@@ -55,7 +62,7 @@ class Reporter:
             if rq_job is not None:
                 rq_job.meta.update(progress=pct, message=message)
                 rq_job.save_meta()
-        except Exception:  # noqa: BLE001 - progress must never break the job
+        except Exception:
             pass
 
     def log(self, line: str) -> None:

@@ -28,7 +28,9 @@ def database_url() -> str:
     raise RuntimeError(f"cannot pass database {db['ENGINE']} to a worker")
 
 
-def start_workers(n: int, queues: tuple[str, ...] = ("gpu", "default"), log_dir: Path | None = None) -> list[subprocess.Popen]:
+def start_workers(
+    n: int, queues: tuple[str, ...] = ("gpu", "default"), log_dir: Path | None = None
+) -> list[subprocess.Popen]:
     """Start N `manage.py rqworker` processes sharing this process's settings."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -42,7 +44,13 @@ def start_workers(n: int, queues: tuple[str, ...] = ("gpu", "default"), log_dir:
         log = open(log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - owned by the child
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "rqworker", *queues, "--with-scheduler"],
+                [
+                    sys.executable,
+                    str(Path(settings.BASE_DIR) / "manage.py"),
+                    "rqworker",
+                    *queues,
+                    "--with-scheduler",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

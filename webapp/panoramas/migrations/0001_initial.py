@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,161 +14,444 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Stack',
+            name="Stack",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('row', models.IntegerField(default=0)),
-                ('col', models.IntegerField(default=0)),
-                ('yaw', models.FloatField(blank=True, help_text='approximate yaw, degrees (rig/EXIF)', null=True)),
-                ('pitch', models.FloatField(blank=True, help_text='approximate pitch, degrees', null=True)),
-                ('focal_px', models.FloatField(blank=True, help_text='approximate focal length, pixels', null=True)),
-                ('recipe', models.JSONField(blank=True, default=dict, help_text='stage params overriding the defaults')),
-                ('recipe_hash', models.CharField(blank=True, max_length=32)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=10)),
-                ('version', models.PositiveIntegerField(default=0)),
-                ('progress', models.FloatField(default=0.0)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('output_path', models.CharField(blank=True, max_length=500)),
-                ('footprint', models.JSONField(blank=True, default=dict, help_text='bbox in composite pixels {x,y,w,h}')),
-                ('error', models.TextField(blank=True)),
-                ('candidate_group', models.CharField(blank=True, help_text='repeated captures of one place', max_length=64)),
-                ('updated', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("row", models.IntegerField(default=0)),
+                ("col", models.IntegerField(default=0)),
+                (
+                    "yaw",
+                    models.FloatField(
+                        blank=True,
+                        help_text="approximate yaw, degrees (rig/EXIF)",
+                        null=True,
+                    ),
+                ),
+                (
+                    "pitch",
+                    models.FloatField(
+                        blank=True, help_text="approximate pitch, degrees", null=True
+                    ),
+                ),
+                (
+                    "focal_px",
+                    models.FloatField(
+                        blank=True,
+                        help_text="approximate focal length, pixels",
+                        null=True,
+                    ),
+                ),
+                (
+                    "recipe",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="stage params overriding the defaults",
+                    ),
+                ),
+                ("recipe_hash", models.CharField(blank=True, max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("version", models.PositiveIntegerField(default=0)),
+                ("progress", models.FloatField(default=0.0)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("output_path", models.CharField(blank=True, max_length=500)),
+                (
+                    "footprint",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="bbox in composite pixels {x,y,w,h}",
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                (
+                    "candidate_group",
+                    models.CharField(
+                        blank=True,
+                        help_text="repeated captures of one place",
+                        max_length=64,
+                    ),
+                ),
+                ("updated", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['subpanorama', 'row', 'col', 'name'],
+                "ordering": ["subpanorama", "row", "col", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Panorama',
+            name="Panorama",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(unique=True)),
-                ('title', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('projection', models.CharField(choices=[('cylindrical', 'Cylindrical'), ('equirectangular', 'Equirectangular')], default='cylindrical', max_length=20)),
-                ('wrap', models.BooleanField(default=True, help_text='full 360 degrees: pan endlessly round')),
-                ('scale', models.FloatField(default=2.0, help_text='super-resolution factor of each stack')),
-                ('recipe_defaults', models.JSONField(blank=True, default=dict)),
-                ('is_public', models.BooleanField(default=False, help_text='published: viewable without login')),
-                ('composite_path', models.CharField(blank=True, max_length=500)),
-                ('layout', models.JSONField(blank=True, default=dict, help_text='stitch layout (cameras, footprints)')),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('updated', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("slug", models.SlugField(unique=True)),
+                ("title", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "projection",
+                    models.CharField(
+                        choices=[
+                            ("cylindrical", "Cylindrical"),
+                            ("equirectangular", "Equirectangular"),
+                        ],
+                        default="cylindrical",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "wrap",
+                    models.BooleanField(
+                        default=True, help_text="full 360 degrees: pan endlessly round"
+                    ),
+                ),
+                (
+                    "scale",
+                    models.FloatField(
+                        default=2.0, help_text="super-resolution factor of each stack"
+                    ),
+                ),
+                ("recipe_defaults", models.JSONField(blank=True, default=dict)),
+                (
+                    "is_public",
+                    models.BooleanField(
+                        default=False, help_text="published: viewable without login"
+                    ),
+                ),
+                ("composite_path", models.CharField(blank=True, max_length=500)),
+                (
+                    "layout",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="stitch layout (cameras, footprints)",
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("updated", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created'],
+                "ordering": ["-created"],
             },
         ),
         migrations.CreateModel(
-            name='Pyramid',
+            name="Pyramid",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('path', models.CharField(help_text='folder relative to MEDIA_ROOT holding image.dzi', max_length=500)),
-                ('width', models.PositiveBigIntegerField(default=0)),
-                ('height', models.PositiveBigIntegerField(default=0)),
-                ('tile_size', models.PositiveIntegerField(default=254)),
-                ('overlap', models.PositiveIntegerField(default=1)),
-                ('format', models.CharField(default='jpg', max_length=8)),
-                ('state', models.CharField(choices=[('building', 'Building'), ('ready', 'Ready'), ('failed', 'Failed'), ('deleted', 'Deleted')], default='building', max_length=10)),
-                ('stats', models.JSONField(blank=True, default=dict)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('panorama', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='pyramids', to='panoramas.panorama')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='panoramas.pyramid')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "path",
+                    models.CharField(
+                        help_text="folder relative to MEDIA_ROOT holding image.dzi",
+                        max_length=500,
+                    ),
+                ),
+                ("width", models.PositiveBigIntegerField(default=0)),
+                ("height", models.PositiveBigIntegerField(default=0)),
+                ("tile_size", models.PositiveIntegerField(default=254)),
+                ("overlap", models.PositiveIntegerField(default=1)),
+                ("format", models.CharField(default="jpg", max_length=8)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("building", "Building"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                            ("deleted", "Deleted"),
+                        ],
+                        default="building",
+                        max_length=10,
+                    ),
+                ),
+                ("stats", models.JSONField(blank=True, default=dict)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "panorama",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="pyramids",
+                        to="panoramas.panorama",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="panoramas.pyramid",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['panorama', '-version'],
-                'unique_together': {('panorama', 'version')},
+                "ordering": ["panorama", "-version"],
+                "unique_together": {("panorama", "version")},
             },
         ),
         migrations.AddField(
-            model_name='panorama',
-            name='published_pyramid',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='panoramas.pyramid'),
+            model_name="panorama",
+            name="published_pyramid",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="panoramas.pyramid",
+            ),
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('stack', 'Stack'), ('composite', 'Composite'), ('pyramid', 'Pyramid'), ('thumbnails', 'Thumbnails'), ('ingest', 'Ingest')], max_length=12)),
-                ('rq_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='queued', max_length=10)),
-                ('progress', models.FloatField(default=0.0, help_text='0-100 %')),
-                ('stage', models.CharField(blank=True, max_length=100)),
-                ('message', models.CharField(blank=True, max_length=500)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('result', models.JSONField(blank=True, default=dict)),
-                ('timings', models.JSONField(blank=True, default=dict)),
-                ('log', models.TextField(blank=True)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('started', models.DateTimeField(blank=True, null=True)),
-                ('ended', models.DateTimeField(blank=True, null=True)),
-                ('eta_seconds', models.FloatField(blank=True, null=True)),
-                ('panorama', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='panoramas.panorama')),
-                ('stack', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='panoramas.stack')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("stack", "Stack"),
+                            ("composite", "Composite"),
+                            ("pyramid", "Pyramid"),
+                            ("thumbnails", "Thumbnails"),
+                            ("ingest", "Ingest"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("rq_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0, help_text="0-100 %")),
+                ("stage", models.CharField(blank=True, max_length=100)),
+                ("message", models.CharField(blank=True, max_length=500)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("result", models.JSONField(blank=True, default=dict)),
+                ("timings", models.JSONField(blank=True, default=dict)),
+                ("log", models.TextField(blank=True)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("started", models.DateTimeField(blank=True, null=True)),
+                ("ended", models.DateTimeField(blank=True, null=True)),
+                ("eta_seconds", models.FloatField(blank=True, null=True)),
+                (
+                    "panorama",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jobs",
+                        to="panoramas.panorama",
+                    ),
+                ),
+                (
+                    "stack",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jobs",
+                        to="panoramas.stack",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created'],
+                "ordering": ["-created"],
             },
         ),
         migrations.CreateModel(
-            name='SubPanorama',
+            name="SubPanorama",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('order', models.PositiveIntegerField(default=0)),
-                ('panorama', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subpanoramas', to='panoramas.panorama')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("order", models.PositiveIntegerField(default=0)),
+                (
+                    "panorama",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="subpanoramas",
+                        to="panoramas.panorama",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['panorama', 'order', 'name'],
-                'unique_together': {('panorama', 'name')},
+                "ordering": ["panorama", "order", "name"],
+                "unique_together": {("panorama", "name")},
             },
         ),
         migrations.AddField(
-            model_name='stack',
-            name='subpanorama',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stacks', to='panoramas.subpanorama'),
+            model_name="stack",
+            name="subpanorama",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="stacks",
+                to="panoramas.subpanorama",
+            ),
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('viewer', 'Viewer'), ('reviewer', 'Reviewer'), ('editor', 'Editor'), ('owner', 'Owner')], default='viewer', max_length=10)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
-                ('panorama', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='panoramas.panorama')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("viewer", "Viewer"),
+                            ("reviewer", "Reviewer"),
+                            ("editor", "Editor"),
+                            ("owner", "Owner"),
+                        ],
+                        default="viewer",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "panorama",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="panoramas.panorama",
+                    ),
+                ),
             ],
             options={
-                'unique_together': {('user', 'panorama')},
+                "unique_together": {("user", "panorama")},
             },
         ),
         migrations.CreateModel(
-            name='Frame',
+            name="Frame",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('original_path', models.CharField(help_text='absolute path of the original (read-only)', max_length=1000)),
-                ('checksum', models.CharField(blank=True, max_length=64)),
-                ('size_bytes', models.BigIntegerField(default=0)),
-                ('width', models.PositiveIntegerField(blank=True, null=True)),
-                ('height', models.PositiveIntegerField(blank=True, null=True)),
-                ('capture_time', models.DateTimeField(blank=True, null=True)),
-                ('exposure', models.JSONField(blank=True, default=dict)),
-                ('sharpness', models.FloatField(blank=True, null=True)),
-                ('kept', models.BooleanField(blank=True, null=True)),
-                ('reason', models.CharField(blank=True, max_length=300)),
-                ('transform', models.JSONField(blank=True, default=list)),
-                ('stack', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='frames', to='panoramas.stack')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "original_path",
+                    models.CharField(
+                        help_text="absolute path of the original (read-only)",
+                        max_length=1000,
+                    ),
+                ),
+                ("checksum", models.CharField(blank=True, max_length=64)),
+                ("size_bytes", models.BigIntegerField(default=0)),
+                ("width", models.PositiveIntegerField(blank=True, null=True)),
+                ("height", models.PositiveIntegerField(blank=True, null=True)),
+                ("capture_time", models.DateTimeField(blank=True, null=True)),
+                ("exposure", models.JSONField(blank=True, default=dict)),
+                ("sharpness", models.FloatField(blank=True, null=True)),
+                ("kept", models.BooleanField(blank=True, null=True)),
+                ("reason", models.CharField(blank=True, max_length=300)),
+                ("transform", models.JSONField(blank=True, default=list)),
+                (
+                    "stack",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="frames",
+                        to="panoramas.stack",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['stack', 'original_path'],
-                'unique_together': {('stack', 'original_path')},
+                "ordering": ["stack", "original_path"],
+                "unique_together": {("stack", "original_path")},
             },
         ),
         migrations.AlterUniqueTogether(
-            name='stack',
-            unique_together={('subpanorama', 'name')},
+            name="stack",
+            unique_together={("subpanorama", "name")},
         ),
     ]

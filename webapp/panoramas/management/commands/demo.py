@@ -21,7 +21,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
-from webapp.panoramas.models import Frame, Job, Membership, Panorama, Stack, Status, SubPanorama
+from webapp.panoramas.models import (
+    Frame,
+    Job,
+    Membership,
+    Panorama,
+    Stack,
+    Status,
+    SubPanorama,
+)
 from webapp.panoramas.pipeline import enqueue_render
 from webapp.panoramas.workers import start_workers, stop_workers
 
@@ -33,12 +41,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--no-serve", action="store_true", help="build, print a JSON line and exit")
-        parser.add_argument("--stacks", type=int, default=12, help="stacks around the 360-degree cylinder")
+        parser.add_argument(
+            "--stacks",
+            type=int,
+            default=12,
+            help="stacks around the 360-degree cylinder",
+        )
         parser.add_argument("--frames", type=int, default=6, help="frames per burst")
-        parser.add_argument("--view-size", default="480x360", help="size of one stack's view (WxH, ground truth)")
+        parser.add_argument(
+            "--view-size",
+            default="480x360",
+            help="size of one stack's view (WxH, ground truth)",
+        )
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--rebuild", action="store_true", help="rebuild even if a demo is already published")
+        parser.add_argument(
+            "--rebuild",
+            action="store_true",
+            help="rebuild even if a demo is already published",
+        )
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--timeout", type=int, default=1800, help="seconds to wait for the chain")
 
@@ -51,13 +72,20 @@ class Command(BaseCommand):
             if pano is None or pano.published_pyramid is None or opts["rebuild"]:
                 pano = self._build(user, opts)
             url = f"http://127.0.0.1:{opts['port']}/"
-            result = {"url": url, "user": user.username, "password": password, "panorama": SLUG}
+            result = {
+                "url": url,
+                "user": user.username,
+                "password": password,
+                "panorama": SLUG,
+            }
             if opts["no_serve"]:
                 self.stdout.write(json.dumps(result))
                 return
             self.stdout.write(
-                self.style.SUCCESS(f"Demo panorama ready: {url}p/{SLUG}/  (admin: {url}admin/ "
-                                   f"user {user.username} password {password})")
+                self.style.SUCCESS(
+                    f"Demo panorama ready: {url}p/{SLUG}/  (admin: {url}admin/ "
+                    f"user {user.username} password {password})"
+                )
             )
             call_command("runserver", f"127.0.0.1:{opts['port']}", use_reloader=False)
         finally:
@@ -83,10 +111,19 @@ class Command(BaseCommand):
         Panorama.objects.filter(slug=SLUG).delete()
         root = Path(settings.MEDIA_ROOT) / "captures" / SLUG
         params = DemoCaptureParams(
-            n_stacks=opts["stacks"], n_frames=opts["frames"], view_width=vw, view_height=vh, seed=opts["seed"]
+            n_stacks=opts["stacks"],
+            n_frames=opts["frames"],
+            view_width=vw,
+            view_height=vh,
+            seed=opts["seed"],
         )
         t0 = time.monotonic()
-        with tqdm(total=100, desc="synthetic capture", unit="%", bar_format="{l_bar}{bar}| {n:.0f}%") as bar:
+        with tqdm(
+            total=100,
+            desc="synthetic capture",
+            unit="%",
+            bar_format="{l_bar}{bar}| {n:.0f}%",
+        ) as bar:
 
             def progress(f: float, msg: str = "") -> None:
                 bar.n = 100 * f
@@ -118,7 +155,12 @@ class Command(BaseCommand):
                     focal_px=st["focal_px"],
                 )
                 Frame.objects.bulk_create(
-                    Frame(stack=stack, original_path=str(Path(p).resolve()), width=st["width"], height=st["height"])
+                    Frame(
+                        stack=stack,
+                        original_path=str(Path(p).resolve()),
+                        width=st["width"],
+                        height=st["height"],
+                    )
                     for p in st["frames"]
                 )
         plan = enqueue_render(pano)
@@ -132,7 +174,12 @@ class Command(BaseCommand):
     def _wait(self, jobs: list[Job], timeout: int) -> None:
         ids = [j.pk for j in jobs]
         deadline = time.monotonic() + timeout
-        with tqdm(total=100.0, desc="render chain", unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}") as bar:
+        with tqdm(
+            total=100.0,
+            desc="render chain",
+            unit="%",
+            bar_format="{l_bar}{bar}| {n:.0f}% {postfix}",
+        ) as bar:
             while True:
                 rows = list(Job.objects.filter(pk__in=ids))
                 bar.n = sum(r.progress if r.status != Status.DONE else 100.0 for r in rows) / max(1, len(rows))
