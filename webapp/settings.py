@@ -95,12 +95,22 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
 RQ_SHOW_ADMIN_LINK = True
+# Enqueue at once: job rows are committed before their RQ jobs are enqueued,
+# and the chain needs each job's id for the next one's dependency.
+RQ = {"COMMIT_MODE": "auto"}
 # Job timeouts (seconds); RQ's default of 180 s is far too short for a stack.
 TERAPAN_JOB_TIMEOUTS = {
     "stack": env_int("TERAPAN_STACK_TIMEOUT", 3600, minimum=10),
     "composite": env_int("TERAPAN_COMPOSITE_TIMEOUT", 6 * 3600, minimum=10),
     "pyramid": env_int("TERAPAN_PYRAMID_TIMEOUT", 6 * 3600, minimum=10),
 }
+
+# Failed jobs are retried with backoff (seconds between attempts).
+TERAPAN_JOB_RETRIES = env_int("TERAPAN_JOB_RETRIES", 2, minimum=0)
+try:
+    TERAPAN_RETRY_INTERVALS = [int(x) for x in env_list("TERAPAN_RETRY_INTERVALS", ["5", "30"])]
+except ValueError as e:
+    raise ImproperlyConfigured("TERAPAN_RETRY_INTERVALS must be integers separated by commas") from e
 
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media"))).resolve()
 MEDIA_URL = "/media/"

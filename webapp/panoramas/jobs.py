@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
+from processing.errors import InputError
 from processing.params import recipe_hash
 
 from . import storage
@@ -45,6 +46,21 @@ def stack_recipe(stack: Stack) -> dict[str, Any]:
     return merged
 
 
+def _retries_left() -> int:
+    import rq
+
+    rq_job = rq.get_current_job()
+    return int(rq_job.retries_left or 0) if rq_job is not None else 0
+
+
+def _no_more_retries() -> None:
+    import rq
+
+    rq_job = rq.get_current_job()
+    if rq_job is not None:
+        rq_job.retries_left = 0
+
+
 def _run(job_pk: int, kind: str, body) -> dict[str, Any]:
     job = Job.objects.select_related("stack__subpanorama__panorama", "panorama").get(pk=job_pk)
     if job.status == Status.CANCELED:
@@ -55,7 +71,9 @@ def _run(job_pk: int, kind: str, body) -> dict[str, Any]:
     try:
         result = body(job, rep)
     except Exception as e:
-        rep.fail(f"{type(e).__name__}: {e}")
+        if isinstance(e, InputError | ValueError):
+            _no_more_retries()  # bad input fails the same way every time
+        rep.fail(f"{type(e).__name__}: {e}", final=_retries_left() == 0)
         rep.log(traceback.format_exc(limit=5))
         raise
     result["seconds"] = round(time.perf_counter() - t0, 3)

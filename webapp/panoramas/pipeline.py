@@ -16,7 +16,10 @@ from rq.job import Dependency
 
 from .models import Job, Panorama, Stack, Status
 
-RETRY = Retry(max=2, interval=[5, 30])  # backoff between attempts
+
+def _retry() -> Retry | None:
+    n = settings.TERAPAN_JOB_RETRIES
+    return Retry(max=n, interval=settings.TERAPAN_RETRY_INTERVALS) if n else None
 
 
 @dataclass
@@ -38,7 +41,7 @@ def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> 
         job.pk,
         job_id=f"terapan-{job.kind}-{job.pk}",
         job_timeout=timeout,
-        retry=RETRY,
+        retry=_retry(),
         depends_on=depends_on,
         result_ttl=7 * 24 * 3600,
         failure_ttl=30 * 24 * 3600,

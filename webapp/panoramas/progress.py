@@ -83,8 +83,11 @@ class Reporter:
         )
         self.log("done")
 
-    def fail(self, error: str) -> None:
-        Job.objects.filter(pk=self.job.pk).update(status=Status.FAILED, ended=timezone.now(), error=error[:5000])
+    def fail(self, error: str, final: bool = True) -> None:
+        """Record a failure; a failure that RQ will retry leaves the job queued."""
+        status = Status.FAILED if final else Status.QUEUED
+        msg = "failed" if final else "failed, will retry"
+        Job.objects.filter(pk=self.job.pk).update(status=status, ended=timezone.now(), error=error[:5000], message=msg)
         if self.stack is not None:
-            Stack.objects.filter(pk=self.stack.pk).update(status=Status.FAILED, error=error[:5000])
-        self.log(f"failed: {error}")
+            Stack.objects.filter(pk=self.stack.pk).update(status=status, error=error[:5000])
+        self.log(f"{msg}: {error}")

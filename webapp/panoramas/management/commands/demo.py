@@ -190,7 +190,7 @@ class Command(BaseCommand):
                 if final and final[0].status == Status.DONE:
                     return
                 bad = [r for r in rows if r.kind != Job.Kind.STACK and r.status == Status.FAILED]
-                if bad and bad[0].attempts >= 3:
+                if bad:
                     raise CommandError(f"{bad[0].kind} job failed: {bad[0].error}")
                 if time.monotonic() > deadline:
                     raise CommandError("timed out waiting for the render chain")

@@ -86,7 +86,7 @@ class Command(BaseCommand):
             job = Job.objects.get(pk=last.pk)
             if job.status == Status.DONE:
                 return job.result
-            dead = Job.objects.filter(pk__in=ids, status=Status.FAILED, attempts__gte=3).exclude(kind="stack")
+            dead = Job.objects.filter(pk__in=ids, status=Status.FAILED).exclude(kind="stack")
             if dead.exists():
                 d = dead.first()
                 raise CommandError(f"{d.kind} job #{d.pk} failed: {d.error}")
