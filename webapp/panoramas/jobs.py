@@ -8,6 +8,7 @@ re-running an unchanged recipe is a no-op.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -162,7 +163,19 @@ def run_composite(job_pk: int) -> dict[str, Any]:
     return _run(job_pk, "composite", _composite_body)
 
 
+def _stitch_progress(rep: Reporter):  # noqa: ANN202
+    weights = {"features": (0.0, 0.25), "register": (0.25, 0.35), "render": (0.35, 1.0)}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        lo, hi = weights.get(stage, (0.35, 1.0))
+        rep(lo + (hi - lo) * done / max(1, total), f"{stage}: {done}/{total}")
+
+    return progress
+
+
 def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
+    from processing.composite import layout_path_for, patch_composite
+    from processing.registration import Placement
     from processing.stitch import StitchParams, stitch_files
 
     pano = job.panorama
@@ -175,13 +188,6 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     if not stacks:
         raise ValueError(f"panorama {pano.slug}: no rendered stacks to composite")
     paths = [storage.absolute(s.output_path) for s in stacks]
-    placements: dict[str, dict[str, float]] = {}
-    for s, p in zip(stacks, paths, strict=True):
-        if s.yaw is not None:
-            place = {"yaw": s.yaw, "pitch": s.pitch or 0.0}
-            if s.focal_px:
-                place["focal"] = s.focal_px * float(pano.scale)
-            placements[str(p)] = place
     sp = dict(pano.recipe_defaults.get("stitch", {}))
     sp.setdefault("projection", pano.projection)
     sp.setdefault("wrap", pano.wrap)
@@ -189,21 +195,56 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     chash = recipe_hash({"stitch": params.to_dict()}, *[s.recipe_hash for s in stacks])
     rel = storage.rel_composite(pano.pk, chash)
     out = storage.absolute(rel)
+    region = job.params.get("region")
+    base_rel = job.params.get("base_composite")
+    result: dict[str, Any] = {"composite": rel, "recipe_hash": chash, "partial": False}
     with _lock(f"composite:{pano.pk}:{chash}", settings.TERAPAN_JOB_TIMEOUTS["composite"]):
-        res = stitch_files(paths, out, params, placements=placements or None, progress=rep)
-    summary = res.summary() if hasattr(res, "summary") else dict(res)
-    layout = res.layout_dict() if hasattr(res, "layout_dict") else summary.get("layout", {})
-    footprints = res.footprints if hasattr(res, "footprints") else {}
-    for s, p in zip(stacks, paths, strict=True):
-        fp = footprints.get(str(p))
-        if fp:
-            Stack.objects.filter(pk=s.pk).update(footprint=fp)
-    Panorama.objects.filter(pk=pano.pk).update(composite_path=rel, layout=layout)
-    return {
-        "composite": rel,
-        "recipe_hash": chash,
-        **{k: v for k, v in summary.items() if k != "layout"},
-    }
+        if out.exists() and layout_path_for(out).exists():
+            result["reused"] = True
+        elif region and base_rel and storage.absolute(base_rel).exists():
+            # Swap in the re-rendered stacks and re-blend only their area.
+            base_layout = json.loads(layout_path_for(storage.absolute(base_rel)).read_text())
+            by_dir = {str(Path(im["path"]).parent): im["path"] for im in base_layout["images"]}
+            replacements = {
+                by_dir[str(p.parent)]: str(p)
+                for p in paths
+                if str(p.parent) in by_dir and by_dir[str(p.parent)] != str(p)
+            }
+            rep(0.1, f"re-blending {region} with {len(replacements)} new stack(s)")
+            info = patch_composite(storage.absolute(base_rel), replacements, tuple(region), out, bits=params.bits)
+            result.update(partial=True, region=info["rect"], width=info["width"], height=info["height"])
+        else:
+            placements = {
+                str(p): Placement(
+                    yaw=s.yaw,
+                    pitch=s.pitch or 0.0,
+                    roll=0.0,
+                    focal=s.focal_px * float(pano.scale) if s.focal_px else None,
+                )
+                for s, p in zip(stacks, paths, strict=True)
+                if s.yaw is not None
+            }
+            res = stitch_files(paths, out, params, placements=placements or None, progress=_stitch_progress(rep))
+            result.update(res.summary())
+            result["timings"] = res.timings
+            by_name = {c["file"]: c["bbox"] for c in res.cameras}
+            for s, p in zip(stacks, paths, strict=True):
+                bbox = by_name.get(p.name)
+                Stack.objects.filter(pk=s.pk).update(
+                    footprint={k: int(bbox[k]) for k in ("x", "y", "w", "h")} if bbox else {}
+                )
+            for d in res.dropped:
+                rep.log(f"dropped {d['file']}: {d['reason']}")
+    layout = json.loads(layout_path_for(out).read_text())
+    Panorama.objects.filter(pk=pano.pk).update(
+        composite_path=rel,
+        layout={
+            "path": str(layout_path_for(Path(rel))),
+            "width": layout["canvas"].get("width"),
+            "height": layout["canvas"].get("height"),
+        },
+    )
+    return result
 
 
 # ---------------------------------------------------------------- pyramid
