@@ -8,6 +8,7 @@ stays untouched: versions are immutable).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,7 @@ def patch_composite(
     for old in replacements:
         if old not in known:
             raise InputError(old, "not an image of the base layout")
-    for L in layout.layers:
-        L.path = replacements.get(L.path, L.path)
+    layout.layers = [dataclasses.replace(L, path=replacements.get(L.path, L.path)) for L in layout.layers]
     W, H = layout.canvas.width, layout.canvas.height
     x, y, w, h = rect
     x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
