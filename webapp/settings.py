@@ -117,6 +117,12 @@ except ValueError as e:
 
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media"))).resolve()
 MEDIA_URL = "/media/"
+# Folders an import may read from (resolved; symlinks out of them are refused).
+TERAPAN_IMPORT_ROOTS = [
+    Path(p).resolve()
+    for p in env_list("TERAPAN_IMPORT_ROOTS", [str(MEDIA_ROOT / "imports"), str(BASE_DIR.parent / "shared" / "data")])
+]
+TERAPAN_INGEST_CACHE = Path(env_str("TERAPAN_INGEST_CACHE", str(VAR_DIR / "ingest-cache.sqlite3")))
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
