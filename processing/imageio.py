@@ -9,11 +9,14 @@ file's own encoding (develop.py turns them linear where needed).
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 # Bound OpenCV's own decoder before cv2 is imported anywhere (it reads this once).
+# safety.harden() refuses to run when cv2 came first and this limit was too late.
+CV2_IMPORTED_UNBOUNDED = "cv2" in sys.modules and "OPENCV_IO_MAX_IMAGE_PIXELS" not in os.environ
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**30))
 
 import numpy as np  # noqa: E402
@@ -106,32 +109,37 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
+#: Sniffed kind -> the only Pillow plugin allowed to open it (never EPS & co.).
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "webp": "WEBP"}
+
+
 def probe(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read only the header: size and kind. Raises InputError on anything bad."""
     path = Path(path)
     _check_file(path)
     ext = path.suffix.lower()
     magic = _sniff(path)
-    if ext in RAW_EXTS:
+    # Content wins over the name: a PNG called .jpg or .tif is still a PNG.
+    if ext in RAW_EXTS and magic not in _PIL_FORMATS:
         w, h = _raw_dims(path)
         _check_dims(path, w, h, max_pixels)
         return ImageInfo(str(path), w, h, "raw", True)
-    if ext in TIFF_EXTS or magic == "tiff":
-        w, h, _ = _tiff_dims(path)
+    if magic == "tiff" or (ext in TIFF_EXTS and magic not in _PIL_FORMATS):
+        w, h, _ = _tiff_dims(path, max_pixels)
         _check_dims(path, w, h, max_pixels)
         return ImageInfo(str(path), w, h, "tiff", False)
-    if magic in ("png", "jpeg", "bmp", "webp"):
-        w, h = _pil_dims(path, max_pixels)
+    if magic in _PIL_FORMATS:
+        w, h = _pil_dims(path, max_pixels, magic)
         _check_dims(path, w, h, max_pixels)
         return ImageInfo(str(path), w, h, magic, False)
     raise InputError(path, f"not a supported image (extension {ext or 'none'}, content {magic})")
 
 
-def _pil_dims(path: Path, max_pixels: int) -> tuple[int, int]:
+def _pil_dims(path: Path, max_pixels: int, kind: str) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path, formats=[_PIL_FORMATS[kind]]) as im:
                 w, h = im.size
                 if im.format == "JPEG":
                     orient = im.getexif().get(0x0112, 1)
@@ -140,33 +148,64 @@ def _pil_dims(path: Path, max_pixels: int) -> tuple[int, int]:
                 return w, h
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputError(path, f"decompression bomb refused: {e}") from e
-    except Exception as e:  # noqa: BLE001 - any decoder failure is bad input
+    except Exception as e:
         raise InputError(path, f"unreadable image header: {e}") from e
 
 
-def _tiff_dims(path: Path) -> tuple[int, int, int]:
+#: More samples per pixel than this is no photograph (and multiplies memory).
+MAX_TIFF_SAMPLES = 8
+
+
+def _tiff_dims(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, int]:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tf:
+            if not tf.pages:
+                raise InputError(path, "TIFF has no images")
             page = tf.pages[0]
-            return int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel)
-    except Exception as e:  # noqa: BLE001
+            w, h, spp = int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel)
+            depth = int(getattr(page, "imagedepth", 1) or 1)
+    except InputError:
+        raise
+    except Exception as e:
         raise InputError(path, f"unreadable TIFF header: {e}") from e
+    # The pixel limit alone would let a TIFF declare thousands of samples or slices.
+    if spp < 1 or spp > MAX_TIFF_SAMPLES:
+        raise InputError(path, f"TIFF declares {spp} samples per pixel (at most {MAX_TIFF_SAMPLES})")
+    if depth != 1:
+        raise InputError(path, f"TIFF declares an image depth of {depth} (volumes are not supported)")
+    return w, h, spp
 
 
 def _raw_dims(path: Path) -> tuple[int, int]:
     import rawpy
 
-    try:
-        with rawpy.imread(str(path)) as raw:
-            s = raw.sizes
-            w, h = int(s.width), int(s.height)
-            if s.flip in (5, 6):
-                w, h = h, w
-            return w, h
-    except Exception as e:  # noqa: BLE001
-        raise InputError(path, f"not a readable RAW file: {type(e).__name__}: {e}") from e
+    from .safety import captured_stderr
+
+    # LibRaw prints its own complaints on fd 2: fold them into the one-line reason.
+    failure: Exception | None = None
+    with captured_stderr() as err:
+        try:
+            with rawpy.imread(str(path)) as raw:
+                s = raw.sizes
+                w, h = int(s.width), int(s.height)
+                if s.flip in (5, 6):
+                    w, h = h, w
+        except Exception as e:
+            failure = e
+    if failure is not None:
+        said = f" ({err.first_line()})" if err.first_line() else ""
+        reason = f"not a readable RAW file: {type(failure).__name__}: {_msg(failure)}{said}"
+        raise InputError(path, reason) from failure
+    return w, h
+
+
+def _msg(e: BaseException) -> str:
+    """An exception's text on one line (rawpy gives bytes)."""
+    arg = e.args[0] if len(e.args) == 1 else str(e)
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    return " ".join(text.split()) or type(e).__name__
 
 
 def _to_float_rgb(path: Path, arr: np.ndarray) -> np.ndarray:
@@ -219,7 +258,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
             linear = arr.dtype.kind == "f"
             info = ImageInfo(info.path, info.width, info.height, "tiff", linear)
         elif info.kind == "png":
-            with Image.open(path) as im:
+            with Image.open(path, formats=["PNG"]) as im:
                 im.verify()  # CRCs: catches truncated or corrupt files
             import cv2
 
@@ -230,7 +269,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
             if arr.ndim == 3:
                 arr = arr[:, :, [2, 1, 0, 3][: arr.shape[2]]] if arr.shape[2] >= 3 else arr
         else:
-            with Image.open(path) as im:
+            with Image.open(path, formats=[_PIL_FORMATS[info.kind]]) as im:
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 if im.mode not in ("RGB", "L", "I;16", "RGBA", "LA"):
@@ -238,7 +277,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
                 arr = np.asarray(im)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - truncated/corrupt data, any decoder
+    except Exception as e:
         raise InputError(path, f"cannot decode {info.kind.upper()}: {e}") from e
     out = _to_float_rgb(path, arr)
     if out.shape[0] != info.height or out.shape[1] != info.width:

@@ -13,6 +13,7 @@ BENCHES = {
     "stitch": "stitching against OpenStitching and ground truth",
     "pyramid": "Deep Zoom writing against plain dzsave",
     "serve": "tile serving load test on loopback",
+    "api": "review API and tiles under concurrent clients (gunicorn on loopback)",
     "ingest": "capture metadata scan throughput",
 }
 
