@@ -41,6 +41,9 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .safety import harden
+
+    harden()  # before any command module can import a decoder
     parser, args = build_parser(argv)
     if args is None:
         parser.print_help()
@@ -53,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except MemoryError:
         print("error: out of memory", file=sys.stderr)
         return 3

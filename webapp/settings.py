@@ -100,7 +100,10 @@ RQ_QUEUES = {
 RQ_SHOW_ADMIN_LINK = True
 # Enqueue at once: job rows are committed before their RQ jobs are enqueued,
 # and the chain needs each job's id for the next one's dependency.
-RQ = {"COMMIT_MODE": "auto"}
+RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "webapp.panoramas.worker.TerapanWorker"}
+# Address-space cap of one job's work horse (MB; 0 = none). TensorFlow and CUDA
+# reserve large virtual ranges: GPU workers want 0 or a generous figure.
+TERAPAN_JOB_MAX_MEMORY_MB = env_int("TERAPAN_JOB_MAX_MEMORY_MB", 16384, minimum=0)
 # Job timeouts (seconds); RQ's default of 180 s is far too short for a stack.
 TERAPAN_JOB_TIMEOUTS = {
     "stack": env_int("TERAPAN_STACK_TIMEOUT", 3600, minimum=10),
@@ -149,6 +152,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
 TERAPAN_MAX_PIXELS = env_int("TERAPAN_MAX_PIXELS", 250_000_000, minimum=1)
 os.environ.setdefault("TERAPAN_MAX_PIXELS", str(TERAPAN_MAX_PIXELS))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(TERAPAN_MAX_PIXELS))  # read once, at cv2 import
 
 # Security headers (always on) and production hardening (DEBUG off).
 SECURE_CONTENT_TYPE_NOSNIFF = True
