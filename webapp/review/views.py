@@ -1,0 +1,353 @@
+"""JSON API for collaborative review (session auth, CSRF enforced by middleware).
+
+Roles: viewers read; reviewers draw regions and comment; editors (and owners)
+also change a region's status and so ask for re-renders. Outsiders get 404 on
+private panoramas and 403 on public ones; every input is validated and a bad
+one gets a 400 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from webapp.panoramas.models import Panorama, Pyramid, Stack
+from webapp.viewer.permissions import RANK, can_view, role_of
+
+from .geometry import GeometryError, parse_target
+from .models import Comment, Region
+from .signals import rerender_requested
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_COMMENT_CHARS = 5000
+MAX_REGIONS_PER_PANORAMA = 10_000
+EDITOR_STATUSES = {s.value for s in Region.Status}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _err(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def api(methods: list[str]):
+    """JSON view: allowed methods, no caching, ApiError -> JSON error response."""
+
+    def deco(fn):
+        @never_cache
+        @require_http_methods(methods)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any):
+            try:
+                return fn(request, *args, **kwargs)
+            except ApiError as e:
+                return _err(e.status, e.message)
+
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+    return deco
+
+
+def _require(request: HttpRequest, pano: Panorama, minimum: str) -> str:
+    """The user's role if at least MINIMUM; raise ApiError otherwise."""
+    if not can_view(request.user, pano):
+        raise ApiError(404, "no such panorama")
+    role = role_of(request.user, pano)
+    if role is None:
+        raise ApiError(403, "only members of this panorama can use the review API")
+    if RANK[role] < RANK[minimum]:
+        raise ApiError(403, f"this needs the {minimum} role (you are {role})")
+    return role
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    if len(request.body) > MAX_BODY_BYTES:
+        raise ApiError(400, f"request body larger than {MAX_BODY_BYTES} bytes")
+    ctype = request.content_type or ""
+    if ctype != "application/json":
+        raise ApiError(400, "send JSON (Content-Type: application/json)")
+    try:
+        data = json.loads(request.body.decode("utf-8") or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, f"invalid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ApiError(400, "JSON body must be an object")
+    return data
+
+
+def _clean_text(value: Any, what: str = "comment") -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, f"{what} must be a string")
+    text = value.strip()
+    if not text:
+        raise ApiError(400, f"{what} is empty")
+    if len(text) > MAX_COMMENT_CHARS:
+        raise ApiError(400, f"{what} longer than {MAX_COMMENT_CHARS} characters")
+    if "\x00" in text:
+        raise ApiError(400, f"{what} contains a NUL character")
+    return text
+
+
+def _first_comment(data: dict[str, Any]) -> str | None:
+    """Comment text from a Web Annotation body (TextualBody) or a plain 'comment' field."""
+    if "comment" in data:
+        return _clean_text(data["comment"])
+    body = data.get("body")
+    if body in (None, [], ""):
+        return None
+    items = body if isinstance(body, list) else [body]
+    if len(items) > 20:
+        raise ApiError(400, "too many body items")
+    for item in items:
+        if (
+            isinstance(item, dict)
+            and item.get("type", "TextualBody") == "TextualBody"
+            and item.get("purpose", "commenting") == "commenting"
+            and item.get("value")
+        ):
+            return _clean_text(item.get("value"))
+    return None
+
+
+def _pyramid_for(pano: Panorama, version: Any) -> Pyramid:
+    ready = pano.pyramids.filter(state=Pyramid.State.READY)
+    if version is None:
+        pyr = pano.published_pyramid if pano.published_pyramid_id else ready.order_by("-version").first()
+        if pyr is None:
+            raise ApiError(400, "this panorama has no pyramid to annotate yet")
+        return pyr
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ApiError(400, "version must be an integer")
+    pyr = ready.filter(version=version).first()
+    if pyr is None:
+        raise ApiError(400, f"no ready pyramid version {version}")
+    return pyr
+
+
+def _name(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+def _comment_json(c: Comment) -> dict[str, Any]:
+    return {
+        "id": c.pk,
+        "author": _name(c.author),
+        "body": c.body,
+        "created": c.created.isoformat(),
+    }
+
+
+def _can_modify(request: HttpRequest, region: Region, role: str) -> bool:
+    if RANK[role] >= RANK["editor"]:
+        return True
+    return RANK[role] >= RANK["reviewer"] and region.author_id == request.user.pk
+
+
+def annotation_json(
+    request: HttpRequest,
+    region: Region,
+    role: str,
+    comments: list[Comment] | None = None,
+    pyramids: dict[int, Pyramid] | None = None,
+):
+    """A region as a W3C Web Annotation (plus a 'terapan' block for the UI)."""
+    if comments is None:
+        comments = list(region.comments.select_related("author"))
+    url = request.build_absolute_uri(reverse("review:annotation", kwargs={"pk": region.pk}))
+    if pyramids is not None:
+        pyr = pyramids.get(region.version)
+    else:
+        pyr = region.panorama.pyramids.filter(version=region.version).first()
+    target = dict(region.target)
+    if pyr is not None:
+        target["source"] = request.build_absolute_uri(
+            reverse("viewer:dzi", kwargs={"pyramid_id": pyr.pk, "version": pyr.version})
+        )
+    return {
+        "@context": "http://www.w3.org/ns/anno.jsonld",
+        "id": url,
+        "type": "Annotation",
+        "body": [
+            {
+                "type": "TextualBody",
+                "purpose": "commenting",
+                "value": c.body,
+                "creator": {"type": "Person", "name": _name(c.author)},
+                "created": c.created.isoformat(),
+            }
+            for c in comments
+        ]
+        + [{"type": "TextualBody", "purpose": "tagging", "value": region.status}],
+        "target": target,
+        "creator": {"type": "Person", "name": _name(region.author)},
+        "created": region.created.isoformat(),
+        "modified": region.updated.isoformat(),
+        "terapan": {
+            "id": region.pk,
+            "status": region.status,
+            "version": region.version,
+            "bbox": region.bbox,
+            "author": _name(region.author),
+            "comments": len(comments),
+            "canModify": _can_modify(request, region, role),
+        },
+    }
+
+
+def _region_or_404(pk: int) -> Region:
+    return get_object_or_404(Region.objects.select_related("panorama", "author"), pk=pk)
+
+
+@api(["GET", "POST"])
+def annotations(request: HttpRequest, slug: str) -> JsonResponse:
+    """GET: the panorama's regions; POST: create one (reviewer+)."""
+    pano = get_object_or_404(Panorama.objects.select_related("published_pyramid"), slug=slug)
+    if request.method == "GET":
+        role = _require(request, pano, "viewer")
+        qs = pano.regions.select_related("author", "panorama").prefetch_related("comments__author")
+        status = request.GET.get("status")
+        if status:
+            if status not in EDITOR_STATUSES:
+                raise ApiError(400, f"unknown status {status!r}")
+            qs = qs.filter(status=status)
+        pyramids = {p.version: p for p in pano.pyramids.all()}
+        items = [annotation_json(request, r, role, list(r.comments.all()), pyramids) for r in qs]
+        return JsonResponse({"type": "AnnotationCollection", "total": len(items), "items": items})
+    role = _require(request, pano, "reviewer")
+    data = _json_body(request)
+    pyr = _pyramid_for(pano, data.get("version"))
+    try:
+        target, (x, y, w, h) = parse_target(data.get("target"), int(pyr.width), int(pyr.height))
+    except GeometryError as e:
+        raise ApiError(400, f"target: {e}") from e
+    text = _first_comment(data)
+    if pano.regions.count() >= MAX_REGIONS_PER_PANORAMA:
+        raise ApiError(400, "too many regions on this panorama")
+    with transaction.atomic():
+        region = Region.objects.create(
+            panorama=pano,
+            version=pyr.version,
+            target=target,
+            x=x,
+            y=y,
+            w=w,
+            h=h,
+            author=request.user,
+        )
+        if text:
+            Comment.objects.create(region=region, author=request.user, body=text)
+    return JsonResponse(annotation_json(request, region, role), status=201)
+
+
+@api(["GET", "PUT", "PATCH", "DELETE"])
+def annotation(request: HttpRequest, pk: int) -> JsonResponse:
+    """One region: read (viewer+), move/reshape or delete (its author, or an editor)."""
+    region = _region_or_404(pk)
+    pano = region.panorama
+    if request.method == "GET":
+        role = _require(request, pano, "viewer")
+        return JsonResponse(annotation_json(request, region, role))
+    role = _require(request, pano, "reviewer")
+    if not _can_modify(request, region, role):
+        raise ApiError(403, "only the region's author or an editor can change it")
+    if request.method == "DELETE":
+        region.delete()
+        return JsonResponse({"deleted": pk})
+    data = _json_body(request)
+    pyr = _pyramid_for(pano, data.get("version", region.version))
+    try:
+        target, (x, y, w, h) = parse_target(data.get("target"), int(pyr.width), int(pyr.height))
+    except GeometryError as e:
+        raise ApiError(400, f"target: {e}") from e
+    region.target, region.version = target, pyr.version
+    region.x, region.y, region.w, region.h = x, y, w, h
+    region.save()
+    return JsonResponse(annotation_json(request, region, role))
+
+
+@api(["GET", "POST"])
+def comments(request: HttpRequest, pk: int) -> JsonResponse:
+    """A region's comment thread: read (viewer+), add (reviewer+)."""
+    region = _region_or_404(pk)
+    if request.method == "GET":
+        _require(request, region.panorama, "viewer")
+        items = [_comment_json(c) for c in region.comments.select_related("author")]
+        return JsonResponse({"region": region.pk, "items": items})
+    _require(request, region.panorama, "reviewer")
+    data = _json_body(request)
+    text = _clean_text(data.get("body"))
+    if region.comments.count() >= 1000:
+        raise ApiError(400, "too many comments on this region")
+    c = Comment.objects.create(region=region, author=request.user, body=text)
+    Region.objects.filter(pk=region.pk).update(updated=c.created)
+    return JsonResponse(_comment_json(c), status=201)
+
+
+@api(["POST"])
+def status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Set a region's status (editor+); needs_rerender sends rerender_requested."""
+    region = _region_or_404(pk)
+    role = _require(request, region.panorama, "editor")
+    data = _json_body(request)
+    new = data.get("status")
+    if new not in EDITOR_STATUSES:
+        raise ApiError(400, f"status must be one of {sorted(EDITOR_STATUSES)}")
+    old = region.status
+    region.status = new
+    region.save(update_fields=["status", "updated"])
+    if new == Region.Status.NEEDS_RERENDER and old != new:
+        rerender_requested.send(sender=Region, region=region, user=request.user)
+    return JsonResponse(annotation_json(request, region, role))
+
+
+@api(["GET"])
+def stacks(request: HttpRequest, slug: str) -> JsonResponse:
+    """Work in progress: every stack's footprint, status and progress (members)."""
+    pano = get_object_or_404(Panorama.objects.select_related("published_pyramid"), slug=slug)
+    _require(request, pano, "viewer")
+    qs = (
+        Stack.objects.filter(subpanorama__panorama=pano)
+        .select_related("subpanorama")
+        .annotate(n_frames=Count("frames"))
+        .order_by("subpanorama__order", "row", "col", "name")
+    )
+    items = []
+    for s in qs:
+        fp = s.footprint if isinstance(s.footprint, dict) else {}
+        try:
+            footprint = {k: float(fp[k]) for k in ("x", "y", "w", "h")} if fp else None
+        except (KeyError, TypeError, ValueError):
+            footprint = None
+        items.append(
+            {
+                "id": s.pk,
+                "name": s.name,
+                "subpanorama": s.subpanorama.name,
+                "row": s.row,
+                "col": s.col,
+                "status": s.status,
+                "progress": round(float(s.progress or 0.0), 1),
+                "version": s.version,
+                "frames": s.n_frames,
+                "footprint": footprint,
+                "error": (s.error or "")[:300],
+                "updated": s.updated.isoformat(),
+            }
+        )
+    counts = Counter(i["status"] for i in items)
+    return JsonResponse({"panorama": pano.slug, "total": len(items), "counts": counts, "items": items})
