@@ -83,8 +83,8 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(400, "send JSON (Content-Type: application/json)")
     try:
         data = json.loads(request.body.decode("utf-8") or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiError(400, f"invalid JSON: {e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ApiError(400, f"invalid JSON: {str(e)[:200]}") from e
     if not isinstance(data, dict):
         raise ApiError(400, "JSON body must be an object")
     return data
