@@ -94,7 +94,7 @@ def develop_raw(path: str | Path, params: DevelopParams | None = None) -> np.nda
                 highlight_mode=HIGHLIGHT_MODES[params.highlight_mode],
                 output_color=rawpy.ColorSpace.sRGB,
             )
-    except Exception as e:  # noqa: BLE001 - LibRaw raises many kinds
+    except Exception as e:
         raise InputError(path, f"cannot develop RAW: {type(e).__name__}: {e}") from e
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise InputError(path, f"RAW developed to unexpected shape {rgb.shape}")

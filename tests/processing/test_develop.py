@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from processing.develop import DevelopParams, develop, develop_with_encoding, linear_to_srgb, srgb_to_linear
+from processing.errors import InputError
+from processing.imageio import write_image
+
+from ._sr_helpers import SHARED
+
+
+def test_srgb_roundtrip_and_linearisation(tmp_path):
+    x = np.linspace(0, 1, 1001, dtype=np.float32)
+    assert np.allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=2e-4)
+    assert abs(float(srgb_to_linear(np.float32(0.5))) - 0.2140) < 1e-3
+    img = np.full((16, 16, 3), 0.5, np.float32)
+    write_image(tmp_path / "a.png", img)
+    lin, enc = develop_with_encoding(tmp_path / "a.png")
+    assert enc == "srgb" and lin.dtype == np.float32 and lin.shape == (16, 16, 3)
+    assert abs(float(lin.mean()) - 0.214) < 2e-3
+    same, enc = develop_with_encoding(tmp_path / "a.png", DevelopParams(linearize=False))
+    assert enc == "as-is" and abs(float(same.mean()) - 0.5) < 1e-3
+
+
+def test_pixel_limit_refused_before_decoding(tmp_path):
+    write_image(tmp_path / "big.png", np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(InputError, match="above the limit"):
+        develop(tmp_path / "big.png", DevelopParams(max_pixels=1000))
+
+
+def test_bad_params():
+    with pytest.raises(ValueError):
+        DevelopParams(highlight_mode="nope")
+    assert DevelopParams.from_dict(DevelopParams(highlight_mode="blend").to_dict()).highlight_mode == "blend"
+
+
+@pytest.mark.skipif(not (SHARED / "raw" / "RAW_KODAK_DC50.KDC").exists(), reason="shared data absent")
+def test_raw_develop_linear():
+    img, enc = develop_with_encoding(SHARED / "raw" / "RAW_KODAK_DC50.KDC")
+    assert enc == "linear" and img.shape == (512, 768, 3) and img.dtype == np.float32
+    assert img.min() >= 0.0 and img.max() <= 1.0 and img.mean() > 0.01
+    with pytest.raises(InputError, match="above the limit"):
+        develop(SHARED / "raw" / "RAW_KODAK_DC50.KDC", DevelopParams(max_pixels=10_000))
