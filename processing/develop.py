@@ -84,18 +84,26 @@ def develop_raw(path: str | Path, params: DevelopParams | None = None) -> np.nda
     path = Path(path)
     probe(path, params.max_pixels)  # header-only size check before demosaicing
     check_libraw()
-    try:
-        with rawpy.imread(str(path)) as raw:
-            rgb = raw.postprocess(
-                use_camera_wb=params.use_camera_wb,
-                gamma=(1, 1),
-                no_auto_bright=True,
-                output_bps=16,
-                highlight_mode=HIGHLIGHT_MODES[params.highlight_mode],
-                output_color=rawpy.ColorSpace.sRGB,
-            )
-    except Exception as e:
-        raise InputError(path, f"cannot develop RAW: {type(e).__name__}: {e}") from e
+    from .imageio import _msg
+    from .safety import captured_stderr
+
+    failure: Exception | None = None
+    with captured_stderr() as err:  # LibRaw's own stderr lines join the reason
+        try:
+            with rawpy.imread(str(path)) as raw:
+                rgb = raw.postprocess(
+                    use_camera_wb=params.use_camera_wb,
+                    gamma=(1, 1),
+                    no_auto_bright=True,
+                    output_bps=16,
+                    highlight_mode=HIGHLIGHT_MODES[params.highlight_mode],
+                    output_color=rawpy.ColorSpace.sRGB,
+                )
+        except Exception as e:
+            failure = e
+    if failure is not None:
+        said = f" ({err.first_line()})" if err.first_line() else ""
+        raise InputError(path, f"cannot develop RAW: {type(failure).__name__}: {_msg(failure)}{said}") from failure
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise InputError(path, f"RAW developed to unexpected shape {rgb.shape}")
     return np.ascontiguousarray(rgb[:, :, :3], dtype=np.float32) / np.float32(65535.0)

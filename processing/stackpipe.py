@@ -112,10 +112,20 @@ def list_frames(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a folder")
-    paths = sorted(
-        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)),
-        key=lambda p: p.name,
-    )
+    try:
+        entries = list(folder.iterdir())
+    except OSError as e:
+        raise InputError(folder, f"cannot read the folder: {e.strerror or e}") from e
+    root = folder.resolve()
+    paths = []
+    for p in entries:
+        if not (p.is_file() and not p.name.startswith(".") and is_image_path(p)):
+            continue
+        # A symlink may point at another file of the stack, never outside it.
+        if p.is_symlink() and root not in p.resolve().parents:
+            raise InputError(p, "symlink points outside the stack folder")
+        paths.append(p)
+    paths.sort(key=lambda p: p.name)
     if not paths:
         raise InputError(folder, "no images (jpg/png/tif/dng/raw) in the folder")
     return paths
@@ -215,10 +225,13 @@ def process_stack(
         report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
     times["develop"] = time.perf_counter() - t0
     usable = [i for i in range(len(frames)) if frames[i].image is not None]
+    # Name every unreadable file and its reason, not only the folder.
+    bad = "; ".join(f"{fr.path.name}: {fr.record.get('reason')}" for fr in frames if fr.image is None)
+    why = f" ({bad})" if bad else ""
     if ref_i < 0 or frames[ref_i].image is None:
-        raise InputError(folder, "no readable reference frame")
+        raise InputError(folder, f"no readable reference frame{why}")
     if len(usable) < 2:
-        raise InputError(folder, f"need at least 2 readable frames (found {len(usable)})")
+        raise InputError(folder, f"need at least 2 readable frames (found {len(usable)}){why}")
 
     # ---------------------------------------------------------- sharpness
     t0 = time.perf_counter()

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=1000, file=sys.stderr, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+        bar = tqdm(total=1000, file=sys.stderr, unit="", disable=None, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
     def progress(frac: float, msg: str) -> None:
         if bar is not None:
