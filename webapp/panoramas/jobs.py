@@ -64,8 +64,9 @@ def _no_more_retries() -> None:
 
 def _run(job_pk: int, kind: str, body) -> dict[str, Any]:
     job = Job.objects.select_related("stack__subpanorama__panorama", "panorama").get(pk=job_pk)
-    if job.status == Status.CANCELED:
-        return {"canceled": True}
+    if job.status in (Status.CANCELED, Status.DONE):
+        # Canceled, or a duplicate delivery of a finished job: nothing to do.
+        return {"skipped": job.status}
     rep = Reporter(job, stack=job.stack)
     rep.start()
     t0 = time.perf_counter()
