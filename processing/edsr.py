@@ -17,10 +17,11 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-from keras import layers, ops  # noqa: E402
+import keras
+import numpy as np
+from keras import layers, ops
 
-from .errors import InputError  # noqa: E402
+from .errors import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 NATIVE_SCALES = (2, 3, 4)
@@ -105,14 +106,84 @@ class Scale(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
+def _keys(x: float, a: float = -0.5) -> float:
+    x = abs(x)
+    if x <= 1:
+        return (a + 2) * x**3 - (a + 3) * x**2 + 1
+    if x < 2:
+        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return 0.0
+
+
+def bicubic_kernel(r: int, channels: int = 3) -> np.ndarray:
+    """5x5 conv kernel whose r*r phases are bicubic (Keys a=-0.5) upsampling taps.
+
+    Output pixel o = r*k + i sits at input k + (i + 0.5)/r - 0.5 (half-pixel
+    centres, as tf.image.resize / keras UpSampling2D 'bicubic'); the taps
+    span k-2..k+2, so the input is padded by 2.
+    """
+    taps = np.zeros((r, 5))
+    for i in range(r):
+        d = (i + 0.5) / r - 0.5
+        f = int(np.floor(d))
+        t = d - f
+        for m, w in zip((-1, 0, 1, 2), (_keys(1 + t), _keys(t), _keys(1 - t), _keys(2 - t)), strict=True):
+            taps[i, f + m + 2] = w
+    k = np.zeros((5, 5, channels, channels * r * r), np.float32)
+    for i in range(r):
+        for j in range(r):
+            for c in range(channels):
+                k[:, :, c, (i * r + j) * channels + c] = np.outer(taps[i], taps[j])
+    return k
+
+
+@keras.saving.register_keras_serializable(package="terapan")
+class BicubicUp(layers.Layer):
+    """Fixed bicubic x r upsampling as conv + pixel shuffle (dynamic shapes, any backend)."""
+
+    def __init__(self, r: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.r = int(r)
+        self._k = bicubic_kernel(self.r)
+        self._k1 = bicubic_kernel(self.r, 1)
+
+    def call(self, x: Any) -> Any:
+        # Taps outside the image get weight 0 and the rest are renormalised
+        # (as TF's resize_bicubic does), via a convolved ones-mask.
+        pad = ((0, 0), (2, 2), (2, 2), (0, 0))
+        k = ops.convert_to_tensor(self._k, dtype=x.dtype)
+        k1 = ops.convert_to_tensor(self._k1, dtype=x.dtype)
+        y = ops.conv(ops.pad(x, pad), k, strides=1, padding="valid")
+        n = ops.conv(ops.pad(ops.ones_like(x[..., :1]), pad), k1, strides=1, padding="valid")
+        y = depth_to_space(y, self.r)
+        return y / depth_to_space(n, self.r)
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        r = self.r
+        return (s[0], None if s[1] is None else s[1] * r, None if s[2] is None else s[2] * r, s[3])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "r": self.r}
+
+
 def _conv(filters: int, name: str) -> layers.Conv2D:
     return layers.Conv2D(filters, 3, padding="same", name=name)
 
 
-def build_edsr(scale: int, n_blocks: int = 16, n_filters: int = 48, res_scale: float = 0.1) -> keras.Model:
-    """EDSR for an integer scale in (2, 3, 4); input any HxW, float RGB [0, 1]."""
+def build_edsr(
+    scale: int, n_blocks: int = 16, n_filters: int = 48, res_scale: float = 0.1, skip: str = "none"
+) -> keras.Model:
+    """EDSR for an integer scale in (2, 3, 4); input any HxW, float RGB [0, 1].
+
+    skip="bicubic" adds a fixed bicubic upsampling of the input to the output
+    (VDSR-style residual learning; the tail starts at zero so an untrained
+    model is exactly bicubic). It converges far faster, which matters with
+    minutes of CPU training; skip="none" is the paper's EDSR.
+    """
     if scale not in NATIVE_SCALES:
         raise ValueError(f"EDSR scale must be one of {NATIVE_SCALES}, got {scale}")
+    if skip not in ("none", "bicubic"):
+        raise ValueError(f"skip must be 'none' or 'bicubic', got {skip!r}")
     inp = keras.Input((None, None, 3), name="lr")
     x = MeanShift(-1.0, name="sub_mean")(inp)
     x = head = _conv(n_filters, "head")(x)
@@ -129,9 +200,25 @@ def build_edsr(scale: int, n_blocks: int = 16, n_filters: int = 48, res_scale: f
     for k, r in enumerate(stages):
         x = _conv(n_filters * r * r, f"up_{k}_conv")(x)
         x = PixelShuffle(r, name=f"up_{k}_shuffle")(x)
-    x = _conv(3, "tail")(x)
-    out = MeanShift(1.0, name="add_mean")(x)
+    if skip == "bicubic":
+        x = layers.Conv2D(3, 3, padding="same", name="tail", kernel_initializer="zeros")(x)
+        up = BicubicUp(scale, name="bicubic_skip")(inp)
+        out = layers.Add(name="add_bicubic")([x, up])
+    else:
+        x = _conv(3, "tail")(x)
+        out = MeanShift(1.0, name="add_mean")(x)
     return keras.Model(inp, out, name=f"edsr_x{scale}_b{n_blocks}_f{n_filters}")
+
+
+def build_from_arch(arch: dict[str, Any]) -> keras.Model:
+    """The model a sidecar's architecture names."""
+    return build_edsr(
+        int(arch["scale"]),
+        int(arch["n_blocks"]),
+        int(arch["n_filters"]),
+        float(arch.get("res_scale", 0.1)),
+        str(arch.get("skip", "none")),
+    )
 
 
 def sidecar_path(weights: Path) -> Path:
@@ -191,10 +278,10 @@ def load_model(scale: int, weights: Path | str | None = None, cache: bool = True
     arch = meta["architecture"]
     if int(arch["scale"]) != int(scale):
         raise InputError(path, f"weights are for x{arch['scale']}, not x{scale}")
-    model = build_edsr(int(arch["scale"]), int(arch["n_blocks"]), int(arch["n_filters"]), float(arch.get("res_scale", 0.1)))
+    model = build_from_arch(arch)
     try:
         model.load_weights(path)
-    except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds
+    except Exception as e:
         raise InputError(path, f"cannot load weights: {e}") from e
     model.terapan_meta = meta  # type: ignore[attr-defined]
     if cache:
@@ -202,13 +289,16 @@ def load_model(scale: int, weights: Path | str | None = None, cache: bool = True
     return model
 
 
-def architecture(model: keras.Model, scale: int, n_blocks: int, n_filters: int, res_scale: float = 0.1) -> dict[str, Any]:
+def architecture(
+    model: keras.Model, scale: int, n_blocks: int, n_filters: int, res_scale: float = 0.1, skip: str = "none"
+) -> dict[str, Any]:
     return {
         "name": "EDSR",
         "scale": scale,
         "n_blocks": n_blocks,
         "n_filters": n_filters,
         "res_scale": res_scale,
+        "skip": skip,
         "rgb_mean": list(RGB_MEAN),
         "io": "float RGB [0,1], NHWC",
         "params": int(model.count_params()),
@@ -216,5 +306,11 @@ def architecture(model: keras.Model, scale: int, n_blocks: int, n_filters: int, 
 
 
 def predict(model: keras.Model, batch: Any) -> Any:
-    """Run the model on an NHWC float32 batch and return NumPy."""
+    """Run the model on an NHWC float32 batch and return NumPy.
+
+    predict_on_batch runs a compiled function (about 25 % faster than an
+    eager call on CPU); callers keep batch shapes fixed to avoid retracing.
+    """
+    if isinstance(model, keras.Model):
+        return ops.convert_to_numpy(model.predict_on_batch(batch))
     return ops.convert_to_numpy(model(batch, training=False))

@@ -1,0 +1,155 @@
+"""python -m processing bench edsr: the shipped EDSR against bicubic on Set5/Set14/B100.
+
+Standard protocol: HR cropped to a multiple of the scale, LR by PIL BICUBIC
+(MATLAB imresize equivalent), PSNR/SSIM on Y (BT.601) with `scale` pixels
+shaved. Also: speed (output MP/s) of the shipped and of the faster model,
+LR consistency (output downscaled back vs input) and tiled-vs-whole difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import emit, peak_rss_mb
+
+SHARED = Path(os.environ.get("TERAPAN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+#: Published figures (EDSR paper, Table; bicubic as reported there), PSNR dB.
+PUBLISHED = {
+    4: {
+        "edsr": {"Set5": 32.46, "Set14": 28.80, "B100": 27.71},
+        "bicubic": {"Set5": 28.42, "Set14": 26.00, "B100": 25.96},
+    },
+    2: {
+        "edsr": {"Set5": 38.11, "Set14": 33.92, "B100": 32.32},
+        "bicubic": {"Set5": 33.66, "Set14": 30.24, "B100": 29.56},
+    },
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=int, default=4, choices=(2, 3, 4))
+    p.add_argument("--sets", default="Set5,Set14,B100")
+    p.add_argument("--limit", type=int, default=0, help="at most N images per set (0: all)")
+    p.add_argument("--weights", help="weights to measure (default: shipped)")
+    p.add_argument("--fast-weights", help="the smaller faster model (default: shipped edsr_x{s}_fast)")
+    p.add_argument("--data", default=str(SHARED / "sr"), help="folder holding the sets")
+    p.add_argument("--no-ssim", action="store_true")
+    p.add_argument("--speed-size", type=int, default=256, help="LR side of the speed test input")
+
+
+def _eval_set(model: Any, scale: int, paths: list[Path], ssim: bool) -> dict[str, float]:
+    from ..train import bicubic_down, bicubic_up, mod_crop, psnr_y, read_rgb8, sr_image, ssim_y
+
+    rows: dict[str, list[float]] = {k: [] for k in ("psnr", "psnr_bicubic", "ssim", "ssim_bicubic", "lr_mae")}
+    for p in paths:
+        hr = mod_crop(read_rgb8(p), scale)
+        lr = bicubic_down(hr, scale)
+        sr = sr_image(model, lr)
+        bi = bicubic_up(lr, (hr.shape[1], hr.shape[0]))
+        rows["psnr"].append(psnr_y(sr, hr, scale))
+        rows["psnr_bicubic"].append(psnr_y(bi, hr, scale))
+        if ssim:
+            rows["ssim"].append(ssim_y(sr, hr, scale))
+            rows["ssim_bicubic"].append(ssim_y(bi, hr, scale))
+        back = bicubic_down(sr, scale).astype(np.float64)
+        rows["lr_mae"].append(float(np.mean(np.abs(back - lr))))
+    out = {k: round(float(np.mean(v)), 4) for k, v in rows.items() if v}
+    out["gain_db"] = round(out["psnr"] - out["psnr_bicubic"], 3)
+    out["n"] = len(paths)
+    return out
+
+
+def _speed(model: Any, scale: int, side: int, params: Any) -> dict[str, float]:
+    """Output MP/s: raw model call on one window, and the tiled upscale_array path."""
+    from ..edsr import predict
+    from ..upscale import upscale_array
+
+    rng = np.random.default_rng(0)
+    import cv2
+
+    x = cv2.GaussianBlur(rng.random((side, side, 3)).astype(np.float32), (0, 0), 1.0)
+    # Best of 3 after a warm-up of the same shapes: the CPU is shared, the minimum is the least disturbed.
+    raw, tiled = [], []
+    for _ in range(3):
+        t = time.perf_counter()
+        predict(model, x[None])
+        raw.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        upscale_array(x, scale, params)
+        tiled.append(time.perf_counter() - t)
+    raw, tiled = min(raw[1:]), min(tiled[1:])
+    mp = side * side * scale * scale / 1e6
+    return {"raw_mp_s": round(mp / raw, 3), "tiled_mp_s": round(mp / tiled, 3), "out_mp": round(mp, 3)}
+
+
+def _tiled_vs_whole(model: Any, scale: int, paths: list[Path], params: Any) -> dict[str, float]:
+    from ..edsr import predict
+    from ..train import bicubic_down, mod_crop, read_rgb8
+    from ..upscale import upscale_array
+
+    diffs, maxd = [], 0.0
+    for p in paths:
+        hr = mod_crop(read_rgb8(p), scale)
+        lr = bicubic_down(hr, scale).astype(np.float32) / 255.0
+        whole = np.clip(predict(model, lr[None])[0], 0, 1)
+        tiled = upscale_array(lr, scale, params)
+        d = np.abs(tiled - whole) * 255.0
+        diffs.append(float(d.mean()))
+        maxd = max(maxd, float(d.max()))
+    return {"mean_abs_255": round(float(np.mean(diffs)), 4), "max_abs_255": round(maxd, 3), "n": len(paths)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..edsr import default_weights, load_model
+    from ..errors import InputError
+    from ..upscale import UpscaleParams
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise InputError(data, "SR benchmark sets not found")
+    s = args.scale
+    wpath = Path(args.weights) if args.weights else default_weights(s)
+    model = load_model(s, wpath)
+    fast_path = Path(args.fast_weights) if args.fast_weights else wpath.with_name(f"edsr_x{s}_fast.weights.h5")
+    result: dict[str, Any] = {
+        "bench": "edsr",
+        "scale": s,
+        "weights": str(wpath),
+        "architecture": model.terapan_meta["architecture"],
+        "protocol": "Y BT.601, HR mod-crop, border=scale shaved, LR by PIL BICUBIC",
+        "sets": {},
+    }
+    for name in [x.strip() for x in args.sets.split(",") if x.strip()]:
+        from ..train import list_images
+
+        paths = list_images([data / name])
+        if args.limit:
+            paths = paths[: args.limit]
+        t = time.perf_counter()
+        r = _eval_set(model, s, paths, not args.no_ssim)
+        r["seconds"] = round(time.perf_counter() - t, 1)
+        if fast_path.is_file():
+            rf = _eval_set(load_model(s, fast_path), s, paths, False)
+            r["fast_psnr"] = rf["psnr"]
+        result["sets"][name] = r
+    result["published"] = PUBLISHED.get(s)
+    # Tiling: forced small windows (many seams) against one whole-image call.
+    p_tiled = UpscaleParams(scale=s, weights=str(wpath), tile=64, batch=2)
+    set5 = [p for p in sorted((data / "Set5").iterdir())][:3] if (data / "Set5").is_dir() else []
+    if set5:
+        result["tiled_vs_whole"] = _tiled_vs_whole(model, s, set5, p_tiled)
+    result["speed"] = {"shipped": _speed(model, s, args.speed_size, UpscaleParams(scale=s, weights=str(wpath)))}
+    if fast_path.is_file():
+        fm = load_model(s, fast_path)
+        result["speed"]["fast"] = _speed(fm, s, args.speed_size, UpscaleParams(scale=s, weights=str(fast_path)))
+        result["fast_architecture"] = fm.terapan_meta["architecture"]
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    emit(result)
+    return 0

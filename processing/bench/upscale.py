@@ -1,0 +1,199 @@
+"""python -m processing bench upscale: upscaling settings against ground truth.
+
+Ground truth: SR-set photos (and the sharp saw photo), degraded the way real
+inputs are (clean bicubic, sensor noise, optical blur, blur+noise+JPEG) and
+downscaled by the scale. Every setting (pre-downscale 0/25/50 %, iterations
+1/2, auto) upscales the degraded input; PSNR/SSIM on Y against the truth.
+
+--route: which route gives the best x4 from a burst: fusion at x1 then the
+model x4, or fusion at x2 then the model x2 (the stack pipeline's default),
+with fusion alone at x4 and single-frame routes for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import emit, peak_rss_mb
+
+SHARED = Path(os.environ.get("TERAPAN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+SETTINGS = [(0.0, 1), (25.0, 1), (50.0, 1), (0.0, 2), (25.0, 2), (50.0, 2)]
+DEFAULT = (0.0, 1)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--images", type=int, default=4, help="ground-truth images (from Set14, plus the saw photo)")
+    p.add_argument("--crop", type=int, default=384, help="ground-truth crop side (HR px)")
+    p.add_argument("--weights", help="x{scale} weights (default: shipped)")
+    p.add_argument("--route", action="store_true", help="burst routes: fuse x1 + model x4 vs fuse x2 + model x2")
+    p.add_argument("--frames", type=int, default=8, help="burst frames for --route")
+    p.add_argument("--data", default=str(SHARED))
+
+
+def _to8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _truths(data: Path, n: int, crop: int, scale: int) -> list[tuple[str, np.ndarray]]:
+    from ..train import list_images, read_rgb8
+
+    out = []
+    saw = data / "photos" / "saw_2725x2225.jpg"
+    if saw.is_file():
+        im = read_rgb8(saw)
+        h, w = im.shape[:2]
+        out.append(("saw", im[h // 2 - crop // 2 : h // 2 + crop // 2, w // 2 - crop // 2 : w // 2 + crop // 2]))
+    for p in list_images([data / "sr" / "Set14"])[: max(0, n - len(out))]:
+        im = read_rgb8(p)
+        h, w = im.shape[:2]
+        c = min(crop, h, w) // scale * scale
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        out.append((p.stem, im[y0 : y0 + c, x0 : x0 + c]))
+    return out
+
+
+def _degrade(hr: np.ndarray, scale: int, kind: str, seed: int) -> np.ndarray:
+    """Float LR from uint8 HR: bicubic decimation after optical blur; noise/JPEG on LR."""
+    import cv2
+
+    from ..train import bicubic_down, jpeg
+
+    rng = np.random.default_rng(seed)
+    x = hr
+    if kind in ("blur", "blur_noise_jpeg"):
+        x = cv2.GaussianBlur(hr, (0, 0), 0.6 * scale)  # 0.6 LR px of extra optical blur
+    lr = bicubic_down(x, scale).astype(np.float32) / 255.0
+    if kind in ("noise", "blur_noise_jpeg", "heavy_noise"):
+        sigma = 0.05 if kind == "heavy_noise" else 0.02
+        lr = np.clip(lr + rng.normal(0, sigma, lr.shape).astype(np.float32), 0, 1)
+    if kind == "blur_noise_jpeg":
+        lr = jpeg(_to8(lr), 80).astype(np.float32) / 255.0
+    return lr
+
+
+def _score(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float]:
+    from ..train import psnr_y, ssim_y
+
+    s8 = _to8(sr)
+    return psnr_y(s8, hr, scale), ssim_y(s8, hr, scale)
+
+
+def _settings_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from ..train import bicubic_up
+    from ..upscale import UpscaleParams, choose_auto, upscale_array
+
+    s = args.scale
+    base = UpscaleParams(scale=s, weights=args.weights)
+    truths = _truths(Path(args.data), args.images, args.crop, s)
+    conds = ["clean", "noise", "heavy_noise", "blur", "blur_noise_jpeg"]
+    names = [f"pre{int(p)}_it{n}" for p, n in SETTINGS] + ["auto", "bicubic"]
+    table: dict[str, dict[str, list[float]]] = {c: {k: [] for k in names} for c in conds}
+    chosen: dict[str, list[str]] = {c: [] for c in conds}
+    t0 = time.perf_counter()
+    for ci, cond in enumerate(conds):
+        for ii, (_, hr) in enumerate(truths):
+            lr = _degrade(hr, s, cond, seed=100 * ci + ii)
+            for (pd, n), name in zip(SETTINGS, names, strict=False):
+                sr = upscale_array(lr, s, base.replace(pre_downscale=pd, iterations=n))
+                table[cond][name].append(_score(sr, hr, s)[0])
+            res = choose_auto(lr, base)
+            ap = res["params"]
+            chosen[cond].append(f"pre{int(ap.pre_downscale)}_it{ap.iterations}")
+            table[cond]["auto"].append(_score(upscale_array(lr, s, ap), hr, s)[0])
+            table[cond]["bicubic"].append(_score(bicubic_up(_to8(lr), (hr.shape[1], hr.shape[0])) / 255.0, hr, s)[0])
+    mean = {c: {k: round(float(np.mean(v)), 3) for k, v in table[c].items()} for c in conds}
+    dname = f"pre{int(DEFAULT[0])}_it{DEFAULT[1]}"
+    overall = {k: round(float(np.mean([mean[c][k] for c in conds])), 3) for k in names}
+    return {
+        "bench": "upscale",
+        "scale": s,
+        "images": [n for n, _ in truths],
+        "metric": "PSNR-Y dB vs ground truth, border=scale",
+        "conditions": {
+            "clean": "bicubic x1/S",
+            "noise": "+ Gaussian sigma 0.02 on LR",
+            "heavy_noise": "+ Gaussian sigma 0.05 on LR",
+            "blur": "Gaussian sigma 0.6 LR px before decimation",
+            "blur_noise_jpeg": "blur + noise + JPEG q80",
+        },
+        "psnr": mean,
+        "overall_mean_psnr": overall,
+        "auto_choices": chosen,
+        "auto_minus_default_db": {c: round(mean[c]["auto"] - mean[c][dname], 3) for c in conds}
+        | {"overall": round(overall["auto"] - overall[dname], 3)},
+        "best_fixed_per_condition": {c: max(names[:-2], key=lambda k: mean[c][k]) for c in conds},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """x4 from a synthetic burst: where should the model come in?"""
+    from ..sharpen import SharpenParams, unsharp_mask
+    from ..stackpipe import StackParams, process_stack
+    from ..synth import make_burst, write_burst
+    from ..train import bicubic_up
+    from ..upscale import UpscaleParams, upscale_array
+
+    s = 4
+    truths = _truths(Path(args.data), min(args.images, 3), args.crop // s * s, s)
+    rows: dict[str, list[float]] = {}
+    secs: dict[str, list[float]] = {}
+    up = UpscaleParams(scale=s, weights=args.weights)
+    no_sharp = StackParams().replace(sharpen=SharpenParams(amount=0.0))
+
+    def add(name: str, sr: np.ndarray, hr: np.ndarray, t: float) -> None:
+        rows.setdefault(name, []).append(_score(sr, hr, s)[0])
+        secs.setdefault(name, []).append(t)
+
+    for ii, (_, hr) in enumerate(truths):
+        gt = hr.astype(np.float32) / 255.0
+        burst = make_burst(gt, args.frames, float(s), seed=ii, noise=0.004)
+        with tempfile.TemporaryDirectory(prefix="terapan-route-") as td:
+            d = write_burst(burst, td)
+            paths = sorted(Path(d).glob("frame_*"))
+            t = time.perf_counter()
+            f1 = process_stack(paths, 1.0, no_sharp, upscale_model=False).image
+            a = unsharp_mask(upscale_array(f1, s, up), SharpenParams())
+            add("fuse_x1_model_x4", a, hr, time.perf_counter() - t)
+            t = time.perf_counter()
+            b = process_stack(paths, float(s), upscale_model=True).image  # fuse x2 + model x2 (+ sharpen)
+            add("fuse_x2_model_x2", b, hr, time.perf_counter() - t)
+            t = time.perf_counter()
+            c = process_stack(paths, float(s), upscale_model=False).image
+            add("fuse_x4_only", c, hr, time.perf_counter() - t)
+        ref = burst.frames[0]
+        t = time.perf_counter()
+        add("single_frame_model_x4", upscale_array(ref, s, up), hr, time.perf_counter() - t)
+        add("single_frame_bicubic", bicubic_up(_to8(ref), (hr.shape[1], hr.shape[0])) / 255.0, hr, 0.0)
+    mean = {k: round(float(np.mean(v)), 3) for k, v in rows.items()}
+    return {
+        "bench": "upscale-route",
+        "scale": s,
+        "frames": args.frames,
+        "images": [n for n, _ in truths],
+        "metric": "PSNR-Y dB vs ground truth, border=4",
+        "psnr": mean,
+        "psnr_per_image": {k: [round(x, 3) for x in v] for k, v in rows.items()},
+        "seconds_mean": {k: round(float(np.mean(v)), 2) for k, v in secs.items()},
+        "best_route": max(("fuse_x1_model_x4", "fuse_x2_model_x2"), key=lambda k: mean[k]),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+
+    if not Path(args.data).is_dir():
+        raise InputError(args.data, "shared data folder not found")
+    out = _route_bench(args) if args.route else _settings_bench(args)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    emit(out)
+    return 0
