@@ -144,3 +144,18 @@ def test_rerender_command_json(pano: Panorama) -> None:
     assert last["stacks_rerendered"] == 1 and last["version"] == 1
     for q in ("gpu", "default"):
         django_rq.get_queue(q).empty()
+
+
+@pytest.mark.django_db
+def test_region_admin_leads_to_rerender_confirmation(admin_client, pano: Panorama, admin_user) -> None:  # noqa: ANN001
+    from webapp.review.models import Region
+
+    r = Region.objects.create(panorama=pano, version=1, target={}, x=450, y=50, w=20, h=20, author=admin_user)
+    resp = admin_client.post("/admin/review/region/", {"action": "rerender", "_selected_action": [str(r.pk)]})
+    assert resp.status_code == 302 and f"region_id={r.pk}" in resp["Location"]
+    page = admin_client.get(resp["Location"]).content.decode()
+    assert "s2" in page and "Yes, re-render" in page
+    assert (
+        "Re-render the stacks under this region"
+        in admin_client.get(f"/admin/review/region/{r.pk}/change/").content.decode()
+    )

@@ -1,4 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.html import format_html
 
 from .models import Comment, Region
 
@@ -24,6 +28,23 @@ class RegionAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "panorama")
     inlines = [CommentInline]
+    actions = ["rerender"]
+    readonly_fields = ("rerender_link",)
+
+    @admin.display(description="re-render")
+    def rerender_link(self, obj: Region) -> str:
+        if not obj.pk:
+            return "-"
+        url = reverse("admin:panoramas_panorama_rerender", args=[obj.panorama_id]) + f"?region_id={obj.pk}"
+        return format_html('<a class="button" href="{}">Re-render the stacks under this region…</a>', url)
+
+    @admin.action(description="Re-render the stacks under the selected region…")
+    def rerender(self, request: HttpRequest, queryset) -> HttpResponse | None:  # noqa: ANN001
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one region.", messages.WARNING)
+            return None
+        r = queryset.first()
+        return redirect(reverse("admin:panoramas_panorama_rerender", args=[r.panorama_id]) + f"?region_id={r.pk}")
 
 
 @admin.register(Comment)
