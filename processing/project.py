@@ -64,7 +64,9 @@ class Camera:
 
     @classmethod
     def make(cls, width: int, height: int, focal: float, R: np.ndarray, k1: float = 0.0, k2: float = 0.0) -> Camera:
-        return cls(int(width), int(height), float(focal), tuple(tuple(float(x) for x in r) for r in np.asarray(R)), k1, k2)
+        return cls(
+            int(width), int(height), float(focal), tuple(tuple(float(x) for x in r) for r in np.asarray(R)), k1, k2
+        )
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ class Canvas:
 
     def scaled(self, factor: float) -> Canvas:
         """The same canvas at another resolution (for proxies)."""
-        w = max(1, int(round(self.width * factor)))
-        h = max(1, int(round(self.height * factor)))
+        w = max(1, round(self.width * factor))
+        h = max(1, round(self.height * factor))
         fx, fy = w / self.width, h / self.height
         return Canvas(
             self.projection,
@@ -191,8 +193,10 @@ def block_map(
     mx = xn * np.float32(cam.focal) + np.float32(cx)
     my = yn * np.float32(cam.focal) + np.float32(cy)
     valid = front & (mx > -0.5) & (mx < cam.width - 0.5) & (my > -0.5) & (my < cam.height - 0.5)
-    mx[~valid] = -10.0
-    my[~valid] = -10.0
+    # outside the image: clamp to its border (replicated content, the same in
+    # every block, keeps multi-band blending free of dark halos)
+    np.clip(mx, 0, cam.width - 1, out=mx)
+    np.clip(my, 0, cam.height - 1, out=my)
     return mx.astype(np.float32, copy=False), my.astype(np.float32, copy=False), valid
 
 
@@ -274,12 +278,12 @@ def footprint(cam: Camera, canvas: Canvas, margin: int = 2) -> tuple[int, int, i
         vy0 = -1e9
     if south:
         vy1 = 1e9
-    x0 = int(math.floor(ux0)) - margin
-    x1 = int(math.ceil(ux1)) + margin + 1
+    x0 = math.floor(ux0) - margin
+    x1 = math.ceil(ux1) + margin + 1
     if canvas.wrap and x1 - x0 >= W:
         x0, x1 = 0, W
-    y0 = max(0, int(math.floor(vy0)) - margin)
-    y1 = min(canvas.height, int(math.ceil(vy1)) + margin + 1)
+    y0 = max(0, math.floor(vy0) - margin)
+    y1 = min(canvas.height, math.ceil(vy1) + margin + 1)
     if not canvas.wrap:
         x0, x1 = max(0, x0), min(W, x1)
     elif x0 < 0:
@@ -318,9 +322,9 @@ def make_canvas(
         raise ValueError(f"unknown projection {projection!r}")
     s = float(scale if scale else np.median([c.focal for c in cams]))
     if projection == "equirectangular":
-        W = max(4, int(round(2 * math.pi * s / 2)) * 2)
+        W = max(4, round(2 * math.pi * s / 2) * 2)
         H = W // 2
-        if max_pixels and W * H > max_pixels:
+        if max_pixels and max_pixels < W * H:
             W = max(4, int(math.sqrt(2 * max_pixels)) // 2 * 2)
             H = W // 2
         return Canvas(projection, W, H, W / (2 * math.pi), H / math.pi, W / 2 - 0.5, H / 2 - 0.5, True)
@@ -328,7 +332,7 @@ def make_canvas(
     lat_t = -rays[:, 1] / np.maximum(np.hypot(rays[:, 0], rays[:, 2]), 1e-9)
     t0, t1 = float(np.clip(lat_t.min(), -4, 4)), float(np.clip(lat_t.max(), -4, 4))
     if wrap:
-        W = max(4, int(round(2 * math.pi * s)))
+        W = max(4, round(2 * math.pi * s))
         su = W / (2 * math.pi)
         u0 = W / 2 - 0.5
     else:
@@ -337,11 +341,11 @@ def make_canvas(
         m = math.atan2(np.sin(lon).mean(), np.cos(lon).mean())
         d = np.angle(np.exp(1j * (lon - m)))
         lo, hi = float(d.min() + m), float(d.max() + m)
-        W = max(4, int(math.ceil((hi - lo) * s)) + 1)
+        W = max(4, math.ceil((hi - lo) * s) + 1)
         su = s
         u0 = -lo * s
-    H = max(4, int(math.ceil((t1 - t0) * s)) + 1)
-    if max_pixels and W * H > max_pixels:
+    H = max(4, math.ceil((t1 - t0) * s) + 1)
+    if max_pixels and max_pixels < W * H:
         f = math.sqrt(max_pixels / (W * H))
         return Canvas(projection, W, H, su, s, u0, t1 * s, wrap).scaled(f)
     return Canvas(projection, W, H, su, s, u0, t1 * s, wrap)

@@ -1,0 +1,86 @@
+"""python -m processing stitch DIR -o OUT --projection cylindrical|equirectangular."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="folder of images (or one image list file with one path per line)")
+    p.add_argument("-o", "--out", required=True, help="output .tif (tiled BigTIFF RGBA), .png or .jpg")
+    p.add_argument("--projection", choices=["cylindrical", "equirectangular"], default="cylindrical")
+    p.add_argument("--wrap", action="store_true", help="360-degree cylinder (equirectangular always wraps)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    p.add_argument("--placements", help="angles.csv / image_list.txt with approximate yaw,pitch,roll,focal")
+    p.add_argument("--proxy-mp", type=float, default=0.5, help="feature proxy size in megapixels")
+    p.add_argument("--glob", default="*", help="file name pattern inside DIR")
+    p.add_argument("--exclude", action="append", default=[], help="file name pattern to skip (repeatable)")
+    p.add_argument("--scale", type=float, default=1.0, help="output px/rad relative to the median focal")
+    p.add_argument("--max-mp", type=float, default=0.0, help="shrink the canvas to at most this many MP")
+    p.add_argument("--bands", type=int, default=-1, help="multi-band levels (-1 auto, 0 hard seams)")
+    p.add_argument("--bits", type=int, choices=[8, 16], default=8)
+    p.add_argument("--block", type=int, default=1024)
+    p.add_argument("--vignetting", action="store_true", help="estimate and correct radial vignetting")
+    p.add_argument("--no-gain", action="store_true", help="no gain compensation")
+    p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
+    p.add_argument("--lens-k1", action="store_true", help="estimate radial lens distortion (k1) per lens")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fnmatch import fnmatch
+
+    from tqdm import tqdm
+
+    from ..registration import find_placements_file, load_placements
+    from ..stitch import StitchParams, list_images, stitch_files
+
+    src = Path(args.dir)
+    files = [p for p in list_images(src, args.glob) if not any(fnmatch(p.name, e) for e in args.exclude)]
+    if not files:
+        raise InputError(src, "no images left after --exclude")
+    pl_path = Path(args.placements) if args.placements else find_placements_file(src)
+    placements = load_placements(pl_path) if pl_path else None
+    try:
+        params = StitchParams(
+            projection=args.projection,
+            wrap=bool(args.wrap or args.projection == "equirectangular"),
+            proxy_mp=args.proxy_mp,
+            scale=args.scale,
+            max_output_mp=args.max_mp,
+            bands=args.bands,
+            bits=args.bits,
+            block=args.block,
+            vignetting=args.vignetting,
+            gain_compensation=not args.no_gain,
+            lens_k1=args.lens_k1,
+            seams=args.seams,
+        )
+        params.validate()
+    except ValueError as e:
+        raise InputError(src, str(e)) from e
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    res = stitch_files(files, args.out, params, placements, progress)
+    for b in bars.values():
+        b.close()
+    print(
+        f"{res.placed}/{res.total} placed, {res.width}x{res.height}, {res.seconds:.1f} s -> {args.out}", file=sys.stderr
+    )
+    for d in res.dropped:
+        print(f"dropped {d['file']}: {d['reason']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res.summary()))
+    return 0
