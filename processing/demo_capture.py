@@ -1,8 +1,8 @@
 """A synthetic 360-degree capture for the demo, made from real photographs.
 
 A strip of real photos (scikit-image's bundled ones, so no download is needed)
-is wrapped round a cylinder; N perspective views are cut from it at evenly
-spaced yaws with overlap, and each view becomes a handheld burst
+is wrapped round a cylinder (synth_pano.make_cylinder_views); N perspective
+views are cut from it at evenly spaced yaws with overlap, and each view becomes a handheld burst
 (processing.synth.make_burst: jitter, rotation, turbulence, noise, pixel
 integration). The manifest records each stack's frames and approximate yaw
 and focal length, as a rig would.
@@ -22,6 +22,7 @@ import numpy as np
 
 from .params import StageParams
 from .synth import make_burst, write_burst
+from .synth_pano import make_cylinder_views
 
 PHOTOS = ("coffee", "rocket", "astronaut", "chelsea", "immunohistochemistry", "retina")
 
@@ -32,8 +33,8 @@ class DemoCaptureParams(StageParams):
     VERSION: ClassVar[int] = 1
     n_stacks: int = 12
     n_frames: int = 6
-    view_width: int = 480
     view_height: int = 360
+    overlap: float = 0.35  # fraction of a view shared with each neighbour
     scale: float = 2.0
     seed: int = 1
     shift_px: float = 12.0
@@ -57,29 +58,6 @@ def photo_strip(height: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def cylinder_view(strip: np.ndarray, yaw_deg: float, width: int, height: int, focal: float) -> np.ndarray:
-    """Perspective view of a 360-degree cylindrical strip looking at YAW."""
-    sh, sw = strip.shape[:2]
-    radius = sw / (2 * math.pi)  # the strip's width is the whole circumference
-    xs = np.arange(width, dtype=np.float64) - (width - 1) / 2
-    ys = np.arange(height, dtype=np.float64) - (height - 1) / 2
-    x, y = np.meshgrid(xs, ys)
-    theta = math.radians(yaw_deg) + np.arctan2(x, focal)
-    h = y / np.hypot(x, focal)
-    u = (theta / (2 * math.pi) * sw) % sw - 0.5
-    v = (sh - 1) / 2 + h * radius
-    # Pad horizontally so the remap wraps round the 360-degree seam.
-    pad = 4
-    padded = np.concatenate([strip[:, -pad:], strip, strip[:, :pad]], axis=1)
-    return cv2.remap(
-        padded,
-        (u + pad).astype(np.float32),
-        v.astype(np.float32),
-        cv2.INTER_CUBIC,
-        borderMode=cv2.BORDER_REFLECT,
-    ).clip(0, 1)
-
-
 def build_capture(
     root: str | Path,
     params: DemoCaptureParams | None = None,
@@ -91,16 +69,11 @@ def build_capture(
     # Strip tall enough for the views' vertical field of view on the cylinder.
     strip = photo_strip(int(p.view_height * 1.35))
     sw = strip.shape[1]
-    radius = sw / (2 * math.pi)
-    focal = radius  # keeps the view's scale equal to the strip's at its centre
-    step = 360.0 / p.n_stacks
-    hfov = math.degrees(2 * math.atan(p.view_width / 2 / focal))
-    if hfov <= step:
-        raise ValueError(f"views of {hfov:.1f} deg do not overlap at {step:.1f} deg spacing: use more stacks")
+    views, yaws, focal = make_cylinder_views(strip, p.n_stacks, p.overlap, view_height=p.view_height)
+    hfov = math.degrees(2 * math.atan(views[0].shape[1] / 2 / focal))
     stacks = []
-    for i in range(p.n_stacks):
-        yaw = i * step
-        gt = cylinder_view(strip, yaw, p.view_width, p.view_height, focal)
+    for i, (gt, yaw) in enumerate(zip(views, yaws, strict=True)):
+        gt = np.clip(gt, 0.0, 1.0)
         burst = make_burst(
             gt,
             p.n_frames,

@@ -202,9 +202,9 @@ def to_8bit(im: pyvips.Image) -> pyvips.Image:
 
 
 def _prepare_for_format(im: pyvips.Image, fmt: str) -> pyvips.Image:
-    # JPEG has no alpha: flatten onto white, as a viewer's background would.
+    # JPEG has no alpha: flatten onto black, the viewer's background.
     if fmt == "jpg" and im.bands in (2, 4):
-        im = im.flatten(background=[255] * (im.bands - 1)).cast("uchar")
+        im = im.flatten(background=[0] * (im.bands - 1)).cast("uchar")
         im = im.copy(interpretation="srgb" if im.bands >= 3 else "b-w")
     return im
 

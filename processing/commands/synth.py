@@ -69,7 +69,19 @@ def _run_burst(args: argparse.Namespace) -> int:
     return 0
 
 
-KINDS = {"burst": (_add_burst, _run_burst)}
+def _add_panorama(sub: argparse._SubParsersAction) -> None:
+    from . import synth_panorama
+
+    synth_panorama.add_arguments(sub.add_parser("panorama", help="ground-truth panorama views (cube map or cylinder)"))
+
+
+def _run_panorama(args: argparse.Namespace) -> int:
+    from . import synth_panorama
+
+    return synth_panorama.run(args)
+
+
+KINDS = {"burst": (_add_burst, _run_burst), "panorama": (_add_panorama, _run_panorama)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

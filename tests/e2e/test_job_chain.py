@@ -30,7 +30,7 @@ def test_chain_on_real_workers(live_server, settings, tmp_path: Path, clean_queu
     from webapp.panoramas.workers import start_workers, stop_workers
 
     settings.MEDIA_ROOT = tmp_path / "media"
-    params = DemoCaptureParams(n_stacks=10, n_frames=3, view_width=320, view_height=240, seed=3)
+    params = DemoCaptureParams(n_stacks=10, n_frames=3, view_height=240, seed=3)
     manifest = build_capture(tmp_path / "capture", params)
     pano = Panorama.objects.create(slug="tiny", title="Tiny", projection="cylindrical", wrap=True, is_public=True)
     sub = SubPanorama.objects.create(panorama=pano, name="main")
@@ -66,6 +66,8 @@ def test_chain_on_real_workers(live_server, settings, tmp_path: Path, clean_queu
     assert pano.published_pyramid is not None
     pyr = pano.published_pyramid
     assert pyr.width > 2000 and pyr.height > 100
+    comp = Job.objects.get(pk=plan.composite_job.pk).result
+    assert comp["placed"] == comp["total"] == 10, comp["dropped"]
     # Every stack job recorded progress and its output exists.
     for s in Stack.objects.filter(subpanorama=sub):
         assert s.status == Status.DONE

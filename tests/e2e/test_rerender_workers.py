@@ -37,7 +37,7 @@ def _make_panorama(tmp_path: Path, n_stacks: int = 10, frames: int = 3, size: tu
 
     manifest = build_capture(
         tmp_path / "capture",
-        DemoCaptureParams(n_stacks=n_stacks, n_frames=frames, view_width=size[0], view_height=size[1], seed=5),
+        DemoCaptureParams(n_stacks=n_stacks, n_frames=frames, view_height=size[1], seed=5),
     )
     pano = Panorama.objects.create(slug="rr", title="RR", projection="cylindrical", wrap=True, is_public=True)
     sub = SubPanorama.objects.create(panorama=pano, name="main")

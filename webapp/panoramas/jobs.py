@@ -215,8 +215,9 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
             info = patch_composite(storage.absolute(base_rel), replacements, tuple(region), out, bits=params.bits)
             result.update(partial=True, region=info["rect"], width=info["width"], height=info["height"])
         else:
+            # The stitcher keys placements by file name (stack outputs have unique hash names).
             placements = {
-                str(p): Placement(
+                p.name: Placement(
                     yaw=s.yaw,
                     pitch=s.pitch or 0.0,
                     roll=0.0,

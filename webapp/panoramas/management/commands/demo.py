@@ -47,12 +47,8 @@ class Command(BaseCommand):
             default=12,
             help="stacks around the 360-degree cylinder",
         )
-        parser.add_argument("--frames", type=int, default=6, help="frames per burst")
-        parser.add_argument(
-            "--view-size",
-            default="480x360",
-            help="size of one stack's view (WxH, ground truth)",
-        )
+        parser.add_argument("--frames", type=int, default=8, help="frames per burst")
+        parser.add_argument("--view-height", type=int, default=480, help="height of one stack's view (ground-truth px)")
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
@@ -104,17 +100,14 @@ class Command(BaseCommand):
     def _build(self, user: Any, opts: dict[str, Any]) -> Panorama:
         from processing.demo_capture import DemoCaptureParams, build_capture
 
-        try:
-            vw, vh = (int(x) for x in opts["view_size"].lower().split("x"))
-        except ValueError as e:
-            raise CommandError("--view-size must look like 480x360") from e
+        if opts["view_height"] < 64 or opts["stacks"] < 4 or opts["frames"] < 2:
+            raise CommandError("need --view-height >= 64, --stacks >= 4 and --frames >= 2")
         Panorama.objects.filter(slug=SLUG).delete()
         root = Path(settings.MEDIA_ROOT) / "captures" / SLUG
         params = DemoCaptureParams(
             n_stacks=opts["stacks"],
             n_frames=opts["frames"],
-            view_width=vw,
-            view_height=vh,
+            view_height=opts["view_height"],
             seed=opts["seed"],
         )
         t0 = time.monotonic()
