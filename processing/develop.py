@@ -49,6 +49,7 @@ _codes = np.arange(_LUT_N, dtype=np.float64) / (_LUT_N - 1)
 _TO_LINEAR = np.where(_codes <= 0.04045, _codes / 12.92, ((_codes + 0.055) / 1.055) ** 2.4).astype(np.float32)
 _TO_SRGB = np.where(_codes <= 0.0031308, _codes * 12.92, 1.055 * _codes ** (1 / 2.4) - 0.055).astype(np.float32)
 del _codes
+_TO_LINEAR_U16 = (_TO_LINEAR.astype(np.float64) * 65535.0 + 0.5).astype(np.uint16)
 
 
 def _lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -121,6 +122,31 @@ def develop_with_encoding(path: str | Path, params: DevelopParams | None = None)
     if info.linear:
         return img, "linear"
     return srgb_to_linear(img), "srgb"
+
+
+def _u16(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint16 codes in one saturating OpenCV pass (rounded)."""
+    import cv2
+
+    img = np.ascontiguousarray(img, dtype=np.float32)
+    flat = img.reshape(img.shape[0], -1)  # one channel: a scalar scales all samples
+    return cv2.multiply(flat, 65535.0, dtype=cv2.CV_16U).reshape(img.shape)
+
+
+def develop_uint16(path: str | Path, params: DevelopParams | None = None) -> tuple[np.ndarray, str]:
+    """`develop_with_encoding` straight to 16-bit linear codes (what the stack
+    pipeline keeps): sRGB files go through one 16-bit lookup table instead of
+    float linearisation followed by re-quantisation."""
+    params = params or DevelopParams()
+    info = probe(path, params.max_pixels)
+    if info.kind == "raw":
+        return _u16(develop_raw(path, params)), "linear"
+    img, info = load_image(path, params.max_pixels)
+    if not params.linearize:
+        return _u16(img), "as-is"
+    if info.linear:
+        return _u16(img), "linear"
+    return _TO_LINEAR_U16.take(_u16(img)), "srgb"
 
 
 def develop(path: str | Path, params: DevelopParams | None = None) -> np.ndarray:

@@ -50,8 +50,16 @@ class FlowField:
 
     def sample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flow at reference coordinates (x, y) (bilinear, edges clamped)."""
+        return self.sample_grid(*self.grid_coords(x, y))
+
+    def grid_coords(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reference coordinates -> positions on this field's proxy grid."""
         px = ((x + 0.5) * self.f[0] - 0.5).astype(np.float32)
         py = ((y + 0.5) * self.f[1] - 0.5).astype(np.float32)
+        return px, py
+
+    def sample_grid(self, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flow at proxy-grid positions (see `grid_coords`)."""
         v = cv2.remap(self.field, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return v[..., 0], v[..., 1]
 

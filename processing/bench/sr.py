@@ -9,9 +9,11 @@ noise), written as 16-bit PNGs and fused through the real pipeline
 the registration RMS error in px against the known transforms (all pixels of
 the kept frames), seconds per stage and input megapixels per second.
 
-Speed mode (--speed): N frames of --megapixels MP each (JPEG, from the photo
-enlarged) fused at --scale in a child process; reports seconds per stage and
-the child's peak memory.
+Speed mode (--speed or --device): N frames of --megapixels MP each (JPEG,
+from the photo enlarged) fused at --scale in a child process per device
+(TERAPAN_DEVICE=cpu|gpu); one JSON object per (device, size): seconds and
+input megapixels per second per stage, wall and CPU seconds, the child's
+peak memory.
 """
 
 from __future__ import annotations
@@ -48,8 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", default="0.02,0.004", help="noise levels (sigma at full scale, linear)")
     p.add_argument("--turbulence", type=float, default=0.0, help="RMS turbulence, frame px")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--megapixels", type=float, default=12.0, help="speed mode: frame size")
+    p.add_argument("--megapixels", default="12", help="speed mode: frame sizes in MP, comma-separated (e.g. 12,45)")
     p.add_argument("--speed", action="store_true", help="speed/memory run instead of quality")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="speed mode on these devices, comma-separated: cpu, gpu or cpu,gpu (implies --speed; "
+        "gpu needs CuPy and a CUDA device)",
+    )
 
 
 def _reg_rms(frames: list[dict], truth: list[np.ndarray], w: int, h: int) -> float | None:
@@ -131,71 +139,102 @@ def _quality(args: argparse.Namespace) -> dict:
     return out
 
 
-def _speed(args: argparse.Namespace) -> dict:
+def _devices(args: argparse.Namespace) -> list[str]:
+    from ..backend import gpu_available
+    from ..errors import InputError
+
+    devs = [d.strip().lower() for d in (args.device or "cpu").split(",") if d.strip()]
+    bad = [d for d in devs if d not in ("cpu", "gpu")]
+    if bad or not devs:
+        raise InputError(None, f"--device must be cpu, gpu or cpu,gpu (got {args.device!r})")
+    if "gpu" in devs and not gpu_available():
+        raise InputError(None, "--device gpu: no CUDA device usable through CuPy on this machine")
+    return devs
+
+
+def _speed(args: argparse.Namespace) -> list[dict]:
     from ..imageio import load_image, write_image
     from ..synth import iter_burst
 
+    devices = _devices(args)
     n = max(int(x) for x in args.frames.split(","))
     photo, _ = load_image(args.gt)
     ph, pw = photo.shape[:2]
-    f = np.sqrt(args.megapixels * 1e6 / (ph * pw))
-    big = cv2.resize(photo, (int(pw * f), int(ph * f)), interpolation=cv2.INTER_CUBIC)
-    del photo
     noise = float(args.noise.split(",")[-1])
-    with tempfile.TemporaryDirectory() as td:
-        t0 = time.perf_counter()
-        for i, (frame, _) in enumerate(iter_burst(big, n, 1.0, seed=args.seed, noise=noise, supersample=1)):
-            write_image(Path(td) / f"frame_{i:03d}.jpg", frame, quality=95)
-        gen = time.perf_counter() - t0
-        del big
-        outp = Path(td) / "out.tif"
-        cmd = [
-            sys.executable,
-            "-m",
-            "processing",
-            "stack",
-            td,
-            "-o",
-            str(outp),
-            "--scale",
-            str(args.scale),
-            "--no-upscale-model",
-            "--json",
-            "--quiet",
-        ]
-        t0 = time.perf_counter()
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        child_peak = ru1.ru_maxrss / 1024.0
-        child_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = None
-        if proc.returncode != 0:
-            return {"bench": "sr-speed", "error": proc.stderr.strip().splitlines()[-1:]}
-        res = json.loads(proc.stdout)
-    m = res["metrics"]
+    results = []
+    for mp_req in [float(x) for x in str(args.megapixels).split(",")]:
+        f = np.sqrt(mp_req * 1e6 / (ph * pw))
+        big = cv2.resize(photo, (int(pw * f), int(ph * f)), interpolation=cv2.INTER_CUBIC)
+        with tempfile.TemporaryDirectory() as td:
+            t0 = time.perf_counter()
+            for i, (frame, _) in enumerate(iter_burst(big, n, 1.0, seed=args.seed, noise=noise, supersample=1)):
+                write_image(Path(td) / f"frame_{i:03d}.jpg", frame, quality=95)
+            gen = time.perf_counter() - t0
+            del big
+            for dev in devices:
+                res = _speed_child(args, td, dev)
+                res["seconds_generate"] = round(gen, 2)
+                results.append(res)
+    return results
+
+
+def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
+    outp = Path(td) / "out.tif"
+    cmd = [
+        sys.executable,
+        "-m",
+        "processing",
+        "stack",
+        td,
+        "-o",
+        str(outp),
+        "--scale",
+        str(args.scale),
+        "--no-upscale-model",
+        "--json",
+        "--quiet",
+    ]
+    env = dict(os.environ, TERAPAN_DEVICE=dev)
+    t0 = time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_peak = ru1.ru_maxrss / 1024.0  # max over the children so far
+    child_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    if proc.returncode != 0:
+        return {"bench": "sr-speed", "device": dev, "error": proc.stderr.strip().splitlines()[-1:]}
+    m = json.loads(proc.stdout)["metrics"]
     mp = m["input_megapixels"]
     return {
         "bench": "sr-speed",
-        "frames": n,
+        "device": dev,
+        "device_used": m.get("device", "cpu"),
+        "frames": m["frames_total"],
         "frame_megapixels": round(mp / max(1, m["frames_readable"]), 2),
         "scale": args.scale,
         "output_size": m["output_size"],
-        "seconds_generate": round(gen, 2),
         "seconds_wall_child": round(wall, 2),
         "seconds_cpu_child": round(child_cpu, 2),
+        "cpu_count": os.cpu_count(),
         "load_average_1min_after": load,
         "seconds": m["seconds"],
         "seconds_total": m["seconds_total"],
+        "cpu_seconds": m.get("cpu_seconds"),
+        "input_mp_per_s": round(mp / m["seconds_total"], 3) if m["seconds_total"] > 0 else None,
         "input_mp_per_s_by_stage": {k: round(mp / v, 2) for k, v in m["seconds"].items() if v > 0},
         "peak_rss_mb_child": round(child_peak, 1),
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    emit(_speed(args) if args.speed else _quality(args))
+    if args.speed or args.device:
+        for res in _speed(args):
+            emit(res)
+        return 0
+    emit(_quality(args))
     return 0
