@@ -36,6 +36,11 @@ SHARED = Path(os.environ.get("TERAPAN_SHARED_DATA", Path(__file__).resolve().par
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", default="parrington", choices=["parrington", "durlach", "meadow", "big"])
     p.add_argument("--compare-openstitching", action="store_true", help="also run OpenStitching (pip 'stitching')")
+    p.add_argument(
+        "--openstitching-python",
+        default=os.environ.get("TERAPAN_OPENSTITCHING_PYTHON"),
+        help="Python of a virtualenv with 'stitching' installed (it needs OpenCV 4)",
+    )
     p.add_argument("--work", help="work folder (default: a temporary one)")
     p.add_argument("--face", type=int, default=1024, help="meadow: cube face size")
     p.add_argument("--big-gp", type=float, default=3.0, help="big: output gigapixels")
@@ -73,10 +78,22 @@ def _child_openstitching(files: list[str], out: str, settings: dict) -> None:
     st = Stitcher(**settings)
     pano = st.stitch(files)
     cv2.imwrite(out, pano)
-    print("RESULT " + json.dumps({"width": pano.shape[1], "height": pano.shape[0], "seconds": time.perf_counter() - t}))
+    placed = len(list(st.images.names)) if hasattr(st.images, "names") else None
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "placed": placed,
+                "total": len(files),
+                "width": pano.shape[1],
+                "height": pano.shape[0],
+                "seconds": time.perf_counter() - t,
+            }
+        )
+    )
 
 
-def run_child(code: str) -> tuple[dict, float, float]:
+def run_child(code: str, python: str | None = None) -> tuple[dict, float, float]:
     """Run python code in a child, sample its RSS with psutil; (result, seconds, peak MB)."""
     import psutil
 
@@ -86,7 +103,7 @@ def run_child(code: str) -> tuple[dict, float, float]:
     # output goes to files, not pipes: a long RESULT line must not block the child
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code],
+            [python or sys.executable, "-c", code],
             stdout=fout,
             stderr=ferr,
             text=True,
@@ -122,12 +139,14 @@ def stitch_in_child(
     return run_child(code)
 
 
-def openstitching_in_child(files: list[Path], out: Path, settings: dict) -> tuple[dict, float, float]:
+def openstitching_in_child(
+    files: list[Path], out: Path, settings: dict, python: str | None = None
+) -> tuple[dict, float, float]:
     code = (
         "from processing.bench.stitch import _child_openstitching\n"
         f"_child_openstitching({json.dumps([str(f) for f in files])}, {str(out)!r}, {settings!r})\n"
     )
-    return run_child(code)
+    return run_child(code, python)
 
 
 # --------------------------------------------------------------- measures
@@ -426,11 +445,16 @@ def run(args: argparse.Namespace) -> int:
         if args.set == "durlach":
             rec.update(hugin_agreement(out, SHARED / "panoramas" / "durlach" / "hugin_result_equirect.jpg"))
     if args.compare_openstitching:
+        # OpenStitching needs OpenCV 4: it runs in its own virtualenv's Python.
+        py = args.openstitching_python
         try:
-            import stitching  # noqa: F401
-
+            if py is None:
+                import stitching  # noqa: F401
             o, s2, p2 = openstitching_in_child(
-                files, work / f"{args.set}_openstitching.jpg", {"detector": "sift", "confidence_threshold": 0.5}
+                files,
+                work / f"{args.set}_openstitching.jpg",
+                {"detector": "sift", "confidence_threshold": 0.5},
+                python=py,
             )
             rec["openstitching"] = {**o, "seconds": round(s2, 2), "peak_mb": round(p2, 1)}
         except ImportError:

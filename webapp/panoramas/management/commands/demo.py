@@ -9,6 +9,10 @@ chain and waits with a progress bar.
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
+import webbrowser
 import secrets
 import time
 from pathlib import Path
@@ -83,6 +87,9 @@ class Command(BaseCommand):
                     f"user {user.username} password {password})"
                 )
             )
+            if os.environ.get("DISPLAY") or sys.platform == "darwin":
+                # A desktop session: open the viewer once the server is up.
+                threading.Timer(2.0, webbrowser.open, args=[f"{url}p/{SLUG}/"]).start()
             call_command("runserver", f"127.0.0.1:{opts['port']}", use_reloader=False)
         finally:
             stop_workers(workers)
