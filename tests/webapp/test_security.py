@@ -564,7 +564,11 @@ def test_malformed_json_is_400_not_500(world: World) -> None:
 
 # ----------------------------------------------------------- deploy check
 def test_check_deploy_is_clean(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "SECURE_SSL_REDIRECT", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "SECURE_SSL_REDIRECT", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    }
     env.update(
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(64),

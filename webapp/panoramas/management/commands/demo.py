@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import threading
-import webbrowser
-import secrets
 import time
+import webbrowser
 from pathlib import Path
 from typing import Any
 
