@@ -453,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
             o, s2, p2 = openstitching_in_child(
                 files,
                 work / f"{args.set}_openstitching.jpg",
-                {"detector": "sift", "confidence_threshold": 0.5},
+                {"detector": "sift", "confidence_threshold": 0.5, "crop": False},
                 python=py,
             )
             rec["openstitching"] = {**o, "seconds": round(s2, 2), "peak_mb": round(p2, 1)}
