@@ -34,9 +34,9 @@ browser:
 test: setup browser
 	$(PY) -m pytest
 
-# The database and job tests against real PostgreSQL and Redis servers.
+# The database and job tests (real workers included) against real PostgreSQL and Redis servers.
 test-services: setup
-	$(PY) -m pytest tests/webapp -m "not e2e"
+	$(PY) -m pytest tests/webapp tests/e2e/test_job_chain.py tests/e2e/test_rerender_workers.py
 
 worker: migrate
 	$(PY) manage.py rqworker gpu default

@@ -10,6 +10,8 @@ from pathlib import Path
 import django_rq
 import pytest
 
+from ._capture_helpers import make_panorama
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
@@ -24,22 +26,13 @@ def clean_queues():
 
 
 def test_chain_on_real_workers(live_server, settings, tmp_path: Path, clean_queues) -> None:
-    from processing.demo_capture import DemoCaptureParams, build_capture
-    from webapp.panoramas.models import Frame, Job, Panorama, Stack, Status, SubPanorama
+    from webapp.panoramas.models import Job, Stack, Status
     from webapp.panoramas.pipeline import enqueue_render
     from webapp.panoramas.workers import start_workers, stop_workers
 
     settings.MEDIA_ROOT = tmp_path / "media"
-    params = DemoCaptureParams(n_stacks=10, n_frames=3, view_height=240, seed=3)
-    manifest = build_capture(tmp_path / "capture", params)
-    pano = Panorama.objects.create(slug="tiny", title="Tiny", projection="cylindrical", wrap=True, is_public=True)
-    sub = SubPanorama.objects.create(panorama=pano, name="main")
-    for i, st in enumerate(manifest["stacks"]):
-        s = Stack.objects.create(
-            subpanorama=sub, name=st["name"], col=i, yaw=st["yaw"], pitch=0.0, focal_px=st["focal_px"]
-        )
-        for f in st["frames"]:
-            Frame.objects.create(stack=s, original_path=f)
+    pano = make_panorama(tmp_path, "tiny", n_stacks=10, frames=3, view_height=240, seed=3)
+    sub = pano.subpanoramas.get()
 
     import os
 

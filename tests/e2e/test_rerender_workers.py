@@ -14,6 +14,8 @@ import django_rq
 import pytest
 from rq import Worker
 
+from ._capture_helpers import make_panorama
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
@@ -32,22 +34,7 @@ def env(settings, tmp_path: Path):  # noqa: ANN001, ANN201
 
 
 def _make_panorama(tmp_path: Path, n_stacks: int = 10, frames: int = 3, size: tuple[int, int] = (320, 240)):  # noqa: ANN202
-    from processing.demo_capture import DemoCaptureParams, build_capture
-    from webapp.panoramas.models import Frame, Panorama, Stack, SubPanorama
-
-    manifest = build_capture(
-        tmp_path / "capture",
-        DemoCaptureParams(n_stacks=n_stacks, n_frames=frames, view_height=size[1], seed=5),
-    )
-    pano = Panorama.objects.create(slug="rr", title="RR", projection="cylindrical", wrap=True, is_public=True)
-    sub = SubPanorama.objects.create(panorama=pano, name="main")
-    for i, st in enumerate(manifest["stacks"]):
-        s = Stack.objects.create(
-            subpanorama=sub, name=st["name"], col=i, yaw=st["yaw"], pitch=0.0, focal_px=st["focal_px"]
-        )
-        for f in st["frames"]:
-            Frame.objects.create(stack=s, original_path=f)
-    return pano
+    return make_panorama(tmp_path, "rr", n_stacks, frames, view_height=size[1], seed=5)
 
 
 def _wait(job_pk: int, timeout: float = 300) -> None:
