@@ -16,6 +16,7 @@ reference coordinates.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,41 @@ def render_frame(
     return cv2.resize(hi, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
 
+def _burst_frames(
+    gt: np.ndarray,
+    n_frames: int,
+    scale: float,
+    seed: int,
+    shift_px: float,
+    rotation_deg: float,
+    perspective: float,
+    turbulence_px: float,
+    noise: float,
+    moving_object: bool,
+    supersample: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[int, int, int] | None]]:
+    """Yield (frame sRGB float32, transform, moving object or None) one at a time."""
+    if n_frames < 1:
+        raise ValueError("n_frames must be >= 1")
+    rng = np.random.default_rng(seed)
+    gh, gw = gt.shape[:2]
+    w, h = round(gw / scale), round(gh / scale)
+    gt_lin = srgb_to_linear(gt.astype(np.float32))
+    for i in range(n_frames):
+        t = np.eye(3) if i == 0 else random_transform(rng, w, h, shift_px, rotation_deg, perspective)
+        flow = smooth_flow(rng, w, h, turbulence_px) if turbulence_px > 0 else None
+        lin = render_frame(gt_lin, t, w, h, scale, flow, supersample)
+        obj = None
+        if moving_object:
+            # Object in frame coordinates, a different place each frame.
+            s = max(4, min(w, h) // 8)
+            ox = int(rng.uniform(0.1, 0.9 - s / w) * w)
+            oy = int(rng.uniform(0.1, 0.9 - s / h) * h)
+            lin[oy : oy + s, ox : ox + s] = np.array([0.9, 0.1, 0.1], np.float32)
+            obj = (ox, oy, s)
+        yield linear_to_srgb(add_noise(rng, lin, noise)), t, obj
+
+
 def iter_burst(
     gt: np.ndarray,
     n_frames: int,
@@ -138,17 +174,12 @@ def iter_burst(
     turbulence_px: float = 0.0,
     noise: float = 0.004,
     supersample: int = SUPERSAMPLE,
-):
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frame sRGB float32, transform) one at a time (low memory)."""
-    rng = np.random.default_rng(seed)
-    gh, gw = gt.shape[:2]
-    w, h = round(gw / scale), round(gh / scale)
-    gt_lin = srgb_to_linear(gt.astype(np.float32))
-    for i in range(n_frames):
-        t = np.eye(3) if i == 0 else random_transform(rng, w, h, shift_px, rotation_deg, perspective)
-        flow = smooth_flow(rng, w, h, turbulence_px) if turbulence_px > 0 else None
-        lin = render_frame(gt_lin, t, w, h, scale, flow, supersample)
-        yield linear_to_srgb(add_noise(rng, lin, noise)), t
+    for frame, t, _ in _burst_frames(
+        gt, n_frames, scale, seed, shift_px, rotation_deg, perspective, turbulence_px, noise, False, supersample
+    ):
+        yield frame, t
 
 
 def make_burst(
@@ -169,29 +200,21 @@ def make_burst(
     `moving_object` paints a bright square that moves between frames (a ghost
     test); its position is in burst.meta["objects"].
     """
-    if n_frames < 1:
-        raise ValueError("n_frames must be >= 1")
-    rng = np.random.default_rng(seed)
-    gh, gw = gt.shape[:2]
-    w, h = round(gw / scale), round(gh / scale)
-    gt_lin = srgb_to_linear(gt.astype(np.float32))
-    frames: list[np.ndarray] = []
-    transforms: list[np.ndarray] = []
-    objects = []
-    for i in range(n_frames):
-        t = np.eye(3) if i == 0 else random_transform(rng, w, h, shift_px, rotation_deg, perspective)
-        flow = smooth_flow(rng, w, h, turbulence_px) if turbulence_px > 0 else None
-        lin = render_frame(gt_lin, t, w, h, scale, flow)
-        if moving_object:
-            # Object in frame coordinates, a different place each frame.
-            s = max(4, min(w, h) // 8)
-            ox = int(rng.uniform(0.1, 0.9 - s / w) * w)
-            oy = int(rng.uniform(0.1, 0.9 - s / h) * h)
-            lin[oy : oy + s, ox : ox + s] = np.array([0.9, 0.1, 0.1], np.float32)
-            objects.append((ox, oy, s))
-        lin = add_noise(rng, lin, noise)
-        frames.append(linear_to_srgb(lin))
-        transforms.append(t)
+    rows = list(
+        _burst_frames(
+            gt,
+            n_frames,
+            scale,
+            seed,
+            shift_px,
+            rotation_deg,
+            perspective,
+            turbulence_px,
+            noise,
+            moving_object,
+            SUPERSAMPLE,
+        )
+    )
     meta = {
         "seed": seed,
         "shift_px": shift_px,
@@ -199,9 +222,9 @@ def make_burst(
         "perspective": perspective,
         "turbulence_px": turbulence_px,
         "noise": noise,
-        "objects": objects,
+        "objects": [obj for _, _, obj in rows if obj is not None],
     }
-    return Burst(frames, transforms, gt, float(scale), meta)
+    return Burst([f for f, _, _ in rows], [t for _, t, _ in rows], gt, float(scale), meta)
 
 
 def write_burst(
