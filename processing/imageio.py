@@ -239,12 +239,8 @@ def _to_float_rgb(path: Path, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a non-RAW image safely into float32 RGB in [0, 1].
-
-    RAW files go through develop.develop_raw (rawpy); here they are refused.
-    """
-    path = Path(path)
+def _decode(path: Path, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
+    """Decode a non-RAW image safely into its native array (any dtype / channels)."""
     info = probe(path, max_pixels)
     if info.kind == "raw":
         raise InputError(path, "RAW file: use develop.develop_raw")
@@ -279,10 +275,35 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
         raise
     except Exception as e:
         raise InputError(path, f"cannot decode {info.kind.upper()}: {e}") from e
-    out = _to_float_rgb(path, arr)
-    if out.shape[0] != info.height or out.shape[1] != info.width:
-        raise InputError(path, f"decoded size {out.shape[1]}x{out.shape[0]} differs from header")
-    return out, info
+    if arr.ndim < 2:
+        raise InputError(path, f"unexpected image shape {arr.shape}")
+    if arr.shape[0] != info.height or arr.shape[1] != info.width:
+        raise InputError(path, f"decoded size {arr.shape[1]}x{arr.shape[0]} differs from header")
+    return arr, info
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Decode a non-RAW image safely into float32 RGB in [0, 1].
+
+    RAW files go through develop.develop_raw (rawpy); here they are refused.
+    """
+    path = Path(path)
+    arr, info = _decode(path, max_pixels)
+    return _to_float_rgb(path, arr), info
+
+
+def load_image_int(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Decode safely into integer RGB: uint8 for 8-bit sources (JPEG, 8-bit
+    PNG / TIFF), else uint16 (floats scaled from [0, 1]). Half or a quarter
+    of float32's memory, for caches of many decoded tiles."""
+    path = Path(path)
+    arr, info = _decode(path, max_pixels)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+        return np.ascontiguousarray(arr), info
+    if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] in (1, 2, 4)):
+        c = arr if arr.ndim == 2 else (arr[:, :, 0] if arr.shape[2] <= 2 else arr[:, :, :3])
+        return np.ascontiguousarray(np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c), info
+    return to_uint16(_to_float_rgb(path, arr)), info
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ they are dropped with a reason.
 from __future__ import annotations
 
 import csv
+import heapq
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,20 +248,118 @@ def match_pair(
     return PairMatch(i, j, pa[inl], pb[inl], len(m), n_in, conf, H)
 
 
-def candidate_pairs(n: int, cams0: dict[int, Camera] | None, fov_margin: float = 1.3) -> list[tuple[int, int]]:
-    """All pairs, or with priors for both only the ones that may overlap."""
-    pairs = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            if cams0 and i in cams0 and j in cams0:
-                a, b = cams0[i], cams0[j]
-                ang = math.degrees(math.acos(np.clip(a.rot[:, 2] @ b.rot[:, 2], -1, 1)))
-                ha = math.degrees(math.atan(math.hypot(a.width, a.height) / 2 / a.focal))
-                hb = math.degrees(math.atan(math.hypot(b.width, b.height) / 2 / b.focal))
-                if ang > fov_margin * (ha + hb):
-                    continue
-            pairs.append((i, j))
-    return pairs
+def _half_diag_deg(c: Camera) -> float:
+    return math.degrees(math.atan(math.hypot(c.width, c.height) / 2 / c.focal))
+
+
+def predicted_overlap(a: Camera, b: Camera, tol_deg: float = 0.0) -> float:
+    """Fraction of the smaller image that the prior cameras say overlaps
+    (b's outline projected into a's image plane, a's frame grown by
+    ``tol_deg`` for the priors' uncertainty). 1.0 when b's outline is partly
+    behind a (very wide views): such pairs are kept."""
+    n = 6
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    w, h = b.width - 1, b.height - 1
+    px = np.concatenate([t * w, np.full(n, w), (1 - t) * w, np.zeros(n)])
+    py = np.concatenate([np.zeros(n), t * h, np.full(n, h), (1 - t) * h])
+    cx, cy = b.center
+    v = np.stack([(px - cx) / b.focal, (py - cy) / b.focal, np.ones_like(px)], 1)
+    c = v @ (a.rot.T @ b.rot).T  # b's camera rays in a's camera frame
+    if (c[:, 2] <= 1e-3).any():
+        return 1.0
+    ax, ay = a.center
+    poly = np.stack([c[:, 0] / c[:, 2] * a.focal + ax, c[:, 1] / c[:, 2] * a.focal + ay], 1).astype(np.float32)
+    g = math.tan(math.radians(tol_deg)) * a.focal
+    rect = np.array([[-g, -g], [a.width + g, -g], [a.width + g, a.height + g], [-g, a.height + g]], np.float32)
+    inter, _ = cv2.intersectConvexConvex(cv2.convexHull(poly), rect)
+    area_b = float(cv2.contourArea(cv2.convexHull(poly)))
+    return float(inter) / max(1.0, min(area_b, float(a.width * a.height)))
+
+
+def candidate_pairs(
+    n: int,
+    cams0: dict[int, Camera] | None,
+    fov_margin: float = 1.3,
+    tol_deg: float = 2.0,
+    max_neighbours: int = 16,
+) -> list[tuple[int, int]]:
+    """Pairs worth matching: all pairs, or where both images have prior
+    angles only those whose prior footprints overlap (neighbour pairs).
+
+    Images with priors are found with a k-d tree on their optical axes
+    (angle within ``fov_margin`` x the sum of half diagonals), then kept
+    when b's prior outline meets a's frame grown by ``tol_deg``; each image
+    keeps its ``max_neighbours`` largest predicted overlaps (a pair stays
+    when either image keeps it), so the number of pairs is O(n) even where
+    views crowd together (near a cylinder's poles). Images without priors
+    are paired with every other image."""
+    from scipy.spatial import cKDTree
+
+    cams0 = cams0 or {}
+    have = sorted(k for k in cams0 if 0 <= k < n)
+    free = [k for k in range(n) if k not in cams0]
+    pairs: set[tuple[int, int]] = set()
+    for a_ in free:
+        for b_ in range(n):
+            if b_ != a_:
+                pairs.add((min(a_, b_), max(a_, b_)))
+    if len(have) >= 2:
+        axes = np.stack([cams0[k].rot[:, 2] for k in have])
+        half = np.array([_half_diag_deg(cams0[k]) for k in have])
+        r_ang = min(180.0, fov_margin * 2 * float(half.max()))
+        chord = 2 * math.sin(math.radians(r_ang) / 2)
+        near = cKDTree(axes).query_pairs(chord, output_type="ndarray")
+        scored: dict[tuple[int, int], float] = {}
+        for p, q in near.tolist():
+            a, b = cams0[have[p]], cams0[have[q]]
+            ang = math.degrees(math.acos(float(np.clip(a.rot[:, 2] @ b.rot[:, 2], -1, 1))))
+            if ang > fov_margin * (half[p] + half[q]):
+                continue
+            if predicted_overlap(a, b, tol_deg) <= 0 and predicted_overlap(b, a, tol_deg) <= 0:
+                continue
+            scored[(have[p], have[q])] = max(predicted_overlap(a, b), predicted_overlap(b, a))
+        by_img: dict[int, list[tuple[float, tuple[int, int]]]] = {}
+        for pr, sc in scored.items():
+            by_img.setdefault(pr[0], []).append((sc, pr))
+            by_img.setdefault(pr[1], []).append((sc, pr))
+        for lst in by_img.values():
+            lst.sort(key=lambda t: (-t[0], t[1]))
+            pairs.update(pr for _sc, pr in lst[:max_neighbours])
+    return sorted(pairs)
+
+
+def match_pairs(
+    feats: Sequence[Features | None],
+    cand: Sequence[tuple[int, int]],
+    proxy_factors: Sequence[float],
+    ratio: float = 0.8,
+    min_inliers: int = 15,
+    conf_thresh: float = 1.0,
+    progress: Callable[[str, int, int], None] | None = None,
+    workers: int | None = None,
+) -> list[PairMatch]:
+    """match_pair over candidate pairs, on threads (BLAS and OpenCV's RANSAC
+    release the GIL); results in the order of ``cand``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(ij: tuple[int, int]) -> PairMatch | None:
+        i, j = ij
+        fi, fj = feats[i], feats[j]
+        if fi is None or fj is None:
+            return None
+        return match_pair(fi, fj, i, j, ratio, 3.0, min(proxy_factors[i], proxy_factors[j]), min_inliers, conf_thresh)
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    out: list[PairMatch] = []
+    chunk = 64
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for c0 in range(0, len(cand), chunk):
+            for pm in ex.map(one, cand[c0 : c0 + chunk]):
+                if pm is not None:
+                    out.append(pm)
+            if progress:
+                progress("match", min(len(cand), c0 + chunk), len(cand))
+    return out
 
 
 # ---------------------------------------------------------------- geometry
@@ -320,24 +420,38 @@ def _components(n_nodes: list[int], pairs: list[PairMatch]) -> list[list[int]]:
 def _spanning_tree_rotations(
     comp: list[int], pairs: list[PairMatch], feats: Sequence[Features], focals: dict[int, float], root: int
 ) -> dict[int, np.ndarray]:
-    """Chain pairwise rotations along a maximum spanning tree (by inliers)."""
+    """Chain pairwise rotations along a maximum spanning tree (by inliers;
+    Prim's algorithm with a heap, O(E log E))."""
+    inc = set(comp)
+    adj: dict[int, list[PairMatch]] = {}
+    for p in pairs:
+        if p.i in inc and p.j in inc:
+            adj.setdefault(p.i, []).append(p)
+            adj.setdefault(p.j, []).append(p)
     rot = {root: np.eye(3)}
-    edges = sorted([p for p in pairs if p.i in comp], key=lambda p: -p.n_inliers)
-    changed = True
-    while changed and len(rot) < len(comp):
-        changed = False
-        for p in edges:
-            if (p.i in rot) == (p.j in rot):
-                continue
-            ri = cam_rays(p.pi, feats[p.i].width, feats[p.i].height, focals[p.i])
-            rj = cam_rays(p.pj, feats[p.j].width, feats[p.j].height, focals[p.j])
-            Q = kabsch(ri, rj)  # Q ~ R_j^T R_i
-            if p.i in rot:
-                rot[p.j] = rot[p.i] @ Q.T
-            else:
-                rot[p.i] = rot[p.j] @ Q
-            changed = True
-            break
+    heap: list[tuple[int, int, int, PairMatch]] = []
+    tick = 0
+
+    def push(k: int) -> None:
+        nonlocal tick
+        for p in adj.get(k, []):
+            heapq.heappush(heap, (-p.n_inliers, tick, k, p))
+            tick += 1
+
+    push(root)
+    while heap and len(rot) < len(comp):
+        _w, _t, _src, p = heapq.heappop(heap)
+        if (p.i in rot) == (p.j in rot):
+            continue
+        ri = cam_rays(p.pi, feats[p.i].width, feats[p.i].height, focals[p.i])
+        rj = cam_rays(p.pj, feats[p.j].width, feats[p.j].height, focals[p.j])
+        Q = kabsch(ri, rj)  # Q ~ R_j^T R_i
+        if p.i in rot:
+            rot[p.j] = rot[p.i] @ Q.T
+            push(p.j)
+        else:
+            rot[p.i] = rot[p.j] @ Q
+            push(p.i)
     return rot
 
 
@@ -361,6 +475,7 @@ def bundle_adjust(
     focals: dict[int, float],
     fixed: int,
     max_points: int = 150,
+    max_total_points: int = 300_000,
     focal_prior: dict[int, float] | None = None,
     optimize_focal: bool = True,
     iterations: int = 40,
@@ -390,6 +505,9 @@ def bundle_adjust(
     use = [p for p in pairs if p.i in idx and p.j in idx]
     if not use:
         return rots, focals, {}, {c: 0.0 for c in comp}
+    # thousands of pairs: fewer points per pair, so the sparse Jacobian stays
+    # within a few hundred MB (rotations are well determined by ~30 points)
+    max_points = int(np.clip(max_total_points // len(use), 30, max_points))
     A_i, A_j, P_i, P_j, pair_id = [], [], [], [], []
     for k, p in enumerate(use):
         sel = np.arange(p.n_inliers)
@@ -544,8 +662,10 @@ def bundle_adjust(
         c0 = c1
     err = np.linalg.norm(e, axis=1)
     pair_rms = {}
+    order = np.argsort(pid, kind="stable")
+    bounds = np.searchsorted(pid[order], np.arange(len(use) + 1))
     for k, p in enumerate(use):
-        ek = err[pid == k]
+        ek = err[order[bounds[k] : bounds[k + 1]]]
         pair_rms[(p.i, p.j)] = float(np.sqrt(np.median(ek**2))) if len(ek) else 0.0
     f = np.exp(logf[gidx])
     k1 = lens[gidx]
@@ -632,14 +752,8 @@ def register(
             fk = focals.get(k) or f.width / 2 / math.tan(math.radians(default_hfov / 2))
             prior_cams[k] = Camera.make(f.width, f.height, fk, rotation_from_ypr(p.yaw, p.pitch, p.roll or 0.0))
     cand = [(i, j) for i, j in candidate_pairs(n, prior_cams) if feats[i] is not None and feats[j] is not None]
-    pairs: list[PairMatch] = []
     pf = proxy_factors or [1.0] * n
-    for c, (i, j) in enumerate(cand):
-        pm = match_pair(feats[i], feats[j], i, j, ratio, 3.0, min(pf[i], pf[j]), min_inliers, conf_thresh)  # type: ignore[arg-type]
-        if pm is not None:
-            pairs.append(pm)
-        if progress:
-            progress("match", c + 1, len(cand))
+    pairs = match_pairs(feats, cand, pf, ratio, min_inliers, conf_thresh, progress)
     # focal from homographies where nothing else known
     if len(focals) < len(ok):
         est = []
@@ -680,7 +794,11 @@ def register(
     for _attempt in range(3):
         comps = _components(ok, pairs)
         main = comps[0]
-        root = max(main, key=lambda k: sum(p.n_inliers for p in pairs if k in (p.i, p.j)))
+        strength: dict[int, int] = {}
+        for p in pairs:
+            strength[p.i] = strength.get(p.i, 0) + p.n_inliers
+            strength[p.j] = strength.get(p.j, 0) + p.n_inliers
+        root = max(main, key=lambda k: strength.get(k, 0))
         if all(k in prior_cams for k in main):
             rots = {k: prior_cams[k].rot for k in main}
         else:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,10 +22,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .atomic import atomic_path
-from .blend import Layer, SourceCache, default_bands, render_rect
+from .blend import Layer, SourceCache, default_bands, margin_for, render_rect
 from .errors import InputError, ProcessingError
 from .exposure import apply_vignetting_to_warps, estimate_vignetting, overlap_stats, proxy_warp, solve_gains, thumbnail
-from .imageio import load_image
+from .imageio import load_image, probe
 from .params import StageParams
 from .project import PROJECTIONS, Camera, Canvas, footprint, make_canvas, ypr_from_rotation
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
@@ -206,6 +208,7 @@ def render_to_file(
     cache: SourceCache | None = None,
     progress: Progress | None = None,
     tile: int = 256,
+    threads: int | None = None,
 ) -> Path:
     """Render the whole panorama block row by block row.
 
@@ -224,36 +227,58 @@ def render_to_file(
         if B % tile:
             raise ValueError("block must be a multiple of the tile size")
 
+        m = margin_for(layout.bands) + (1 << max(layout.bands, 0))
+        workers = max(1, min(threads or os.cpu_count() or 1, 8))
+
+        dtype = np.uint8 if bits == 8 else np.uint16
+
+        def render_block(row: np.ndarray, rc: tuple[int, int, int, int], only: list[int]) -> None:
+            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only)
+            row[:, rc[0] : rc[2]] = _quantize(c, a, bits)  # disjoint columns: no lock needed
+
+        def render_row(pool: ThreadPoolExecutor, r: int) -> tuple[np.ndarray, list]:
+            y0, y1 = r * B, min(H, (r + 1) * B)
+            # layers that may meet this block row (footprint + blend margin)
+            only = [k for k, L in enumerate(layout.layers) if L.footprint[1] - m < y1 and L.footprint[3] + m > y0]
+            row = np.zeros((y1 - y0, W, 4), dtype)
+            futs = [pool.submit(render_block, row, (bx, y0, min(W, bx + B), y1), only) for bx in range(0, W, B)]
+            return row, futs
+
         def tiles():
-            for r in range(n_rows):
-                y0, y1 = r * B, min(H, (r + 1) * B)
-                row = np.zeros((y1 - y0, W, 4), np.uint8 if bits == 8 else np.uint16)
-                for bx in range(0, W, B):
-                    rect = (bx, y0, min(W, bx + B), y1)
-                    c, a = render_rect(layout.layers, cv, rect, cache, layout.bands, layout.labels)
-                    row[:, bx : rect[2]] = _quantize(c, a, bits)
-                if progress:
-                    progress("render", r + 1, n_rows)
-                for ty in range(0, y1 - y0, tile):
-                    for tx in range(0, W, tile):
-                        t = np.zeros((tile, tile, 4), row.dtype)
-                        part = row[ty : ty + tile, tx : tx + tile]
-                        t[: part.shape[0], : part.shape[1]] = part
-                        yield t
-                del row
+            # block rows render on a thread pool one row ahead, so rendering
+            # overlaps the compression of the previous row (memory: two rows)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                nxt = render_row(pool, 0) if n_rows else None
+                for r in range(n_rows):
+                    assert nxt is not None
+                    row, futs = nxt
+                    for fut in futs:
+                        fut.result()
+                    nxt = render_row(pool, r + 1) if r + 1 < n_rows else None
+                    if progress:
+                        progress("render", r + 1, n_rows)
+                    for ty in range(0, row.shape[0], tile):
+                        for tx in range(0, W, tile):
+                            t = np.zeros((tile, tile, 4), dtype)
+                            part = row[ty : ty + tile, tx : tx + tile]
+                            t[: part.shape[0], : part.shape[1]] = part
+                            yield t
+                    del row, futs
 
         with atomic_path(out_path) as tmp:
             tifffile.imwrite(
                 tmp,
                 tiles(),
                 shape=(H, W, 4),
-                dtype=np.uint8 if bits == 8 else np.uint16,
+                dtype=dtype,
                 tile=(tile, tile),
                 photometric="rgb",
                 extrasamples=["unassalpha"],
                 compression="zlib",
                 compressionargs={"level": 1},
                 bigtiff=True,
+                maxworkers=workers,  # zlib releases the GIL
+                buffersize=32 << 20,  # tiles compressed per batch: bounded memory
             )
         return out_path
     if W * H > 400e6:
@@ -330,30 +355,42 @@ def stitch_files(
     timings: dict[str, float] = {}
     if not paths:
         raise InputError("-", "no input images")
-    feats: list[Features | None] = []
+    feats: list[Features | None] = [None] * len(paths)
     dropped: dict[int, str] = {}
     thumbs: dict[int, np.ndarray] = {}
-    pf: list[float] = []
+    pf: list[float] = [1.0] * len(paths)
     thumb_px = min(0.25e6, 8e6 / max(1, len(paths)))
     # many tiles: fewer features each, so descriptors stay within ~0.6 GB
     nfeat = params.nfeatures if len(paths) <= 300 else max(500, params.nfeatures * 300 // len(paths))
-    for k, p in enumerate(paths):
+
+    def one(k: int) -> None:
         try:
-            img, info = load_image(p)
+            img, info = load_image(paths[k])
         except InputError as e:
-            feats.append(None)
-            pf.append(1.0)
             dropped[k] = f"unreadable: {e.reason}"
-            continue
+            return
         g, f = proxy_gray(img, params.proxy_mp)
-        ft = detect(g, f, info.width, info.height, nfeat)
-        ft.exif_focal = exif_focal_px(p, info.width, info.height)
-        feats.append(ft)
-        pf.append(f)
         thumbs[k] = thumbnail(img, thumb_px)
-        del img
-        if progress:
-            progress("features", k + 1, len(paths))
+        del img  # only the proxies are kept: never all tiles' full-resolution pixels
+        ft = detect(g, f, info.width, info.height, nfeat)
+        ft.exif_focal = exif_focal_px(paths[k], info.width, info.height)
+        feats[k] = ft
+        pf[k] = f
+
+    # decoding and SIFT release the GIL: threads, as many as the memory of
+    # one decoded image per thread allows (small tiles: all cores)
+    try:
+        first = probe(paths[0])
+        px = first.width * first.height
+    except InputError:
+        px = 0
+    workers = max(1, min(os.cpu_count() or 1, 4, int(600e6 / max(1, 16 * px)) or 1))
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for _ in ex.map(one, range(len(paths))):
+            done += 1
+            if progress:
+                progress("features", done, len(paths))
     timings["features"] = time.perf_counter() - t0
     if all(f is None for f in feats):
         raise InputError(paths[0].parent, "no readable images")
@@ -376,7 +413,7 @@ def stitch_files(
     t2 = time.perf_counter()
     layout = build_layout(reg.cameras, paths, params, thumbs)
     timings["layout"] = time.perf_counter() - t2
-    del thumbs
+    thumbs.clear()
     out_path = Path(out_path)
     lp = out_path.with_name(out_path.name + ".layout.json")
     layout_to_json(layout, lp)

@@ -48,27 +48,6 @@ def voronoi_labels(warps: Sequence[ProxyWarp | None], pc: Canvas) -> tuple[np.nd
     return lab, best
 
 
-def _stack(warps: Sequence[ProxyWarp | None], k: int, pc: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """Image k and its validity on the full proxy canvas (wrapped)."""
-    H, W = pc.height, pc.width
-    img = np.zeros((H, W, 3), np.float32)
-    val = np.zeros((H, W), bool)
-    wp = warps[k]
-    if wp is None:
-        return img, val
-    x0, y0, x1, y1 = wp.rect
-    cols = _paste_cols(x0, x1, W, pc.wrap)
-    keep = (cols >= 0) & (cols < W)
-    r0, r1 = max(0, y0), min(H, y1)
-    img[r0:r1, cols[keep]] = wp.img[r0 - y0 : r1 - y0][:, keep]
-    val[r0:r1, cols[keep]] = wp.valid[r0 - y0 : r1 - y0][:, keep]
-    return img, val
-
-
-def _roll(a: np.ndarray, shift: int) -> np.ndarray:
-    return np.roll(a, shift, axis=1) if shift else a
-
-
 def _dp_cut(cost: np.ndarray, allowed: np.ndarray, step: int = 2) -> np.ndarray:
     """Per row, the column of the cut minimising the summed cost (|dx| <= step
     between rows). Rows with nothing allowed get -1."""
@@ -100,55 +79,83 @@ def _dp_cut(cost: np.ndarray, allowed: np.ndarray, step: int = 2) -> np.ndarray:
     return cut
 
 
+def _touching_pairs(lab: np.ndarray, wrap: bool) -> list[tuple[int, int]]:
+    """Pairs (i < j) of labels that touch horizontally or vertically."""
+    n = int(lab.max()) + 2
+    codes = []
+    edges = [(lab[:, :-1], lab[:, 1:]), (lab[:-1], lab[1:])]
+    if wrap:
+        edges.append((lab[:, -1], lab[:, 0]))
+    for a, b in edges:
+        m = (a != b) & (a >= 0) & (b >= 0)
+        lo = np.minimum(a[m], b[m]).astype(np.int64)
+        hi = np.maximum(a[m], b[m]).astype(np.int64)
+        codes.append(lo * n + hi)
+    u = np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.int64)
+    return [(int(c // n), int(c % n)) for c in u]
+
+
+def _pair_windows(a: ProxyWarp, b: ProxyWarp, pc: Canvas) -> list[tuple[int, int, int, int, int]]:
+    """Overlap rectangles of two warps in a's frame: (x0, y0, x1, y1, shift of b)."""
+    H, W = pc.height, pc.width
+    out = []
+    ax0, ay0, ax1, ay1 = a.rect
+    for s in (-W, 0, W) if pc.wrap else (0,):
+        bx0, by0, bx1, by1 = b.rect
+        x0, x1 = max(ax0, bx0 + s), min(ax1, bx1 + s)
+        y0, y1 = max(ay0, by0, 0), min(ay1, by1, H)
+        if not pc.wrap:
+            x0, x1 = max(x0, 0), min(x1, W)
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1, y1, s))
+    return out
+
+
 def refine_seams(
-    warps: Sequence[ProxyWarp | None], pc: Canvas, gains: np.ndarray | None = None, max_pairs: int = 5000
+    warps: Sequence[ProxyWarp | None], pc: Canvas, gains: np.ndarray | None = None, max_pairs: int = 100_000
 ) -> np.ndarray:
-    """Voronoi labels refined pairwise by DP on colour differences (proxy canvas)."""
+    """Voronoi labels refined pairwise by DP on colour differences (proxy canvas).
+
+    Each pair works on the window where the two warps overlap (in the first
+    warp's frame, so an overlap across the 360 seam is one window), never on
+    the whole canvas: thousands of tiles refine in seconds."""
     lab, _ = voronoi_labels(warps, pc)
-    H, W = lab.shape
-    pairs = set()
-    for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1], lab[1:])):
-        m = (a != b) & (a >= 0) & (b >= 0)
-        for i, j in zip(a[m].tolist(), b[m].tolist(), strict=True):
-            pairs.add((min(i, j), max(i, j)))
-    if pc.wrap:
-        a, b = lab[:, -1], lab[:, 0]
-        m = (a != b) & (a >= 0) & (b >= 0)
-        for i, j in zip(a[m].tolist(), b[m].tolist(), strict=True):
-            pairs.add((min(i, j), max(i, j)))
+    W = lab.shape[1]
     g = np.ones((len(warps), 3), np.float32) if gains is None else np.asarray(gains, np.float32)
-    for i, j in sorted(pairs)[:max_pairs]:
-        Ii, Vi = _stack(warps, i, pc)
-        Ij, Vj = _stack(warps, j, pc)
-        both = Vi & Vj & ((lab == i) | (lab == j))
-        if both.sum() < 4:
+    for i, j in _touching_pairs(lab, pc.wrap)[:max_pairs]:
+        a, b = warps[i], warps[j]
+        if a is None or b is None:
             continue
-        cols = np.nonzero(both.any(0))[0]
-        shift = 0
-        if pc.wrap and cols.size and cols[0] == 0 and cols[-1] == W - 1:
-            shift = W // 2  # the overlap straddles the 360 seam: work on a rolled copy
-        bth, li, vi, vj = _roll(both, shift), _roll(lab, shift), _roll(Vi, shift), _roll(Vj, shift)
-        diff = np.abs(_roll(Ii, shift) * g[i] - _roll(Ij, shift) * g[j]).sum(2)
-        ys, xs = np.nonzero(bth)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        sub = (slice(y0, y1), slice(x0, x1))
-        vertical = (y1 - y0) >= (x1 - x0)
-        ok, dd, ll = bth[sub], diff[sub], li[sub]
-        oi, oj = vi[sub] & ~vj[sub], vj[sub] & ~vi[sub]
-        if not vertical:
-            ok, dd, ll, oi, oj = ok.T, dd.T, ll.T, oi.T, oj.T
-        # which image lies on the low side of the cut
-        ci = np.nonzero(oi)[1].mean() if oi.any() else np.nonzero(ll == i)[1].mean()
-        cj = np.nonzero(oj)[1].mean() if oj.any() else np.nonzero(ll == j)[1].mean()
-        low, high = (i, j) if ci <= cj else (j, i)
-        cut = _dp_cut(dd, ok)
-        xx = np.arange(ok.shape[1])[None, :]
-        newl = np.where(xx < cut[:, None], low, high)
-        upd = ok & (cut[:, None] >= 0)
-        ll = np.where(upd, newl, ll).astype(np.int16)
-        if not vertical:
-            ll = ll.T
-        li = li.copy()
-        li[sub] = ll
-        lab = np.roll(li, -shift, axis=1) if shift else li
+        for x0, y0, x1, y1, s in _pair_windows(a, b, pc):
+            cols = _paste_cols(x0, x1, W, pc.wrap)
+            ax0, ay0 = a.rect[0], a.rect[1]
+            bx0, by0 = b.rect[0] + s, b.rect[1]
+            ya, xa = slice(y0 - ay0, y1 - ay0), slice(x0 - ax0, x1 - ax0)
+            yb, xb = slice(y0 - by0, y1 - by0), slice(x0 - bx0, x1 - bx0)
+            vi, vj = a.valid[ya, xa], b.valid[yb, xb]
+            ll = lab[y0:y1][:, cols]
+            ok = vi & vj & ((ll == i) | (ll == j))
+            if ok.sum() < 4:
+                continue
+            ys, xs = np.nonzero(ok)
+            sub = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            dd = np.abs(a.img[ya, xa][sub] * g[i] - b.img[yb, xb][sub] * g[j]).sum(2)
+            ok, ll_s, vi, vj = ok[sub], ll[sub], vi[sub], vj[sub]
+            vertical = ok.shape[0] >= ok.shape[1]
+            oi, oj = vi & ~vj, vj & ~vi
+            if not vertical:
+                ok, dd, ll_s, oi, oj = ok.T, dd.T, ll_s.T, oi.T, oj.T
+            # which image lies on the low side of the cut
+            ci = np.nonzero(oi)[1].mean() if oi.any() else np.nonzero(ll_s == i)[1].mean()
+            cj = np.nonzero(oj)[1].mean() if oj.any() else np.nonzero(ll_s == j)[1].mean()
+            low, high = (i, j) if ci <= cj else (j, i)
+            cut = _dp_cut(dd, ok)
+            xx = np.arange(ok.shape[1])[None, :]
+            newl = np.where(xx < cut[:, None], low, high)
+            upd = ok & (cut[:, None] >= 0)
+            ll_s = np.where(upd, newl, ll_s).astype(np.int16)
+            if not vertical:
+                ll_s = ll_s.T
+            ll[sub] = ll_s
+            lab[y0:y1, cols] = ll
     return lab

@@ -379,7 +379,13 @@ def make_big_tiles(
             for k, (cell, lh, lat) in enumerate(lattices):
                 mx = (X / cell).astype(np.float32)
                 my = np.clip(Y / cell, 0, lh - 1).astype(np.float32)
-                img += 0.5**k * cv2.remap(lat, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_WRAP)
+                # only the lattice rows this tile needs: cv2.remap refuses
+                # sources taller than 32767 (a 3-gigapixel cylinder's lattice)
+                r0 = max(0, int(my.min()) - 3)
+                r1 = min(lh, int(my.max()) + 4)
+                img += 0.5**k * cv2.remap(
+                    lat[r0:r1], mx, my - np.float32(r0), cv2.INTER_CUBIC, borderMode=cv2.BORDER_WRAP
+                )
             img = np.clip(img / 1.75 * 255, 0, 255).astype(np.uint8)
             cv2.imwrite(str(out / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     (out / "angles.csv").write_text("\n".join(rows) + "\n")
