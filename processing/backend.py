@@ -55,3 +55,38 @@ def to_host(a: Any) -> np.ndarray:
         return a
     get = getattr(a, "get", None)
     return get() if get is not None else np.asarray(a)
+
+
+def synchronize(xp: ModuleType) -> None:
+    """Wait for queued device work (so stage timings are honest); no-op on NumPy."""
+    if xp is not np:
+        xp.cuda.Device().synchronize()
+
+
+def release_pool(xp: ModuleType) -> None:
+    """Give CuPy's cached free blocks back to the driver (so another framework,
+    e.g. the model's JAX or TensorFlow, can allocate them); no-op on NumPy."""
+    if xp is not np:
+        xp.get_default_memory_pool().free_all_blocks()
+
+
+def host_threads(default: int) -> int:
+    """Threads for the CPU stages: TERAPAN_THREADS where set ("auto": every
+    core), else DEFAULT.
+
+    A property of the machine, not of the recipe (results are collected in
+    order, so they do not depend on it): a 16-core GPU worker sets it to its
+    core count, while the recipe's default suits a small shared machine.
+    """
+    raw = os.environ.get("TERAPAN_THREADS", "").strip()
+    if not raw:
+        return max(1, default)
+    if raw.lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"TERAPAN_THREADS must be a positive integer, not {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"TERAPAN_THREADS must be a positive integer, not {raw!r}")
+    return n

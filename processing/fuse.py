@@ -34,6 +34,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from .backend import host_threads
 from .flow import FlowField
 from .params import StageParams
 
@@ -360,7 +361,7 @@ def make_master(
 
     # Strips are independent (disjoint rows); the heavy NumPy/OpenCV calls
     # release the GIL, so threads share the cores.
-    _run_strips(strip, list(_strips(h, rows)), p.workers, progress, "master", samples)
+    _run_strips(strip, list(_strips(h, rows)), host_threads(p.workers), progress, "master", samples)
     for i, fr in enumerate(frames):
         d = np.concatenate(samples[i]) if samples[i] else np.zeros(1, np.float32)
         if d.size == 0:
@@ -613,7 +614,8 @@ def fuse_kernel(
         out[y0 : y0 + r] = cv2.merge([cv2.divide(c, den) for c in nums])
 
     strips = list(_strips(oh, p.strip_rows))
-    if p.workers <= 1:
+    workers = host_threads(p.workers)
+    if workers <= 1:
         for k, (y0, r) in enumerate(strips):
             strip(y0, r)
             if progress:
@@ -623,7 +625,7 @@ def fuse_kernel(
         # release the GIL in the heavy calls, so threads use both cores.
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        with ThreadPoolExecutor(max_workers=p.workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             futs = [pool.submit(strip, y0, r) for y0, r in strips]
             for k, f in enumerate(as_completed(futs)):
                 f.result()

@@ -234,8 +234,10 @@ def fuse_xp(
     dev: DeviceFrames | None = None,
     progress: Progress | None = None,
     noise: float | None = None,
-) -> np.ndarray:
-    """fuse.fuse (kernel method) on the device: the same adaptive kernel size."""
+    to_host_result: bool = True,
+) -> Any:
+    """fuse.fuse (kernel method) on the device: the same adaptive kernel size
+    (a host array unless TO_HOST_RESULT is False)."""
     p = params or FuseParams()
     if p.method != "kernel":
         raise ValueError("fuse_xp: only the kernel method runs on the device")
@@ -244,7 +246,7 @@ def fuse_xp(
     ks = max(p.kernel_sigma, p.density_k / math.sqrt(max(1, len(frames))))
     p = p.replace(kernel_sigma=ks, kernel_sigma_flat=max(ks, p.kernel_sigma_flat))
     smap = kernel_sigma_map(master, noise, p) if p.kernel_sigma_flat > p.kernel_sigma else None
-    return fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress)
+    return fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress, to_host_result)
 
 
 def deblur_xp(img: Any, scale: float, params: FuseParams | None = None, xp: ModuleType = np) -> Any:
@@ -257,3 +259,28 @@ def deblur_xp(img: Any, scale: float, params: FuseParams | None = None, xp: Modu
     img = xp.asarray(img, dtype=xp.float32)
     out = xp.stack([nd.correlate(img[..., c], k, mode="reflect") for c in range(img.shape[2])], axis=-1)
     return xp.clip(out, 0.0, 1.0)
+
+
+def encode_xp(img: Any, encoding: str, xp: ModuleType = np) -> Any:
+    """develop.encode with xp: the same 16-bit lookup table, on the device."""
+    from .develop import _LUT_N, _TO_SRGB
+
+    if encoding != "srgb":
+        return img
+    idx = xp.clip(img, 0.0, 1.0) * (_LUT_N - 1) + 0.5
+    return xp.asarray(_TO_SRGB)[idx.astype(xp.uint16)]
+
+
+def unsharp_mask_xp(img: Any, params: Any = None, xp: ModuleType = np) -> Any:
+    """sharpen.unsharp_mask with xp (Gaussian with BORDER_REFLECT, soft threshold)."""
+    from .sharpen import SharpenParams
+
+    p = params or SharpenParams()
+    if p.amount == 0:
+        return img
+    img = xp.asarray(img, dtype=xp.float32)
+    detail = img - gpu.gaussian_blur(img, p.radius, xp)
+    if p.threshold > 0:
+        gate = xp.clip((xp.abs(detail) - p.threshold) / p.threshold, 0.0, 1.0)
+        detail = detail * gate
+    return xp.clip(img + xp.float32(p.amount) * detail, 0.0, 1.0)

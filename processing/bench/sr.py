@@ -53,6 +53,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--megapixels", default="12", help="speed mode: frame sizes in MP, comma-separated (e.g. 12,45)")
     p.add_argument("--speed", action="store_true", help="speed/memory run instead of quality")
     p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="speed mode: runs per child process; the last is reported (a warm worker), the first as cold",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="speed mode: CPU threads of the CPU stages on both devices (TERAPAN_THREADS; 0: all cores)",
+    )
+    p.add_argument("--no-write", action="store_true", help="speed mode: do not time writing the 16-bit TIFF")
+    p.add_argument(
+        "--upscale-model",
+        action="store_true",
+        help="speed mode: fuse at x2 and let EDSR do the rest (the stack command's default for --scale > 2)",
+    )
+    p.add_argument(
         "--device",
         default=None,
         help="speed mode on these devices, comma-separated: cpu, gpu or cpu,gpu (implies --speed; "
@@ -152,9 +170,43 @@ def _devices(args: argparse.Namespace) -> list[str]:
     return devs
 
 
+def _speed_frames(big: np.ndarray, n: int, seed: int, noise: float, folder: Path) -> None:
+    """N handheld-like JPEG frames of BIG, made in parallel.
+
+    Speed mode needs frames that exercise every stage (a random shift of up to
+    20 px, a rotation of up to 1 degree and a slight perspective per frame,
+    Gaussian noise), not the physically exact burst of quality mode, whose
+    synthesis takes seconds per megapixel. Transforms are drawn in order from
+    one seed, so the frames are the same whatever the thread count.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    h, w = big.shape[:2]
+    img8 = np.clip(big * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    c = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1]], np.float64)
+    mats = [np.eye(3)]
+    for _ in range(1, n):
+        a = np.deg2rad(rng.uniform(-1.0, 1.0))
+        r = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        r[:2, 2] = rng.uniform(-20.0, 20.0, 2)
+        r[2, :2] = rng.uniform(-2e-6, 2e-6, 2)
+        mats.append(np.linalg.inv(c) @ r @ c)
+    sigma = max(noise, 1e-4) * 255.0
+
+    def one(i: int) -> None:
+        fr = cv2.warpPerspective(img8, mats[i], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        z = np.empty(fr.shape, np.float32)
+        cv2.randn(z, 0.0, sigma)  # OpenCV's RNG: fast and thread-safe per call
+        fr = cv2.add(fr.astype(np.float32), z).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"frame_{i:03d}.jpg"), fr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(one, range(n)))
+
+
 def _speed(args: argparse.Namespace) -> list[dict]:
-    from ..imageio import load_image, write_image
-    from ..synth import iter_burst
+    from ..imageio import load_image
 
     devices = _devices(args)
     n = max(int(x) for x in args.frames.split(","))
@@ -167,34 +219,42 @@ def _speed(args: argparse.Namespace) -> list[dict]:
         big = cv2.resize(photo, (int(pw * f), int(ph * f)), interpolation=cv2.INTER_CUBIC)
         with tempfile.TemporaryDirectory() as td:
             t0 = time.perf_counter()
-            for i, (frame, _) in enumerate(iter_burst(big, n, 1.0, seed=args.seed, noise=noise, supersample=1)):
-                write_image(Path(td) / f"frame_{i:03d}.jpg", frame, quality=95)
+            _speed_frames(big, n, args.seed, noise, Path(td))
             gen = time.perf_counter() - t0
             del big
+            by_dev = {}
             for dev in devices:
+                print(f"bench sr: {n} x {mp_req:g} MP on {dev} ...", file=sys.stderr, flush=True)
                 res = _speed_child(args, td, dev)
                 res["seconds_generate"] = round(gen, 2)
+                emit(res)  # as soon as it is measured: a later run may not finish
+                results.append(res)
+                by_dev[dev] = res
+            c, g = by_dev.get("cpu", {}), by_dev.get("gpu", {})
+            if c.get("seconds_total") and g.get("seconds_total"):
+                # Both measured in this one run, on the same frames.
+                res = {
+                    "bench": "sr-speedup",
+                    "frame_megapixels": g["frame_megapixels"],
+                    "scale": args.scale,
+                    "gpu_speedup_total": round(c["seconds_total"] / g["seconds_total"], 2),
+                    "gpu_speedup_by_stage": {
+                        k: round(v / g["seconds"][k], 2) for k, v in c["seconds"].items() if g["seconds"].get(k, 0) > 0
+                    },
+                }
+                emit(res)
                 results.append(res)
     return results
 
 
 def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
     outp = Path(td) / "out.tif"
-    cmd = [
-        sys.executable,
-        "-m",
-        "processing",
-        "stack",
-        td,
-        "-o",
-        str(outp),
-        "--scale",
-        str(args.scale),
-        "--no-upscale-model",
-        "--json",
-        "--quiet",
-    ]
-    env = dict(os.environ, TERAPAN_DEVICE=dev)
+    model = "1" if args.upscale_model else "0"
+    write = "0" if args.no_write else "1"
+    cmd = [sys.executable, "-m", "processing.bench.sr_child", td, str(outp), str(args.scale), str(args.repeat), model]
+    cmd.append(write)
+    threads = args.threads or os.cpu_count() or 1
+    env = dict(os.environ, TERAPAN_DEVICE=dev, TERAPAN_THREADS=str(threads))
     t0 = time.perf_counter()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -207,8 +267,10 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
     except OSError:
         load = None
     if proc.returncode != 0:
-        return {"bench": "sr-speed", "device": dev, "error": proc.stderr.strip().splitlines()[-1:]}
-    m = json.loads(proc.stdout)["metrics"]
+        return {"bench": "sr-speed", "device": dev, "error": proc.stderr.strip().splitlines()[-3:]}
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs = got["runs"]
+    m = runs[-1]  # the warm run: what a long-lived worker sees
     mp = m["input_megapixels"]
     return {
         "bench": "sr-speed",
@@ -217,13 +279,19 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
         "frames": m["frames_total"],
         "frame_megapixels": round(mp / max(1, m["frames_readable"]), 2),
         "scale": args.scale,
+        "fuse_scale": m.get("fuse_scale"),
+        "upscale_model": m.get("upscale_model"),
         "output_size": m["output_size"],
+        "runs": len(runs),
+        "seconds_total_cold": runs[0]["seconds_total"],
+        "seconds_total": m["seconds_total"],
+        "seconds": m["seconds"],
+        "seconds_write_tiff16": got["seconds_write"],
+        "threads": threads,
         "seconds_wall_child": round(wall, 2),
         "seconds_cpu_child": round(child_cpu, 2),
         "cpu_count": os.cpu_count(),
         "load_average_1min_after": load,
-        "seconds": m["seconds"],
-        "seconds_total": m["seconds_total"],
         "cpu_seconds": m.get("cpu_seconds"),
         "input_mp_per_s": round(mp / m["seconds_total"], 3) if m["seconds_total"] > 0 else None,
         "input_mp_per_s_by_stage": {k: round(mp / v, 2) for k, v in m["seconds"].items() if v > 0},
@@ -233,8 +301,7 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if args.speed or args.device:
-        for res in _speed(args):
-            emit(res)
+        _speed(args)  # emits each result as it comes
         return 0
     emit(_quality(args))
     return 0

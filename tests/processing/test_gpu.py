@@ -4,6 +4,8 @@ NumPy where a CUDA device exists."""
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -178,12 +180,61 @@ def test_stack_pipeline_device_branch(tmp_path, monkeypatch) -> None:
     b = _burst(5, seed=6, size=96)
     write_burst(b, tmp_path)
     paths = stackpipe.list_frames(tmp_path)
+    monkeypatch.setenv("TERAPAN_DEVICE", "cpu")  # the CPU branch, also on a GPU machine
     cpu = stackpipe.process_stack(paths, 2.0, upscale_model=False)
     monkeypatch.setattr(stackpipe, "_pick_device", lambda: ("gpu", np))
     dev = stackpipe.process_stack(paths, 2.0, upscale_model=False)
     assert dev.metrics["device"] == "gpu" and cpu.metrics["device"] == "cpu"
     assert dev.recipe == cpu.recipe
     assert _psnr(dev.image, cpu.image) >= 60
+
+
+def test_stack_pipeline_device_chain_with_model(tmp_path, monkeypatch) -> None:
+    """x4 through fusion at x2 and EDSR: the device chain (fuse, encode,
+    deblur, tiled model on device windows, sharpen, one copy back) with NumPy
+    standing in gives the CPU chain's image."""
+    from processing import stackpipe
+    from processing.sharpen import SharpenParams
+    from processing.synth import write_burst
+
+    write_burst(_burst(4, seed=6, size=96), tmp_path)
+    paths = stackpipe.list_frames(tmp_path)
+    params = stackpipe.StackParams().replace(sharpen=SharpenParams(radius=1.2, amount=0.5, threshold=0.01))
+    monkeypatch.setenv("TERAPAN_DEVICE", "cpu")
+    cpu = stackpipe.process_stack(paths, 4.0, params)
+    monkeypatch.setattr(stackpipe, "_pick_device", lambda: ("gpu", np))
+    dev = stackpipe.process_stack(paths, 4.0, params)
+    assert dev.metrics["device"] == "gpu" and dev.metrics["upscale_model"] and "to_host" in dev.metrics["seconds"]
+    assert dev.image.shape == cpu.image.shape and dev.recipe == cpu.recipe
+    assert _psnr(dev.image, cpu.image) >= 60
+
+
+def test_encode_and_unsharp_xp_match_cpu() -> None:
+    from processing.develop import encode
+    from processing.fuse_gpu import encode_xp, unsharp_mask_xp
+    from processing.sharpen import SharpenParams, unsharp_mask
+
+    img = _img(70, 90, seed=5)
+    assert np.array_equal(encode_xp(img, "srgb", np), encode(img, "srgb"))
+    assert encode_xp(img, "linear", np) is img
+    for p in (SharpenParams(radius=1.5, amount=0.8), SharpenParams(radius=0.8, amount=1.0, threshold=0.02)):
+        assert _psnr(unsharp_mask_xp(img, p, np), unsharp_mask(img, p)) > 80
+    assert unsharp_mask_xp(img, SharpenParams(), np) is img  # amount 0: untouched
+
+
+def test_device_upscale_matches_host_upscale() -> None:
+    """The device model pass (large padded batches, xp accumulation) against
+    the host pass: only window placement differs."""
+    from processing.upscale import UpscaleParams, upscale_array
+
+    img = _img(150, 170, seed=2)
+    host = upscale_array(img, 2.0, UpscaleParams(tile=64, batch=2))
+    dev = upscale_array(img, 2.0, UpscaleParams(tile=64, batch=3), device=True)
+    assert dev.shape == host.shape == (300, 340, 3)
+    assert _psnr(dev, host) > 75
+    # A non-native factor adds a host resample pass: device rows go and come back.
+    odd = upscale_array(img, 2.5, UpscaleParams(tile=64), device=True)
+    assert odd.shape == (375, 425, 3) and _psnr(odd, upscale_array(img, 2.5, UpscaleParams(tile=64))) > 75
 
 
 # ------------------------------------------------ (c) CuPy against NumPy
@@ -234,3 +285,45 @@ def test_forced_gpu_without_device_is_a_one_line_error(tmp_path, monkeypatch) ->
     monkeypatch.setenv("TERAPAN_DEVICE", "gpu")
     with pytest.raises(ProcessingError, match="no CUDA device"):
         stackpipe.process_stack(stackpipe.list_frames(tmp_path), 2.0, upscale_model=False)
+
+
+@needs_gpu
+def test_cupy_upscale_equals_host() -> None:
+    """EDSR on device windows through DLPack (Keras' JAX, TensorFlow or
+    PyTorch backend on the GPU) against the host model pass."""
+    import cupy as cp  # type: ignore[import-not-found]
+
+    from processing.upscale import UpscaleParams, upscale_array
+
+    img = _img(300, 420, seed=3)
+    host = upscale_array(img, 2.0, UpscaleParams(tile=192))
+    dev = upscale_array(cp.asarray(img), 2.0, UpscaleParams(tile=192), device=True)
+    assert isinstance(dev, cp.ndarray) and dev.shape == host.shape
+    assert _psnr(backend.to_host(dev), host) >= 60
+
+
+def test_host_threads_is_a_machine_setting_not_a_recipe(tmp_path, monkeypatch) -> None:
+    """TERAPAN_THREADS changes how many threads the CPU stages use, never the
+    result or the recipe; a bad value is a clear error."""
+    from processing import stackpipe
+    from processing.synth import write_burst
+
+    monkeypatch.delenv("TERAPAN_THREADS", raising=False)
+    assert backend.host_threads(2) == 2
+    monkeypatch.setenv("TERAPAN_THREADS", "5")
+    assert backend.host_threads(2) == 5
+    monkeypatch.setenv("TERAPAN_THREADS", "auto")
+    assert backend.host_threads(2) == (os.cpu_count() or 1)
+    monkeypatch.setenv("TERAPAN_THREADS", "5")
+    for bad in ("0", "many"):
+        monkeypatch.setenv("TERAPAN_THREADS", bad)
+        with pytest.raises(ValueError, match="TERAPAN_THREADS"):
+            backend.host_threads(2)
+    write_burst(_burst(4, seed=6, size=96), tmp_path)
+    paths = stackpipe.list_frames(tmp_path)
+    monkeypatch.setenv("TERAPAN_DEVICE", "cpu")
+    monkeypatch.setenv("TERAPAN_THREADS", "1")
+    one = stackpipe.process_stack(paths, 2.0, upscale_model=False)
+    monkeypatch.setenv("TERAPAN_THREADS", "3")
+    three = stackpipe.process_stack(paths, 2.0, upscale_model=False)
+    assert one.recipe == three.recipe and np.array_equal(one.image, three.image)

@@ -123,7 +123,7 @@ def test_model_route_above_x2(burst_dir, monkeypatch):
 
     calls = []
 
-    def upscale_array(img, scale):
+    def upscale_array(img, scale, device=False):
         calls.append((img.shape, scale))
         h, w = img.shape[:2]
         return cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
