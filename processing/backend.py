@@ -50,11 +50,53 @@ def to_device(a: Any, dev: str | None = None) -> Any:
     return xp_for(dev).asarray(a)
 
 
+#: Device-to-host copies above this many bytes go through pinned staging buffers.
+D2H_CHUNK = 64 << 20
+
+
 def to_host(a: Any) -> np.ndarray:
+    """A host (NumPy) copy of A; NumPy arrays pass through.
+
+    Large CuPy arrays (a 720 MP float32 result is 8.6 GB) are copied in
+    chunks through two pinned buffers, the GPU filling one while the host
+    empties the other: a plain `.get()` of pageable memory ran at 2.9 GB/s on
+    an H100 host. TERAPAN_D2H=plain forces the plain copy.
+    """
     if isinstance(a, np.ndarray):
         return a
     get = getattr(a, "get", None)
-    return get() if get is not None else np.asarray(a)
+    if get is None:
+        return np.asarray(a)
+    if a.nbytes <= 4 * D2H_CHUNK or os.environ.get("TERAPAN_D2H", "pinned") == "plain":
+        return get()
+    return _to_host_pinned(a)
+
+
+def _to_host_pinned(a: Any) -> np.ndarray:
+    import cupy  # type: ignore[import-not-found]
+
+    a = cupy.ascontiguousarray(a)
+    cupy.cuda.get_current_stream().synchronize()  # the side streams below do not wait for it
+    out = np.empty(a.shape, a.dtype)
+    src = a.reshape(-1).view(cupy.uint8)
+    dst = out.reshape(-1).view(np.uint8)
+    bufs = [np.frombuffer(cupy.cuda.alloc_pinned_memory(D2H_CHUNK), np.uint8, D2H_CHUNK) for _ in range(2)]
+    streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
+    pending: tuple[int, int, int] | None = None
+    for k, i in enumerate(range(0, src.size, D2H_CHUNK)):
+        j, b = min(src.size, i + D2H_CHUNK), k % 2
+        streams[b].synchronize()  # buffer b was emptied two chunks ago
+        src[i:j].get(stream=streams[b], out=bufs[b][: j - i], blocking=False)
+        if pending is not None:
+            pi, pj, pb = pending
+            streams[pb].synchronize()
+            dst[pi:pj] = bufs[pb][: pj - pi]
+        pending = (i, j, b)
+    if pending is not None:
+        pi, pj, pb = pending
+        streams[pb].synchronize()
+        dst[pi:pj] = bufs[pb][: pj - pi]
+    return out
 
 
 def synchronize(xp: ModuleType) -> None:

@@ -18,10 +18,11 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
+import cv2
 import numpy as np
 
 from .errors import InputError
-from .imageio import DEFAULT_MAX_PIXELS, check_libraw, load_image, probe
+from .imageio import DEFAULT_MAX_PIXELS, check_libraw, load_image, load_image_int, probe
 from .params import StageParams
 
 HIGHLIGHT_MODES = {"clip": 0, "ignore": 1, "blend": 2, "reconstruct": 5}
@@ -50,6 +51,9 @@ _TO_LINEAR = np.where(_codes <= 0.04045, _codes / 12.92, ((_codes + 0.055) / 1.0
 _TO_SRGB = np.where(_codes <= 0.0031308, _codes * 12.92, 1.055 * _codes ** (1 / 2.4) - 0.055).astype(np.float32)
 del _codes
 _TO_LINEAR_U16 = (_TO_LINEAR.astype(np.float64) * 65535.0 + 0.5).astype(np.uint16)
+# 8-bit code c is the 16-bit code 257 c (c / 255 * 65535 exactly).
+_U8_TO_U16 = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16)
+_U8_TO_LINEAR_U16 = _TO_LINEAR_U16[_U8_TO_U16]
 
 
 def _lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -141,12 +145,19 @@ def develop_uint16(path: str | Path, params: DevelopParams | None = None) -> tup
     info = probe(path, params.max_pixels)
     if info.kind == "raw":
         return _u16(develop_raw(path, params)), "linear"
-    img, info = load_image(path, params.max_pixels)
+    arr, info = load_image_int(path, params.max_pixels)
+    if arr.dtype == np.uint8:
+        # 8-bit sources (JPEG): one 256-entry table lookup in OpenCV (threaded,
+        # GIL released), bit-identical to float -> 16-bit codes -> table below,
+        # and 4x less memory traffic than going through float32.
+        table = _U8_TO_U16 if (not params.linearize or info.linear) else _U8_TO_LINEAR_U16
+        enc = "as-is" if not params.linearize else ("linear" if info.linear else "srgb")
+        return cv2.LUT(arr, table), enc
     if not params.linearize:
-        return _u16(img), "as-is"
+        return arr, "as-is"
     if info.linear:
-        return _u16(img), "linear"
-    return _TO_LINEAR_U16.take(_u16(img)), "srgb"
+        return arr, "linear"
+    return _TO_LINEAR_U16.take(arr), "srgb"
 
 
 def develop(path: str | Path, params: DevelopParams | None = None) -> np.ndarray:

@@ -40,3 +40,32 @@ def test_raw_develop_linear():
     assert img.min() >= 0.0 and img.max() <= 1.0 and img.mean() > 0.01
     with pytest.raises(InputError, match="above the limit"):
         develop(SHARED / "raw" / "RAW_KODAK_DC50.KDC", DevelopParams(max_pixels=10_000))
+
+
+@pytest.mark.parametrize("kind", ["jpg", "grey.jpg", "rgba.png", "png16"])
+def test_develop_uint16_table_path_is_bit_identical(tmp_path, kind) -> None:
+    """8-bit files take one 256-entry lookup (cv2.LUT); the result must equal
+    the float route (decode to [0, 1], 16-bit codes, 65536-entry table)."""
+    import cv2
+
+    from processing.develop import _TO_LINEAR_U16, DevelopParams, _u16, develop_uint16
+    from processing.imageio import load_image
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    path = tmp_path / ("f.png" if kind == "png16" else f"f.{kind.split('.')[-1]}")
+    if kind == "jpg":
+        cv2.imwrite(str(path), img[:, :, :3])
+    elif kind == "grey.jpg":
+        cv2.imwrite(str(path), img[:, :, 0])
+    elif kind == "rgba.png":
+        cv2.imwrite(str(path), img)
+    else:
+        cv2.imwrite(str(path), img[:, :, :3].astype(np.uint16) * 250)
+    ref, info = load_image(path)
+    got, enc = develop_uint16(path)
+    want = _u16(ref) if info.linear else _TO_LINEAR_U16.take(_u16(ref))
+    assert got.dtype == np.uint16 and got.shape == want.shape and np.array_equal(got, want)
+    assert enc == ("linear" if info.linear else "srgb")
+    raw, enc = develop_uint16(path, DevelopParams(linearize=False))
+    assert enc == "as-is" and np.array_equal(raw, _u16(ref))
