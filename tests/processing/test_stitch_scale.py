@@ -156,3 +156,42 @@ def test_sparse_gains_equal_dense():
     dense = solve_gains(N, Im)
     sparse = solve_gains(csr_matrix(N), [csr_matrix(Im[:, :, c]) for c in range(3)])
     assert np.allclose(dense, sparse, atol=1e-9)
+
+
+def test_load_image_int_keeps_8_bit_sources_small(tmp_path):
+    from processing.imageio import load_image, load_image_int, write_image
+    from tests.processing._stitch_helpers import texture
+
+    img = texture(40, 64, seed=4)
+    write_image(tmp_path / "a.jpg", img)
+    a8, info = load_image_int(tmp_path / "a.jpg")
+    assert a8.dtype == np.uint8 and a8.shape == (40, 64, 3) and info.kind == "jpeg"
+    f, _ = load_image(tmp_path / "a.jpg")
+    assert np.abs(a8 / 255.0 - f).max() < 1e-6
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "b.tif", (img * 65535).astype(np.uint16))
+    a16, _ = load_image_int(tmp_path / "b.tif")
+    assert a16.dtype == np.uint16 and a16.shape == (40, 64, 3)
+
+
+def test_render_with_preselected_layers_equals_all(tmp_path):
+    from processing.blend import Layer, SourceCache, render_rect
+    from processing.imageio import write_image
+    from processing.project import footprint, make_canvas
+    from tests.processing._stitch_helpers import texture
+
+    cams = [Camera.make(160, 120, 150.0, rotation_from_ypr(y, p, 0)) for y in (0, 40, 80) for p in (-25, 25)]
+    cv = make_canvas(cams, "cylindrical", wrap=True)
+    layers = []
+    for k, c in enumerate(cams):
+        write_image(tmp_path / f"{k}.png", texture(120, 160, seed=k))
+        layers.append(Layer(str(tmp_path / f"{k}.png"), c, footprint(c, cv)))
+    cache = SourceCache()
+    rect = (cv.width // 2 - 40, 0, cv.width // 2 + 200, 60)  # meets the upper views only
+    full, a_full = render_rect(layers, cv, rect, cache, 3)
+    top = [k for k, L in enumerate(layers) if L.footprint[1] < rect[3] + 24]  # + the 3-band margin
+    assert len(top) < len(layers)
+    part, a_part = render_rect(layers, cv, rect, cache, 3, only=top)
+    assert a_full.mean() > 0.3 and np.array_equal(a_full, a_part)
+    assert np.abs(full - part).max() < 1e-6
