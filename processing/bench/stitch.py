@@ -333,6 +333,30 @@ def _files(d: Path, skip: str = "hugin") -> list[Path]:
     return sorted(p for p in d.iterdir() if is_image_path(p) and skip not in p.name)
 
 
+#: Vertical half extent of the big set, in tan(latitude) (+-63.4 degrees).
+BIG_MAX_TAN = 2.0
+
+
+def big_geometry(gp: float, tile: int = 1024, hfov: float = 8.0, overlap: float = 0.3) -> tuple[float, float, int, int]:
+    """Focal length (px), horizontal FOV (degrees), yaw and pitch counts of the
+    big set's rig for a ~GP gigapixel cylinder (area = 2 pi f x 2 t f, with t
+    the vertical half extent in tan(latitude))."""
+    f = tile / 2 / math.tan(math.radians(hfov / 2))
+    t_half = gp * 1e9 / (2 * math.pi * f) / f / 2
+    if t_half > BIG_MAX_TAN:
+        # Past +-63 degrees a cylinder stretches too much (and the canvas stops
+        # at tan = 4): a longer focal length (more, narrower tiles) gives the
+        # requested area instead.
+        t_half = BIG_MAX_TAN
+        f = math.sqrt(gp * 1e9 / (4 * math.pi * t_half))
+        hfov = math.degrees(2 * math.atan(tile / 2 / f))
+    step = hfov * (1 - overlap)
+    n_yaw = math.ceil(360 / step)
+    max_pitch = math.degrees(math.atan(t_half)) - hfov / 2
+    n_pitch = max(1, 2 * math.ceil(max_pitch / step) + 1)
+    return f, hfov, n_yaw, n_pitch
+
+
 def make_big_tiles(
     out: Path, gp: float, tile: int = 1024, hfov: float = 8.0, overlap: float = 0.3
 ) -> tuple[list[Path], Path]:
@@ -345,13 +369,9 @@ def make_big_tiles(
     from processing.project import Camera, rotation_from_ypr
 
     out.mkdir(parents=True, exist_ok=True)
-    f = tile / 2 / math.tan(math.radians(hfov / 2))
+    f, hfov, n_yaw, n_pitch = big_geometry(gp, tile, hfov, overlap)
     W = 2 * math.pi * f
-    t_half = gp * 1e9 / W / f / 2  # vertical half extent in tan(latitude)
     step = hfov * (1 - overlap)
-    n_yaw = math.ceil(360 / step)
-    max_pitch = math.degrees(math.atan(t_half)) - hfov / 2
-    n_pitch = max(1, 2 * math.ceil(max_pitch / step) + 1)
     top = math.tan(math.radians(max(0.0, (n_pitch - 1) / 2 * step) + hfov)) * f
     rng = np.random.default_rng(0)
     lattices = []

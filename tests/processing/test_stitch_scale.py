@@ -195,3 +195,20 @@ def test_render_with_preselected_layers_equals_all(tmp_path):
     part, a_part = render_rect(layers, cv, rect, cache, 3, only=top)
     assert a_full.mean() > 0.3 and np.array_equal(a_full, a_part)
     assert np.abs(full - part).max() < 1e-6
+
+
+def test_big_bench_geometry_reaches_the_requested_area():
+    """The big set's rig gives at least the requested gigapixels of cylinder
+    (2 pi f x 2 t f), also past the +-63 degree cap where the focal length
+    grows instead of the height, and tiles overlap in yaw and pitch."""
+    from processing.bench.stitch import BIG_MAX_TAN, big_geometry
+
+    for gp in (0.05, 1.0, 3.0, 10.0):
+        f, hfov, n_yaw, n_pitch = big_geometry(gp)
+        t = min(BIG_MAX_TAN, gp * 1e9 / (4 * math.pi * f * f))
+        area = 2 * math.pi * f * 2 * t * f
+        assert area >= 0.999 * gp * 1e9
+        assert n_yaw * hfov > 360 and n_pitch % 2 == 1
+        top_edge = (n_pitch - 1) / 2 * hfov * 0.7 + hfov / 2
+        assert top_edge >= math.degrees(math.atan(t))  # the rows cover the height
+    assert big_geometry(3.0)[1] < 8.0 == big_geometry(1.0)[1]  # 3 GP: narrower tiles
