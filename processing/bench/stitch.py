@@ -102,13 +102,19 @@ def run_child(code: str, python: str | None = None) -> tuple[dict, float, float]
     cpu = 0.0
     # output goes to files, not pipes: a long RESULT line must not block the child
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
+        # The code goes through stdin: with thousands of file names it is
+        # longer than one command-line argument may be (128 KiB on Linux).
         proc = subprocess.Popen(
-            [python or sys.executable, "-c", code],
+            [python or sys.executable, "-"],
+            stdin=subprocess.PIPE,
             stdout=fout,
             stderr=ferr,
             text=True,
             cwd=str(Path(__file__).resolve().parents[2]),
         )
+        assert proc.stdin is not None
+        proc.stdin.write(code)
+        proc.stdin.close()
         ps = psutil.Process(proc.pid)
         while proc.poll() is None:
             with contextlib.suppress(psutil.Error):

@@ -212,3 +212,15 @@ def test_big_bench_geometry_reaches_the_requested_area():
         top_edge = (n_pitch - 1) / 2 * hfov * 0.7 + hfov / 2
         assert top_edge >= math.degrees(math.atan(t))  # the rows cover the height
     assert big_geometry(3.0)[1] < 8.0 == big_geometry(1.0)[1]  # 3 GP: narrower tiles
+
+
+def test_bench_child_takes_code_longer_than_one_argument():
+    """The bench child gets its code on stdin: 3,360 tile paths are more than
+    the 128 KiB one command-line argument may hold on Linux."""
+    from processing.bench.stitch import run_child
+
+    names = [f"/tmp/big/tile_{i:05d}.jpg" for i in range(8000)]
+    code = f"names = {names!r}\nprint('RESULT', '{{\"n\": ' + str(len(names)) + '}}')\n"
+    assert len(code) > 128 * 1024
+    got, secs, peak_mb = run_child(code)
+    assert got == {"n": 8000} and secs > 0 and peak_mb > 0
