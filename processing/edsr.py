@@ -353,7 +353,14 @@ def device_predictor(model: keras.Model) -> Any:
         import tensorflow as tf
 
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return lambda x: cupy.from_dlpack(
-            tf.experimental.dlpack.to_dlpack(fn(tf.experimental.dlpack.from_dlpack(x.toDlpack())))
-        )
+
+        def run_tf(x: Any) -> Any:
+            y = fn(tf.experimental.dlpack.from_dlpack(x.__dlpack__()))
+            capsule = tf.experimental.dlpack.to_dlpack(y)
+            try:
+                return cupy.from_dlpack(capsule)
+            except (TypeError, AttributeError):  # a CuPy that takes only __dlpack__ objects
+                return cupy.fromDlpack(capsule)
+
+        return run_tf
     raise RuntimeError(f"no device path for the Keras backend {backend!r}")
