@@ -69,3 +69,24 @@ def test_develop_uint16_table_path_is_bit_identical(tmp_path, kind) -> None:
     assert enc == ("linear" if info.linear else "srgb")
     raw, enc = develop_uint16(path, DevelopParams(linearize=False))
     assert enc == "as-is" and np.array_equal(raw, _u16(ref))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_orientation_is_applied(tmp_path, orientation) -> None:
+    """JPEGs are turned upright by their EXIF orientation (in place), and the
+    header probe reports the upright size."""
+    from PIL import Image
+
+    from processing.imageio import load_image, probe
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :20] = 255  # a white block at the top left
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(img).save(path, "JPEG", quality=95, exif=ex)
+    got, info = load_image(path)
+    turned = {1: img, 3: np.rot90(img, 2), 6: np.rot90(img, -1), 8: np.rot90(img, 1)}[orientation]
+    assert got.shape == turned.shape and (info.width, info.height) == (turned.shape[1], turned.shape[0])
+    assert probe(path, 10**9).width == turned.shape[1]
+    assert np.abs(got * 255 - turned).mean() < 3  # JPEG loss only
