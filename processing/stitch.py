@@ -163,6 +163,13 @@ def layout_from_json(src: str | Path | dict) -> Layout:
 # ------------------------------------------------------------------ rendering
 
 
+def layers_meeting_rows(layout: Layout, y0: int, y1: int) -> list[int]:
+    """Indices of the layers that may meet output rows [y0, y1): footprint
+    plus the blend margin (a cheap pre-selection for render_rect)."""
+    m = margin_for(layout.bands) + (1 << max(layout.bands, 0))
+    return [k for k, L in enumerate(layout.layers) if L.footprint[1] - m < y1 and L.footprint[3] + m > y0]
+
+
 def render_region(
     layout: Layout | str | Path,
     rect: tuple[int, int, int, int],
@@ -184,9 +191,10 @@ def render_region(
     alpha = np.zeros(rgb.shape[:2], np.float32)
     B = layout.block
     for by in range(y0, y1, B):
+        only = layers_meeting_rows(layout, by, min(by + B, y1))
         for bx in range(x0, x1, B):
             r = (bx, by, min(bx + B, x1), min(by + B, y1))
-            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels)
+            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only)
             rgb[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = c
             alpha[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = a
     return rgb, alpha
@@ -227,7 +235,6 @@ def render_to_file(
         if B % tile:
             raise ValueError("block must be a multiple of the tile size")
 
-        m = margin_for(layout.bands) + (1 << max(layout.bands, 0))
         workers = max(1, min(threads or os.cpu_count() or 1, 8))
 
         dtype = np.uint8 if bits == 8 else np.uint16
@@ -238,8 +245,7 @@ def render_to_file(
 
         def render_row(pool: ThreadPoolExecutor, r: int) -> tuple[np.ndarray, list]:
             y0, y1 = r * B, min(H, (r + 1) * B)
-            # layers that may meet this block row (footprint + blend margin)
-            only = [k for k, L in enumerate(layout.layers) if L.footprint[1] - m < y1 and L.footprint[3] + m > y0]
+            only = layers_meeting_rows(layout, y0, y1)
             row = np.zeros((y1 - y0, W, 4), dtype)
             futs = [pool.submit(render_block, row, (bx, y0, min(W, bx + B), y1), only) for bx in range(0, W, B)]
             return row, futs

@@ -197,6 +197,39 @@ def test_render_with_preselected_layers_equals_all(tmp_path):
     assert np.abs(full - part).max() < 1e-6
 
 
+def test_render_region_preselects_layers_per_block_row(tmp_path):
+    """render_region only looks at layers whose footprint (plus the blend
+    margin) meets a block row, and renders what looking at all of them does."""
+    from processing.blend import Layer, SourceCache, render_rect
+    from processing.imageio import write_image
+    from processing.project import footprint, make_canvas
+    from processing.stitch import Layout, layers_meeting_rows, render_region
+    from tests.processing._stitch_helpers import texture
+
+    cams = [Camera.make(160, 120, 150.0, rotation_from_ypr(y, p, 0)) for y in (0, 40, 80) for p in (-30, 30)]
+    cv = make_canvas(cams, "cylindrical", wrap=True)
+    layers = []
+    for k, c in enumerate(cams):
+        write_image(tmp_path / f"{k}.png", texture(120, 160, seed=k))
+        layers.append(Layer(str(tmp_path / f"{k}.png"), c, footprint(c, cv)))
+    lay = Layout(cv, layers, 3, 64)
+    top = layers_meeting_rows(lay, 0, 32)
+    assert 0 < len(top) < len(layers)
+    assert all(layers[k].footprint[1] < 32 + 24 for k in top)  # the 3-band margin is 24 px
+    assert layers_meeting_rows(lay, 0, cv.height) == list(range(len(layers)))
+    rect = (cv.width // 2 - 100, 0, cv.width // 2 + 100, cv.height)
+    rgb, alpha = render_region(lay, rect, SourceCache())
+    cache = SourceCache()
+    B = lay.block
+    for by in range(0, cv.height, B):
+        for bx in range(rect[0], rect[2], B):
+            r = (bx, by, min(bx + B, rect[2]), min(by + B, cv.height))
+            c, a = render_rect(layers, cv, r, cache, 3)  # every layer
+            sl = (slice(by, r[3]), slice(bx - rect[0], r[2] - rect[0]))
+            assert np.array_equal(alpha[sl], a) and np.abs(rgb[sl] - c).max() < 1e-6
+    assert alpha.mean() > 0.3
+
+
 def test_big_bench_geometry_reaches_the_requested_area():
     """The big set's rig gives at least the requested gigapixels of cylinder
     (2 pi f x 2 t f), also past the +-63 degree cap where the focal length
