@@ -20,6 +20,7 @@ no seam line repeats at a fixed position.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -40,6 +41,7 @@ from .params import StageParams
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 Progress = Callable[[float], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,39 @@ GPU_TILE = int(os.environ.get("TERAPAN_GPU_TILE", 512))
 GPU_BATCH = int(os.environ.get("TERAPAN_GPU_BATCH", 8))
 
 
+def _device_call(model: Any, xp: ModuleType) -> Callable[[Any], Any]:
+    """The model on a device batch through DLPack, falling back to host windows.
+
+    The DLPack hand-over depends on the Keras backend's and CuPy's versions;
+    should it fail (at build or at the first call), the same model runs on
+    host copies of the windows (slower, same result) rather than failing the
+    stack, and the reason is logged once.
+    """
+    from .edsr import device_predictor, predict
+
+    def host(b: Any) -> Any:
+        return xp.asarray(predict(model, to_host(b)))
+
+    try:
+        fn: Callable[[Any], Any] = device_predictor(model)
+    except Exception as e:  # noqa: BLE001 - any backend failure: the host path still works
+        log.warning("EDSR on device windows unavailable (%s); running on host windows", e)
+        fn = host
+
+    def call(b: Any) -> Any:
+        nonlocal fn
+        try:
+            return fn(b)
+        except Exception as e:  # noqa: BLE001
+            if fn is host:
+                raise
+            log.warning("EDSR through DLPack failed (%s); running on host windows", e)
+            fn = host
+            return host(b)
+
+    return call
+
+
 def _device_runner(model: Any, xp: ModuleType) -> Callable[[list[Any], int], list[Any]]:
     """Batches of device windows through the model, results left on the device.
 
@@ -280,13 +315,10 @@ def _device_runner(model: Any, xp: ModuleType) -> Callable[[list[Any], int], lis
 
         call = lambda b: predict(model, b)  # noqa: E731
     else:
-        from .edsr import device_predictor
-
-        cached = getattr(model, "_terapan_device_call", None)
-        if cached is None:
-            cached = device_predictor(model)
-            model._terapan_device_call = cached  # one compiled function per model
-        call = cached
+        call = getattr(model, "_terapan_device_call", None)
+        if call is None:
+            call = _device_call(model, xp)
+            model._terapan_device_call = call  # one compiled function per model
 
     def run(tiles: list[Any], batch: int) -> list[Any]:
         out: list[Any] = []

@@ -340,3 +340,33 @@ def test_cupy_large_copy_to_host_is_exact(monkeypatch) -> None:
     assert a.nbytes > 4 * backend.D2H_CHUNK
     got = backend.to_host(a[:, 5:])  # a non-contiguous view too
     assert np.array_equal(got, a[:, 5:].get())
+
+
+@pytest.mark.parametrize("where", ["build", "call"])
+def test_device_model_falls_back_to_host_windows(monkeypatch, caplog, where) -> None:
+    """Should the DLPack hand-over fail (an untested Keras backend or CuPy
+    version), the model runs on host copies of the windows with the same
+    result, and the reason is logged, instead of failing the stack."""
+    import types
+
+    from processing import edsr, upscale
+
+    model = edsr.load_model(2)
+    model.__dict__.pop("_terapan_device_call", None)
+
+    def broken(m):
+        if where == "build":
+            raise RuntimeError("no DLPack here")
+        return lambda b: (_ for _ in ()).throw(RuntimeError("no DLPack here"))
+
+    monkeypatch.setattr(edsr, "device_predictor", broken)
+    # An array module that is not NumPy itself, so the device branch is taken.
+    fake_xp = types.SimpleNamespace(stack=np.stack, zeros_like=np.zeros_like, asarray=np.asarray)
+    tiles = [_img(24, 24, seed=k) for k in range(3)]
+    with caplog.at_level("WARNING", logger="processing.upscale"):
+        got = upscale._device_runner(model, fake_xp)(tiles, 2)
+    want = upscale._run_batch(model, tiles, 2)
+    assert len(got) == 3 and all(np.allclose(g, w, atol=1e-6) for g, w in zip(got, want, strict=True))
+    assert "host windows" in caplog.text and "no DLPack here" in caplog.text
+    model.__dict__.pop("_terapan_device_call", None)  # the cached model must not keep the broken call
+    assert getattr(model, "_terapan_device_call", None) is None
