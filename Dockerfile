@@ -32,4 +32,5 @@ RUN pip install -r requirements.txt -r requirements-gpu.txt
 COPY . .
 RUN useradd --create-home --uid 1000 terapan && mkdir -p /data/media && chown -R terapan /data
 USER terapan
-CMD ["python", "manage.py", "rqworker", "gpu"]
+# One warm process: jobs run in the worker itself (TerapanGPUWorker, see docs/gpu.md).
+CMD ["python", "manage.py", "rqworker", "gpu", "--worker-class", "webapp.panoramas.worker.TerapanGPUWorker"]
