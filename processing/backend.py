@@ -110,6 +110,7 @@ def release_pool(xp: ModuleType) -> None:
     e.g. the model's JAX or TensorFlow, can allocate them); no-op on NumPy."""
     if xp is not np:
         xp.get_default_memory_pool().free_all_blocks()
+        xp.get_default_pinned_memory_pool().free_all_blocks()
 
 
 def host_threads(default: int) -> int:

@@ -57,8 +57,13 @@ _U8_TO_LINEAR_U16 = _TO_LINEAR_U16[_U8_TO_U16]
 
 
 def _lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
-    idx = np.clip(img, 0.0, 1.0) * (_LUT_N - 1) + 0.5
-    return table[idx.astype(np.uint16)]
+    """TABLE looked up at IMG's 16-bit codes; IMG may be a CuPy array (the GPU
+    path encodes on the device with the same table)."""
+    from .gpu import xp_of
+
+    xp = xp_of(img)
+    idx = xp.clip(img, 0.0, 1.0) * (_LUT_N - 1) + 0.5
+    return xp.asarray(table)[idx.astype(xp.uint16)]
 
 
 def srgb_to_linear(img: np.ndarray) -> np.ndarray:

@@ -261,16 +261,6 @@ def deblur_xp(img: Any, scale: float, params: FuseParams | None = None, xp: Modu
     return xp.clip(out, 0.0, 1.0)
 
 
-def encode_xp(img: Any, encoding: str, xp: ModuleType = np) -> Any:
-    """develop.encode with xp: the same 16-bit lookup table, on the device."""
-    from .develop import _LUT_N, _TO_SRGB
-
-    if encoding != "srgb":
-        return img
-    idx = xp.clip(img, 0.0, 1.0) * (_LUT_N - 1) + 0.5
-    return xp.asarray(_TO_SRGB)[idx.astype(xp.uint16)]
-
-
 def unsharp_mask_xp(img: Any, params: Any = None, xp: ModuleType = np) -> Any:
     """sharpen.unsharp_mask with xp (Gaussian with BORDER_REFLECT, soft threshold)."""
     from .sharpen import SharpenParams

@@ -55,8 +55,8 @@ def release_device_memory() -> None:
     """Free CuPy's cached device and pinned blocks, where CuPy is in use."""
     import sys
 
+    from processing.backend import release_pool
+
     cupy = sys.modules.get("cupy")
-    if cupy is None:
-        return
-    cupy.get_default_memory_pool().free_all_blocks()
-    cupy.get_default_pinned_memory_pool().free_all_blocks()
+    if cupy is not None:
+        release_pool(cupy)
