@@ -159,7 +159,13 @@ def _develop_one(path: Path, p: StackParams, reg_px: float, want_tca: bool) -> _
     crop = _to_float(central_crop(img16, p.sharpness.max_pixels))
     score = sharpness_score(al.align_proxy(crop, lin), p.sharpness)
     small, grey_f = proxy(img16, reg_px)
-    col, col_f = proxy(img16, p.color.match_max_pixels)
+    if p.color.match_max_pixels <= reg_px:
+        # The colour proxy is an area average of the registration proxy: one
+        # pass over the full frame instead of two (0.2 s of a 45 MP frame).
+        col, cf = proxy(small, p.color.match_max_pixels)
+        col_f = (cf[0] * grey_f[0], cf[1] * grey_f[1])
+    else:
+        col, col_f = proxy(img16, p.color.match_max_pixels)
     tca = estimate_tca(_to_float(img16), p.color) if want_tca else None
     return _Developed(img16, enc, score, al.align_proxy(_to_float(small), lin), grey_f, _to_float(col), col_f, tca)
 
