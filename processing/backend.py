@@ -6,8 +6,10 @@ loudly when no device is usable).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -133,3 +135,35 @@ def host_threads(default: int) -> int:
     if n < 1:
         raise ValueError(f"TERAPAN_THREADS must be a positive integer, not {raw!r}")
     return n
+
+
+def library_threads() -> str:
+    """TERAPAN_LIB_THREADS: "one" (the default: OpenCV and BLAS single-threaded
+    in the frame-parallel stages) or "native" (their own pools, as before; for
+    comparison runs of `bench sr --lib-threads one,native`)."""
+    raw = os.environ.get("TERAPAN_LIB_THREADS", "one").strip().lower() or "one"
+    if raw not in ("one", "native"):
+        raise ValueError(f"TERAPAN_LIB_THREADS must be one or native, not {raw!r}")
+    return raw
+
+
+@contextlib.contextmanager
+def frame_parallel_libraries() -> Iterator[None]:
+    """One thread each for OpenCV and BLAS inside, restored after.
+
+    The stack's CPU stages already run one Python thread per frame or strip;
+    OpenCV's and OpenBLAS's own pools on top of that oversubscribe the cores
+    and spin between calls (measured with `bench sr --lib-threads
+    one,native`, docs/gpu.md). Big single calls (deblur, sharpen, the model)
+    run outside, with the libraries' own threads.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(before)

@@ -13,6 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Bound OpenCV's own decoder before cv2 is imported anywhere (it reads this once).
 # safety.harden() refuses to run when cv2 came first and this limit was too late.
@@ -357,7 +358,28 @@ def load_image_int(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float to 16-bit codes (rounded); uint16 passes through."""
+    if img.dtype == np.uint16:
+        return img
     return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def quantize16_consuming(img: Any) -> Any:
+    """`to_uint16` that reuses IMG's own memory for the arithmetic (IMG, float32
+    and owned by the caller, is overwritten): no full-size float temporaries,
+    which at a 720 MP result are 8.6 GB each. IMG may be a CuPy array (the GPU
+    path quantises on the device and copies half the bytes back)."""
+    from .gpu import xp_of
+
+    xp = xp_of(img)
+    if img.dtype == xp.uint16:
+        return img
+    if img.dtype != xp.float32:
+        img = img.astype(xp.float32)
+    xp.clip(img, 0.0, 1.0, out=img)
+    img *= xp.float32(65535.0)
+    img += xp.float32(0.5)
+    return img.astype(xp.uint16)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -365,7 +387,8 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def write_tiff16(path: str | Path, img: np.ndarray, compress: bool = True) -> Path:
-    """Write float RGB [0, 1] as a 16-bit RGB TIFF, atomically."""
+    """Write float RGB [0, 1] (or uint16 codes as they are) as a 16-bit RGB
+    TIFF, atomically."""
     import tifffile
 
     path = Path(path)

@@ -24,6 +24,7 @@ for RAW), float32 HxWx3 in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from .develop import DevelopParams, develop_uint16, encode
 from .errors import InputError, ProcessingError
 from .flow import FlowParams, compute_flow
 from .fuse import FrameInput, FuseParams, deblur, fuse, make_master
-from .imageio import is_image_path
+from .imageio import is_image_path, quantize16_consuming
 from .sharpen import SharpenParams, unsharp_mask
 from .sharpness import SharpnessParams, central_crop, rank_frames, sharpness_score
 from .warp import proxy, rescale_transform, scale_matrix
@@ -86,7 +87,7 @@ class StackParams:
 
 @dataclass
 class StackResult:
-    image: np.ndarray  # float32 H x W x 3, reference encoding
+    image: np.ndarray  # H x W x 3, reference encoding: float32 in [0, 1], or uint16 codes (result_dtype)
     frames: list[dict[str, Any]]
     metrics: dict[str, Any]
     recipe: dict[str, Any]
@@ -221,9 +222,40 @@ def process_stack(
     reference: str | None = None,
     progress: Progress | None = None,
     upscale_model: bool = True,
+    result_dtype: str = "float32",
 ) -> StackResult:
-    """Fuse a burst into one image of round(S x reference size) (see module doc)."""
+    """Fuse a burst into one image of round(S x reference size) (see module doc).
+
+    RESULT_DTYPE "uint16" returns the 16-bit codes that `write_tiff16` would
+    write (the same file, bit for bit), quantised where the image is: on the
+    GPU path before the copy back (half the bytes of float32), on either path
+    without full-size float temporaries.
+    """
+    with contextlib.ExitStack() as libs:
+        # The frame-parallel stages run with single-threaded OpenCV and BLAS;
+        # the big single calls after fusion get the libraries' threads back.
+        try:
+            lib_threads = backend.library_threads()
+        except ValueError as e:  # a typo in TERAPAN_LIB_THREADS: one line, like TERAPAN_DEVICE's
+            raise ProcessingError(str(e)) from e
+        if lib_threads == "one":
+            libs.enter_context(backend.frame_parallel_libraries())
+        return _process_stack(paths, scale, params, reference, progress, upscale_model, result_dtype, libs.close)
+
+
+def _process_stack(
+    paths: list[Path],
+    scale: float,
+    params: StackParams | None,
+    reference: str | None,
+    progress: Progress | None,
+    upscale_model: bool,
+    result_dtype: str,
+    frame_stages_done: Callable[[], None],
+) -> StackResult:
     p = params or StackParams()
+    if result_dtype not in ("float32", "uint16"):
+        raise ValueError(f"result_dtype must be float32 or uint16, not {result_dtype!r}")
     if not (0.1 <= scale <= 32):
         raise InputError(None, f"scale {scale} out of range (0.1 .. 32)")
     paths = sorted((Path(x) for x in paths), key=lambda x: x.name)
@@ -466,6 +498,7 @@ def process_stack(
         backend.release_pool(xp)  # the frames' device copies go back before the model needs memory
     times["fuse"] = time.perf_counter() - t0
     cpu["fuse"] = time.process_time() - c0
+    frame_stages_done()
     if p.color.dehaze:
         t0, c0 = time.perf_counter(), time.process_time()
         out = dehaze(backend.to_host(out) if on_device else out, p.color)
@@ -504,6 +537,13 @@ def process_stack(
         out = unsharp_mask(out, p.sharpen)
     times["sharpen"] = time.perf_counter() - t0
     cpu["sharpen"] = time.process_time() - c0
+    if result_dtype == "uint16":
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = quantize16_consuming(out)  # on the device when there: half the bytes to copy back
+        if on_device:
+            backend.synchronize(xp)
+        times["quantize"] = time.perf_counter() - t0
+        cpu["quantize"] = time.process_time() - c0
     if on_device:
         t0, c0 = time.perf_counter(), time.process_time()
         out = backend.to_host(out)  # the one copy of the result back to the host
@@ -534,6 +574,7 @@ def process_stack(
         "encoding": ref.encoding,
         "device": dev if on_device else "cpu",
         "flow_rms_mean": round(float(np.mean(flow_rms)), 4) if flow_rms else None,
+        "library_threads": backend.library_threads(),
     }
     if tca is not None:
         metrics["tca"] = [round(tca[0], 6), round(tca[1], 6)]
@@ -544,4 +585,6 @@ def process_stack(
         "upscale_model": use_model,
         "frames": [fr.path.name for fr in frames],
     }
-    return StackResult(out.astype(np.float32, copy=False), [fr.record for fr in frames], metrics, recipe)
+    if result_dtype == "float32":
+        out = out.astype(np.float32, copy=False)
+    return StackResult(out, [fr.record for fr in frames], metrics, recipe)

@@ -66,9 +66,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-write", action="store_true", help="speed mode: do not time writing the 16-bit TIFF")
     p.add_argument(
+        "--result-dtype",
+        choices=["uint16", "float32"],
+        default="uint16",
+        help="speed mode: the result process_stack hands back (uint16: what `stack` and the workers use, "
+        "quantised on the device; float32: the older float result)",
+    )
+    p.add_argument(
         "--upscale-model",
         action="store_true",
         help="speed mode: fuse at x2 and let EDSR do the rest (the stack command's default for --scale > 2)",
+    )
+    p.add_argument(
+        "--lib-threads",
+        default="one",
+        help="speed mode: OpenCV/BLAS threads in the frame-parallel stages, comma-separated: one (the default), "
+        "native (their own pools); each is a child run, in this one bench run",
     )
     p.add_argument(
         "--device",
@@ -223,13 +236,17 @@ def _speed(args: argparse.Namespace) -> list[dict]:
             gen = time.perf_counter() - t0
             del big
             by_dev = {}
-            for dev in devices:
-                print(f"bench sr: {n} x {mp_req:g} MP on {dev} ...", file=sys.stderr, flush=True)
-                res = _speed_child(args, td, dev)
-                res["seconds_generate"] = round(gen, 2)
-                emit(res)  # as soon as it is measured: a later run may not finish
-                results.append(res)
-                by_dev[dev] = res
+            libs = [x.strip() for x in args.lib_threads.split(",") if x.strip()]
+            for lib in libs:
+                for dev in devices:
+                    print(f"bench sr: {n} x {mp_req:g} MP on {dev} (library threads: {lib}) ...", file=sys.stderr)
+                    res = _speed_child(args, td, dev, lib)
+                    res["seconds_generate"] = round(gen, 2)
+                    emit(res)  # as soon as it is measured: a later run may not finish
+                    results.append(res)
+                    by_dev.setdefault(dev, res)
+            if len(libs) > 1:
+                results.append(_lib_ratio(results[-len(libs) * len(devices) :], libs))
             c, g = by_dev.get("cpu", {}), by_dev.get("gpu", {})
             if c.get("seconds_total") and g.get("seconds_total"):
                 # Both measured in this one run, on the same frames.
@@ -247,14 +264,34 @@ def _speed(args: argparse.Namespace) -> list[dict]:
     return results
 
 
-def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
+def _lib_ratio(runs: list[dict], libs: list[str]) -> dict:
+    """Per device, each library-thread setting's seconds over the first's."""
+    out: dict = {"bench": "sr-lib-threads", "baseline": libs[0], "ratios": {}}
+    for r in runs:
+        base = next(
+            (b for b in runs if b.get("device") == r.get("device") and b.get("library_threads") == libs[0]), None
+        )
+        if base is None or "seconds" not in r or "seconds" not in base:
+            continue
+        out["ratios"][f"{r['device']}:{r['library_threads']}"] = {
+            "total": round(r["seconds_total"] / base["seconds_total"], 3),
+            "cpu_seconds_total": round(sum(r["cpu_seconds"].values()) / sum(base["cpu_seconds"].values()), 3),
+            "by_stage": {
+                k: round(v / base["seconds"][k], 3) for k, v in r["seconds"].items() if base["seconds"].get(k)
+            },
+        }
+    emit(out)
+    return out
+
+
+def _speed_child(args: argparse.Namespace, td: str, dev: str, lib: str = "one") -> dict:
     outp = Path(td) / "out.tif"
     model = "1" if args.upscale_model else "0"
     write = "0" if args.no_write else "1"
     cmd = [sys.executable, "-m", "processing.bench.sr_child", td, str(outp), str(args.scale), str(args.repeat), model]
-    cmd.append(write)
+    cmd += [write, args.result_dtype]
     threads = args.threads or os.cpu_count() or 1
-    env = dict(os.environ, TERAPAN_DEVICE=dev, TERAPAN_THREADS=str(threads))
+    env = dict(os.environ, TERAPAN_DEVICE=dev, TERAPAN_THREADS=str(threads), TERAPAN_LIB_THREADS=lib)
     t0 = time.perf_counter()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -267,7 +304,12 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
     except OSError:
         load = None
     if proc.returncode != 0:
-        return {"bench": "sr-speed", "device": dev, "error": proc.stderr.strip().splitlines()[-3:]}
+        return {
+            "bench": "sr-speed",
+            "device": dev,
+            "library_threads": lib,
+            "error": proc.stderr.strip().splitlines()[-3:],
+        }
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     runs = got["runs"]
     m = runs[-1]  # the warm run: what a long-lived worker sees
@@ -287,6 +329,8 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
         "seconds_total": m["seconds_total"],
         "seconds": m["seconds"],
         "seconds_write_tiff16": got["seconds_write"],
+        "result_dtype": args.result_dtype,
+        "library_threads": lib,
         "threads": threads,
         "seconds_wall_child": round(wall, 2),
         "seconds_cpu_child": round(child_cpu, 2),
@@ -295,7 +339,7 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str) -> dict:
         "cpu_seconds": m.get("cpu_seconds"),
         "input_mp_per_s": round(mp / m["seconds_total"], 3) if m["seconds_total"] > 0 else None,
         "input_mp_per_s_by_stage": {k: round(mp / v, 2) for k, v in m["seconds"].items() if v > 0},
-        "peak_rss_mb_child": round(child_peak, 1),
+        "peak_rss_mb_child": got.get("peak_rss_mb", round(child_peak, 1)),
     }
 
 

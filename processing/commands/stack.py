@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             reference=args.reference,
             progress=progress,
             upscale_model=not args.no_upscale_model,
+            result_dtype="uint16",  # what the TIFF holds, without float temporaries
         )
     finally:
         if bar is not None:

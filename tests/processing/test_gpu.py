@@ -376,3 +376,58 @@ def test_device_model_falls_back_to_host_windows(monkeypatch, caplog, where) -> 
     assert "host windows" in caplog.text and "no DLPack here" in caplog.text
     model.__dict__.pop("_terapan_device_call", None)  # the cached model must not keep the broken call
     assert getattr(model, "_terapan_device_call", None) is None
+
+
+# ------------------------------------------------ 16-bit results
+
+
+def test_quantize16_consuming_equals_to_uint16() -> None:
+    from processing.imageio import quantize16_consuming, to_uint16
+
+    rng = np.random.default_rng(11)
+    img = rng.uniform(-0.2, 1.2, (33, 47, 3)).astype(np.float32)
+    img[0, :5, 0] = [0.0, 1.0, 0.5 / 65535, 1.5 / 65535, 65534.5 / 65535]  # rounding edges
+    want = to_uint16(img)
+    got = quantize16_consuming(img.copy())
+    assert got.dtype == np.uint16 and np.array_equal(got, want)
+    assert quantize16_consuming(want) is want and to_uint16(want) is want  # codes pass through
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_stack_uint16_result_is_the_tiff_of_the_float_result(tmp_path, monkeypatch, device) -> None:
+    """result_dtype="uint16" (what `stack` and the workers use) gives the
+    codes write_tiff16 would write from the float result, bit for bit, on
+    both branches (NumPy standing in for CuPy on "gpu")."""
+    import tifffile
+
+    from processing import stackpipe
+    from processing.imageio import to_uint16, write_tiff16
+    from processing.synth import write_burst
+
+    write_burst(_burst(5, seed=6, size=96), tmp_path / "in")
+    paths = stackpipe.list_frames(tmp_path / "in")
+    monkeypatch.setenv("TERAPAN_DEVICE", "cpu")
+    if device == "gpu":
+        monkeypatch.setattr(stackpipe, "_pick_device", lambda: ("gpu", np))
+    flt = stackpipe.process_stack(paths, 2.0, upscale_model=False)
+    u16 = stackpipe.process_stack(paths, 2.0, upscale_model=False, result_dtype="uint16")
+    assert flt.image.dtype == np.float32 and u16.image.dtype == np.uint16
+    assert np.array_equal(u16.image, to_uint16(flt.image))
+    assert "quantize" in u16.metrics["seconds"] and ("to_host" in u16.metrics["seconds"]) == (device == "gpu")
+    write_tiff16(tmp_path / "a.tif", flt.image)
+    write_tiff16(tmp_path / "b.tif", u16.image)
+    assert np.array_equal(tifffile.imread(tmp_path / "a.tif"), tifffile.imread(tmp_path / "b.tif"))
+    with pytest.raises(ValueError, match="result_dtype"):
+        stackpipe.process_stack(paths, 2.0, result_dtype="float16")
+
+
+@needs_gpu
+def test_cupy_quantize16_equals_numpy() -> None:
+    import cupy as cp  # type: ignore[import-not-found]
+
+    from processing.imageio import quantize16_consuming, to_uint16
+
+    img = np.random.default_rng(12).uniform(-0.1, 1.1, (64, 80, 3)).astype(np.float32)
+    got = quantize16_consuming(cp.asarray(img))
+    assert isinstance(got, cp.ndarray) and got.dtype == cp.uint16
+    assert np.array_equal(backend.to_host(got), to_uint16(img))

@@ -125,7 +125,7 @@ def _stack_body(job: Job, rep: Reporter) -> dict[str, Any]:
         if not out.exists():
             reused = False
             paths = [Path(f.original_path) for f in frames]
-            res = process_stack(paths, scale, params, progress=rep)
+            res = process_stack(paths, scale, params, progress=rep, result_dtype="uint16")
             write_tiff16(out, res.image)
             metrics = dict(res.metrics)
             by_path = {str(Path(d["file"])): d for d in res.frames}
