@@ -167,7 +167,7 @@ def _develop_one(path: Path, p: StackParams, reg_px: float, want_tca: bool) -> _
         col_f = (cf[0] * grey_f[0], cf[1] * grey_f[1])
     else:
         col, col_f = proxy(img16, p.color.match_max_pixels)
-    tca = estimate_tca(_to_float(img16), p.color) if want_tca else None
+    tca = estimate_tca(img16, p.color) if want_tca else None
     return _Developed(img16, enc, score, al.align_proxy(_to_float(small), lin), grey_f, _to_float(col), col_f, tca)
 
 
@@ -321,7 +321,7 @@ def _process_stack(
             fr.col, fr.col_f = got.col, got.col_f
             if i == ref_i and p.color.tca:
                 # The reference moved on from an unreadable first choice.
-                tca = got.tca if got.tca is not None else estimate_tca(_to_float(got.image), p.color)
+                tca = got.tca if got.tca is not None else estimate_tca(got.image, p.color)
             fr.image = got.image
             report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
     finally:

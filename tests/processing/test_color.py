@@ -36,3 +36,8 @@ def test_tca_estimate_and_correct():
     bad[..., 0] = correct_tca(img, 1.003, 1.0)[..., 0]
     kr, kb = estimate_tca(bad, ColorParams(tca=True))
     assert abs(kr - 1 / 1.003) < 0.0008 and abs(kb - 1.0) < 0.0008
+    # 16-bit codes (what the stack keeps) give the same estimate
+    from processing.imageio import to_uint16
+
+    kr16, kb16 = estimate_tca(to_uint16(bad), ColorParams(tca=True))
+    assert abs(kr16 - kr) < 1e-4 and abs(kb16 - kb) < 1e-4
