@@ -28,7 +28,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -231,7 +231,7 @@ def process_stack(
     GPU path before the copy back (half the bytes of float32), on either path
     without full-size float temporaries.
     """
-    with contextlib.ExitStack() as libs:
+    with contextlib.ExitStack() as frame_stages:
         # The frame-parallel stages run with single-threaded OpenCV and BLAS;
         # the big single calls after fusion get the libraries' threads back.
         try:
@@ -239,8 +239,8 @@ def process_stack(
         except ValueError as e:  # a typo in TERAPAN_LIB_THREADS: one line, like TERAPAN_DEVICE's
             raise ProcessingError(str(e)) from e
         if lib_threads == "one":
-            libs.enter_context(backend.frame_parallel_libraries())
-        return _process_stack(paths, scale, params, reference, progress, upscale_model, result_dtype, libs.close)
+            frame_stages.enter_context(backend.frame_parallel_libraries())
+        return _process_stack(paths, scale, params, reference, progress, upscale_model, result_dtype, frame_stages)
 
 
 def _process_stack(
@@ -251,7 +251,7 @@ def _process_stack(
     progress: Progress | None,
     upscale_model: bool,
     result_dtype: str,
-    frame_stages_done: Callable[[], None],
+    frame_stages: contextlib.ExitStack,
 ) -> StackResult:
     p = params or StackParams()
     if result_dtype not in ("float32", "uint16"):
@@ -284,48 +284,77 @@ def _process_stack(
     tca: tuple[float, float] | None = None
     ref_size: tuple[int, int] | None = None
     tca_for = ref_i if p.color.tca else -1
+    # One pool for develop and align: a frame's alignment is queued as soon as
+    # the reference's features exist and the frame is sure to survive the
+    # sharpness ranking, so it fills the cores the last decodes leave idle.
     pool = ThreadPoolExecutor(max_workers=_workers(p))
-    try:
-        # Frames decode in parallel (decoders and NumPy release the GIL);
-        # results are taken in order, so the policy below is unchanged.
-        futs = [pool.submit(_develop_one, frames[i].path, p, reg_px, i == tca_for) for i in order]
-        for n_done, (i, fut) in enumerate(zip(order, futs, strict=True)):
-            fr = frames[i]
-            got = fut.result()
-            if isinstance(got, InputError):
-                fr.record["reason"] = f"unreadable: {got.reason}"
-                if i == ref_i:
-                    if reference is not None:
-                        raise got
-                    ref_i = -1  # pick the next readable file below
-                report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
-                continue
-            if ref_i == -1:
-                ref_i = i
-            w, h = got.size
-            if ref_size is None:
-                ref_size = (w, h)
-            elif (
-                abs(w / ref_size[0] - 1) > p.align.max_size_change or abs(h / ref_size[1] - 1) > p.align.max_size_change
-            ):
-                fr.record["reason"] = (
-                    f"size {w}x{h} differs from the reference's {ref_size[0]}x{ref_size[1]} by more than "
-                    f"{p.align.max_size_change:.0%}"
-                )
-                report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
-                continue
-            fr.encoding = got.encoding
-            scores[i] = got.score
-            fr.record["sharpness"] = got.score
-            fr.grey, fr.grey_f = got.grey, got.grey_f
-            fr.col, fr.col_f = got.col, got.col_f
-            if i == ref_i and p.color.tca:
-                # The reference moved on from an unreadable first choice.
-                tca = got.tca if got.tca is not None else estimate_tca(got.image, p.color)
-            fr.image = got.image
+    frame_stages.callback(pool.shutdown, wait=True, cancel_futures=True)
+    ref_feats: Any = None
+    ref_pyr: al.ReferencePyramid | None = None
+    align_futs: dict[int, Future[Any]] = {}
+
+    def align_one(i: int) -> tuple[Any, np.ndarray, float | None, str]:
+        g = frames[i].grey
+        assert g is not None
+        res = al.coarse_align(ref_feats, al.detect(g, p.align), p.align)
+        if not res.ok:
+            return res, res.transform, None, ""
+        if ref_pyr is None:
+            return res, res.transform, None, ""
+        t, cc, note = al.fine_align(ref_pyr, g, res.transform, p.align)
+        return res, t, cc, note
+
+    def queue_sure_aligns() -> None:
+        """Queue the alignment of every developed frame that the ranking can
+        no longer drop: at least `drop_worst` others rank below it already
+        (the ranking's order is (score, index) and only grows)."""
+        if ref_feats is None:
+            return
+        ranked = sorted((s, j) for j, s in scores.items() if j != ref_i)
+        for _, j in ranked[p.sharpness.drop_worst :]:
+            if j not in align_futs:
+                align_futs[j] = pool.submit(align_one, j)
+
+    # Frames decode in parallel (decoders and NumPy release the GIL);
+    # results are taken in order, so the policy below is unchanged.
+    futs = [pool.submit(_develop_one, frames[i].path, p, reg_px, i == tca_for) for i in order]
+    for n_done, (i, fut) in enumerate(zip(order, futs, strict=True)):
+        fr = frames[i]
+        got = fut.result()
+        if isinstance(got, InputError):
+            fr.record["reason"] = f"unreadable: {got.reason}"
+            if i == ref_i:
+                if reference is not None:
+                    raise got
+                ref_i = -1  # pick the next readable file below
             report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+            continue
+        if ref_i == -1:
+            ref_i = i
+        w, h = got.size
+        if ref_size is None:
+            ref_size = (w, h)
+        elif abs(w / ref_size[0] - 1) > p.align.max_size_change or abs(h / ref_size[1] - 1) > p.align.max_size_change:
+            fr.record["reason"] = (
+                f"size {w}x{h} differs from the reference's {ref_size[0]}x{ref_size[1]} by more than "
+                f"{p.align.max_size_change:.0%}"
+            )
+            report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
+            continue
+        fr.encoding = got.encoding
+        scores[i] = got.score
+        fr.record["sharpness"] = got.score
+        fr.grey, fr.grey_f = got.grey, got.grey_f
+        fr.col, fr.col_f = got.col, got.col_f
+        if i == ref_i and p.color.tca:
+            # The reference moved on from an unreadable first choice.
+            tca = got.tca if got.tca is not None else estimate_tca(got.image, p.color)
+        fr.image = got.image
+        if i == ref_i:
+            ref_feats = al.detect(got.grey, p.align)
+            ref_pyr = al.ReferencePyramid(got.grey, p.align) if p.align.ecc else None
+        queue_sure_aligns()
+        report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
     # The futures hold the developed frames: drop them so that a frame freed
     # later (after fusion) really goes.
     futs.clear()
@@ -355,47 +384,38 @@ def _process_stack(
     t0, c0 = time.perf_counter(), time.process_time()
     ref = frames[ref_i]
     assert ref.grey is not None
-    ref_feats = al.detect(ref.grey, p.align)
-    ref_pyr = al.ReferencePyramid(ref.grey, p.align) if p.align.ecc else None
     aligned = [ref_i]
     ref.record.update(kept=True, reg_error=0.0, transform=np.eye(3).tolist())
     others = [i for i in cand if i != ref_i]
-
-    def align_one(i: int) -> tuple[Any, np.ndarray, float | None, str]:
-        g = frames[i].grey
-        assert g is not None
-        res = al.coarse_align(ref_feats, al.detect(g, p.align), p.align)
-        if not res.ok:
-            return res, res.transform, None, ""
-        if ref_pyr is None:
-            return res, res.transform, None, ""
-        t, cc, note = al.fine_align(ref_pyr, g, res.transform, p.align)
-        return res, t, cc, note
-
+    early = sum(1 for i in others if i in align_futs)
     # Frames align independently against the one reference (SIFT, matching
-    # and ECC release the GIL): threads, results applied in order.
-    with ThreadPoolExecutor(max_workers=_workers(p)) as pool:
-        for n_done, (i, (res, t, cc, note)) in enumerate(zip(others, pool.map(align_one, others), strict=True)):
-            fr = frames[i]
-            assert fr.grey is not None
-            if not res.ok:
-                fr.record["reason"] = f"alignment failed: {res.reason}"
-                fr.image = None
-            else:
-                if ref_pyr is not None:
-                    fr.record["ecc"] = cc
-                src, dst = res._src, res._dst  # type: ignore[attr-defined]
-                fr.record["reg_error"] = al._residual(t, src, dst) / fr.grey_f[0]
-                fr.record["inliers"] = res.inliers
-                if note:
-                    fr.record["note"] = note
-                # Proxy transform -> full-resolution transform.
-                fr.transform = np.linalg.inv(scale_matrix(*fr.grey_f)) @ t @ scale_matrix(*ref.grey_f)
-                fr.transform /= fr.transform[2, 2]
-                fr.record["transform"] = fr.transform.tolist()
-                fr.record["kept"] = True
-                aligned.append(i)
-            report(0.2 + 0.2 * (n_done + 1) / max(1, len(others)), f"align {fr.path.name}")
+    # and ECC release the GIL): threads, results applied in order. Those the
+    # ranking kept that were not sure during develop are queued now.
+    for i in others:
+        if i not in align_futs:
+            align_futs[i] = pool.submit(align_one, i)
+    for n_done, i in enumerate(others):
+        res, t, cc, note = align_futs.pop(i).result()
+        fr = frames[i]
+        assert fr.grey is not None
+        if not res.ok:
+            fr.record["reason"] = f"alignment failed: {res.reason}"
+            fr.image = None
+        else:
+            if ref_pyr is not None:
+                fr.record["ecc"] = cc
+            src, dst = res._src, res._dst  # type: ignore[attr-defined]
+            fr.record["reg_error"] = al._residual(t, src, dst) / fr.grey_f[0]
+            fr.record["inliers"] = res.inliers
+            if note:
+                fr.record["note"] = note
+            # Proxy transform -> full-resolution transform.
+            fr.transform = np.linalg.inv(scale_matrix(*fr.grey_f)) @ t @ scale_matrix(*ref.grey_f)
+            fr.transform /= fr.transform[2, 2]
+            fr.record["transform"] = fr.transform.tolist()
+            fr.record["kept"] = True
+            aligned.append(i)
+        report(0.2 + 0.2 * (n_done + 1) / max(1, len(others)), f"align {fr.path.name}")
     times["align"] = time.perf_counter() - t0
     cpu["align"] = time.process_time() - c0
     if len(aligned) < 2 and len(others) > 0:
@@ -498,7 +518,7 @@ def _process_stack(
         backend.release_pool(xp)  # the frames' device copies go back before the model needs memory
     times["fuse"] = time.perf_counter() - t0
     cpu["fuse"] = time.process_time() - c0
-    frame_stages_done()
+    frame_stages.close()  # the frame threads stop and the libraries get their own threads back
     if p.color.dehaze:
         t0, c0 = time.perf_counter(), time.process_time()
         out = dehaze(backend.to_host(out) if on_device else out, p.color)
@@ -574,6 +594,7 @@ def _process_stack(
         "encoding": ref.encoding,
         "device": dev if on_device else "cpu",
         "flow_rms_mean": round(float(np.mean(flow_rms)), 4) if flow_rms else None,
+        "aligned_during_develop": early,
         "library_threads": backend.library_threads(),
     }
     if tca is not None:

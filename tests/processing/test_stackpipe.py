@@ -144,3 +144,28 @@ def test_colour_options_run_in_pipeline(burst_dir):
     assert res.image.shape == (128, 128, 3) and np.isfinite(res.image).all()
     assert "tca" in res.metrics and "dehaze" in res.metrics["seconds"]
     assert res.recipe["stack"]["color"]["tca"] is True
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_alignment_starts_during_develop_only_for_frames_that_stay(burst_dir, monkeypatch, threads):
+    """Alignments are queued while frames still decode, but only for frames
+    the sharpness ranking can no longer drop: every alignment run is used,
+    and the result is the one the stage-by-stage order gives."""
+    from processing import align as al
+
+    calls: list[int] = []
+    real = al.coarse_align
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(al, "coarse_align", counting)
+    monkeypatch.setenv("TERAPAN_THREADS", threads)
+    res = process_stack(list_frames(burst_dir), 2.0, upscale_model=False)
+    dropped = [f for f in res.frames if f["reason"].startswith("sharpness")]
+    assert len(dropped) == StackParams().sharpness.drop_worst
+    assert all(f["transform"] is None for f in dropped)
+    n_others = sum(1 for f in res.frames if f["sharpness"] is not None) - 1 - len(dropped)
+    assert len(calls) == n_others  # nothing aligned in vain
+    assert 0 < res.metrics["aligned_during_develop"] <= n_others
