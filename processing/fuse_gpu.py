@@ -36,9 +36,13 @@ GPU_STRIP_ROWS = 1024  # output rows per strip on the device
 class DeviceFrames:
     """Device copies of the frames' pixels (and flow fields), made once."""
 
-    def __init__(self, frames: list[FrameInput], xp: ModuleType) -> None:
+    def __init__(self, frames: list[FrameInput], xp: ModuleType, images: list[Array | None] | None = None) -> None:
+        """IMAGES: device copies made earlier (the stack pipeline uploads each
+        frame in its decode thread, hidden behind the other decodes); a
+        missing one is copied now."""
         self.xp = xp
-        self.images = [xp.asarray(fr.image) for fr in frames]
+        given = images if images is not None else [None] * len(frames)
+        self.images = [xp.asarray(fr.image) if im is None else im for fr, im in zip(frames, given, strict=True)]
         self.flows = [None if fr.flow is None else xp.asarray(fr.flow.field) for fr in frames]
 
 

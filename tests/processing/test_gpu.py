@@ -431,3 +431,41 @@ def test_cupy_quantize16_equals_numpy() -> None:
     got = quantize16_consuming(cp.asarray(img))
     assert isinstance(got, cp.ndarray) and got.dtype == cp.uint16
     assert np.array_equal(backend.to_host(got), to_uint16(img))
+
+
+def test_frames_go_to_the_device_in_their_decode_threads(tmp_path, monkeypatch) -> None:
+    """GPU path (NumPy standing in): every frame is uploaded once, by the
+    thread that decoded it, and the master and fusion use those copies."""
+    import threading
+
+    from processing import fuse_gpu, stackpipe
+    from processing.synth import write_burst
+
+    write_burst(_burst(6, seed=6, size=96), tmp_path)
+    monkeypatch.setenv("TERAPAN_DEVICE", "cpu")
+    monkeypatch.setenv("TERAPAN_THREADS", "2")
+    monkeypatch.setattr(stackpipe, "_pick_device", lambda: ("gpu", np))
+    uploads: list[bool] = []
+    real_develop = stackpipe._develop_one
+
+    def spy_develop(path, p, reg_px, want_tca, upload=None):
+        def counted(a):
+            uploads.append(threading.current_thread() is not threading.main_thread())
+            return upload(a)
+
+        return real_develop(path, p, reg_px, want_tca, counted if upload is not None else None)
+
+    given: list = []
+    real_init = fuse_gpu.DeviceFrames.__init__
+
+    def spy_init(self, frames, xp, images=None):
+        given.append((list(frames), images))
+        real_init(self, frames, xp, images)
+
+    monkeypatch.setattr(stackpipe, "_develop_one", spy_develop)
+    monkeypatch.setattr(fuse_gpu.DeviceFrames, "__init__", spy_init)
+    res = stackpipe.process_stack(stackpipe.list_frames(tmp_path), 2.0, upscale_model=False)
+    assert len(uploads) == 6 and all(uploads)  # one per frame, none on the main thread
+    ((frames, images),) = given  # one DeviceFrames for master and fusion
+    assert len(frames) == res.metrics["frames_fused"] and all(im is not None for im in images)
+    assert all(im is fr.image for im, fr in zip(images, frames, strict=True))  # the decode thread's copies
