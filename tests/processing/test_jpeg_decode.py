@@ -81,3 +81,18 @@ def test_real_camera_jpegs_identical_to_pillow() -> None:
     for p in paths:
         assert _jpeg_opencv(p) is not None, p
         assert np.array_equal(load_image_int(p)[0], _pillow(p)), p
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
+def test_bench_develop_prints_its_json() -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "processing", "bench", "develop", "--megapixels", "0.5", "--repeat", "1"]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["bench"] == "develop" and got["opencv_equals_pillow"] is True
+    assert 0.4 < got["megapixels"] < 0.6
+    assert all(v > 0 for v in got["seconds"].values())
