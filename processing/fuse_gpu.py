@@ -12,21 +12,26 @@ asks for PSNR >= 60 dB against the CPU path.
 Each frame is copied to the device once per stack (`DeviceFrames`, uint16,
 2 bytes per sample) and used by both the master and the fusion; results come
 back once. Work goes in strips of output rows (`gpu_strip_rows`), so device
-memory is the frames plus a few strip-sized buffers.
+memory is the frames plus a few strip-sized buffers. On CuPy each frame's
+term of the fusion is one CUDA kernel (`fuse_cuda`, checked against
+`accumulate_frame_xp` once per process); TERAPAN_GPU_FUSED=0 keeps the
+array operations.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import gpu
+from . import fuse_cuda, gpu
 from .backend import to_host
 from .fuse import FrameInput, FuseParams, frame_noise, kernel_sigma_map, wiener_kernel
+from .metrics import psnr
 
 Progress = Callable[[float, str], None]
 Array = Any
@@ -205,6 +210,7 @@ def fuse_kernel_xp(
     s_dev = None if sigma_map is None else xp.asarray(sigma_map, dtype=xp.float32)
     rob = [None if fr.robust is None else xp.asarray(fr.robust) for fr in frames]
     rows = max(p.strip_rows, GPU_STRIP_ROWS if xp is not np else p.strip_rows)
+    fused = fuse_cuda.FusedFrames.get() if (xp is not np and fused_kernel_enabled()) else None
     for y0 in range(0, oh, rows):
         r = min(rows, oh - y0)
         xs = xp.asarray((np.arange(ow, dtype=np.float32) + 0.5) / scale - 0.5)
@@ -215,17 +221,113 @@ def fuse_kernel_xp(
         ks: Any = p.kernel_sigma if s_dev is None else gpu.remap(s_dev, rx, ry, 1, xp)
         num = m * eps
         den = xp.full((r, ow), eps, xp.float32)
+        luts = _device_luts(ks, s_range, xp) if fused is not None else None
         for i, fr in enumerate(frames):
-            mx, my = _frame_maps(fr, dev.flows[i], scale, ow, y0, r, xp)
-            v, wk = _read(fr, dev.images[i], mx, my, xp, ks, s_range)
-            if p.robust and rob[i] is not None:
-                wk = wk * (gpu.remap(rob[i], rx, ry, 1, xp) * xp.float32(1 / 255))
-            gpu.accumulate(num, den, v, wk)
+            rob_i = rob[i] if p.robust else None
+            img = dev.images[i]
+            if fused is not None and luts is not None and fuse_cuda.supports(fr, img):
+                args = fuse_cuda.frame_args(fr, img, dev.flows[i], scale, ow, y0, r, ks, s_range, luts, rob_i, num, den)
+                fused(args)  # the whole term in one kernel
+            else:
+                accumulate_frame_xp(fr, img, dev.flows[i], scale, ow, y0, r, ks, s_range, rob_i, rx, ry, num, den, xp)
         out[y0 : y0 + r] = num / den[..., None]
         if progress:
             progress(min(1.0, (y0 + r) / oh), "fuse")
     out = xp.clip(out, 0.0, 1.0)
     return to_host(out) if to_host_result else out
+
+
+def accumulate_frame_xp(
+    fr: FrameInput,
+    img: Array,
+    flow: Array | None,
+    scale: float,
+    ow: int,
+    y0: int,
+    r: int,
+    ks: Any,
+    s_range: tuple[float, float],
+    rob: Array | None,
+    rx: Array,
+    ry: Array,
+    num: Array,
+    den: Array,
+    xp: ModuleType,
+) -> None:
+    """One frame's kernel-regression term added to an output strip, with
+    array operations (what fuse_cuda's kernel does in one pass)."""
+    mx, my = _frame_maps(fr, flow, scale, ow, y0, r, xp)
+    v, wk = _read(fr, img, mx, my, xp, ks, s_range)
+    if rob is not None:
+        wk = wk * (gpu.remap(rob, rx, ry, 1, xp) * xp.float32(1 / 255))
+    gpu.accumulate(num, den, v, wk)
+
+
+def fused_kernel_enabled() -> bool:
+    """TERAPAN_GPU_FUSED=0 keeps the array-operation path on the GPU (for
+    comparison runs); the fused kernel is the default."""
+    return os.environ.get("TERAPAN_GPU_FUSED", "1").strip() not in ("0", "false", "no", "off")
+
+
+def _device_luts(ks: Any, s_range: tuple[float, float], xp: ModuleType) -> tuple[Array, Array]:
+    """The kernel lookup tables gpu.kernel_maps reads, on the device."""
+    from .fuse import _kernel_luts
+
+    lo, hi = (float(ks), float(ks)) if isinstance(ks, (int, float)) else s_range
+    a_np, s_np = _kernel_luts(round(lo, 4), round(max(hi, lo), 4))
+    return xp.asarray(a_np), xp.asarray(s_np)
+
+
+def fused_check_case(xp: ModuleType, seed: int = 5) -> dict[str, Any]:
+    """A small strip problem with every feature the kernel covers: a flow
+    field, colour gain and offset, a robustness map, a kernel-size map and
+    reads past the frame's edges."""
+    from .flow import FlowField
+
+    rng = np.random.default_rng(seed)
+    fh, fw, scale = 40, 56, 2.0
+    img = (rng.random((fh, fw, 3)) * 65535).astype(np.uint16)
+    t = np.array([[1.01, 0.02, -1.5], [-0.015, 0.99, 2.25], [1e-4, -2e-4, 1.0]])
+    flow = FlowField((rng.normal(0, 0.6, (20, 28, 2))).astype(np.float32), (0.5, 0.5))
+    fr = FrameInput(img, t, flow=flow, gain=np.array([1.02, 0.97, 1.05]), offset=np.array([0.01, -0.02, 0.0]))
+    ow, y0, r = int(fw * scale), 10, 50
+    rob = (rng.random((fh, fw)) * 255).astype(np.uint8)
+    s_range = (0.45, 0.9)
+    ks = xp.asarray(rng.uniform(0.4, 0.95, (r, ow)).astype(np.float32))
+    xs = xp.asarray((np.arange(ow, dtype=np.float32) + 0.5) / scale - 0.5)
+    ys = xp.asarray((np.arange(y0, y0 + r, dtype=np.float32) + 0.5) / scale - 0.5)
+    rx = xp.ascontiguousarray(xp.broadcast_to(xs[None, :], (r, ow)))
+    ry = xp.ascontiguousarray(xp.broadcast_to(ys[:, None], (r, ow)))
+    base = xp.asarray(rng.random((r, ow, 3)).astype(np.float32))
+    return {
+        "fr": fr, "img": xp.asarray(img), "flow": xp.asarray(flow.field), "scale": scale, "ow": ow, "y0": y0,
+        "r": r, "ks": ks, "s_range": s_range, "rob": xp.asarray(rob), "rx": rx, "ry": ry, "base": base,
+    }  # fmt: skip
+
+
+def _check_fused_against_xp(fused: Any, xp: ModuleType) -> float:
+    """PSNR (dB) between the fused kernel and accumulate_frame_xp on
+    fused_check_case (both on the device)."""
+    c = fused_check_case(xp)
+    results = []
+    for use_kernel in (True, False):
+        num = c["base"].copy()
+        den = xp.full(num.shape[:2], 1e-3, xp.float32)
+        if use_kernel:
+            luts = _device_luts(c["ks"], c["s_range"], xp)
+            fused(
+                fuse_cuda.frame_args(
+                    c["fr"], c["img"], c["flow"], c["scale"], c["ow"], c["y0"], c["r"], c["ks"], c["s_range"],
+                    luts, c["rob"], num, den,
+                )
+            )  # fmt: skip
+        else:
+            accumulate_frame_xp(
+                c["fr"], c["img"], c["flow"], c["scale"], c["ow"], c["y0"], c["r"], c["ks"], c["s_range"], c["rob"],
+                c["rx"], c["ry"], num, den, xp,
+            )  # fmt: skip
+        results.append(to_host(num / den[..., None]))
+    return float(psnr(results[0], results[1]))
 
 
 def fuse_xp(

@@ -181,6 +181,14 @@ def _develop_one(
     return _Developed(img16, enc, score, al.align_proxy(_to_float(small), lin), grey_f, _to_float(col), col_f, tca, dev)
 
 
+def _fused_kernel_used() -> bool:
+    """Whether the GPU fusion ran the fused CUDA kernel (fuse_cuda)."""
+    from .fuse_cuda import FusedFrames
+    from .fuse_gpu import fused_kernel_enabled
+
+    return fused_kernel_enabled() and FusedFrames._instance is not None
+
+
 def list_frames(folder: str | Path) -> list[Path]:
     """Image files directly in FOLDER, in name order (hidden files ignored)."""
     folder = Path(folder)
@@ -608,6 +616,7 @@ def _process_stack(
         "device": dev if on_device else "cpu",
         "flow_rms_mean": round(float(np.mean(flow_rms)), 4) if flow_rms else None,
         "aligned_during_develop": early,
+        "gpu_fused_kernel": _fused_kernel_used() if on_device else None,
         "library_threads": backend.library_threads(),
     }
     if tca is not None:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Verify and measure the GPU path on a CUDA machine, in the order that matters
 # when device time is short: equivalence tests first, then the target
-# run, then the CPU-vs-GPU pairs. Each step has its own time limit and every
+# run and the same run without the fused fusion kernel, the 12 MP CPU-vs-GPU
+# pair, the target run with the old float32 result, and last the long 45 MP
+# CPU-vs-GPU pair. Each step has its own time limit and every
 # bench prints its JSON as soon as it is measured, so a cut run still reports.
 #
 #   scripts/gpu_check.sh [OUT_DIR] [GT_PHOTO]
@@ -40,8 +42,9 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 bench=("$py" -m processing bench sr --gt "$gt" --frames 20 --no-write)
-step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/processing/test_gpu.py tests/processing/test_jpeg_decode.py
+step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/processing/test_gpu.py tests/processing/test_fuse_cuda.py tests/processing/test_jpeg_decode.py
 step target_45mp_x4 300 "${bench[@]}" --device gpu --megapixels 45 --scale 4 --upscale-model --repeat 2
+step unfused_45mp_x4 300 env TERAPAN_GPU_FUSED=0 "${bench[@]}" --device gpu --megapixels 45 --scale 4 --upscale-model --repeat 2
 step pair_12mp_x2 300 "${bench[@]}" --device gpu,cpu --megapixels 12 --scale 2 --lib-threads one,native
-step pair_45mp_x2 420 "${bench[@]}" --device gpu,cpu --megapixels 45 --scale 2
 step float32_45mp_x4 300 "${bench[@]}" --device gpu --megapixels 45 --scale 4 --upscale-model --repeat 2 --result-dtype float32
+step pair_45mp_x2 420 "${bench[@]}" --device gpu,cpu --megapixels 45 --scale 2

@@ -331,6 +331,7 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str, lib: str = "one") 
         "seconds_write_tiff16": got["seconds_write"],
         "result_dtype": args.result_dtype,
         "library_threads": lib,
+        "gpu_fused_kernel": m.get("gpu_fused_kernel"),
         "threads": threads,
         "seconds_wall_child": round(wall, 2),
         "seconds_cpu_child": round(child_cpu, 2),
