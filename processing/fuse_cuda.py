@@ -44,7 +44,15 @@ float* num, float* den"""
 ARGS = """img, fw, fh, flow, flw, flh, ffx, ffy, t00, t01, t02, t10, t11, t12, t20, t21, t22,
 sig, lo, lvl_scale, levels, a_lut, s_lut, rob, rw, rh, g0, g1, g2, o0, o1, o2, scale, ow, y0, rows, num, den"""
 
+MASTER_PARAMS = """\
+const unsigned long long* img_ptrs, const unsigned long long* flow_ptrs, const int* dims,
+const float* T, const float* FF, const float* G, int n, int w, int y0, int rows,
+float* med_out, float* gst, unsigned char* valid_out"""
+
+MASTER_ARGS = "img_ptrs, flow_ptrs, dims, T, FF, G, n, w, y0, rows, med_out, gst, valid_out"
+
 LUT_F = 1024  # fuse._LUT_F: fraction steps of the kernel lookup tables
+MAX_FRAMES = 64  # the master kernel's per-pixel sample arrays (more frames: the array path)
 
 BODY = r"""
 #define LUT_F 1024
@@ -125,15 +133,90 @@ DEVICE void fuse_pixel(int x, int yy, FUSE_PARAMS_LIST) {
 }
 """
 
+MASTER_BODY = r"""
+#define MAXN 64
+
+/* One reference-grid pixel of a master strip (fuse_gpu.master_reads_xp):
+   every frame's sample (flow, homography, bilinear read, colour) and
+   validity, the per-channel median of the valid samples, and each frame's
+   variance-stabilised grey with the median standing in where it is invalid. */
+DEVICE void master_pixel(int x, int yy, MASTER_PARAMS_LIST) {
+    int y = y0 + yy;
+    long long i = (long long)yy * w + x;
+    long long plane = (long long)rows * w;
+    float s[3][MAXN];
+    unsigned char ok[MAXN];
+    for (int k = 0; k < n; k++) {
+        const unsigned short* img = (const unsigned short*)img_ptrs[k];
+        const float* flow = (const float*)flow_ptrs[k];
+        int fw = dims[k * 4 + 0], fh = dims[k * 4 + 1], flw = dims[k * 4 + 2], flh = dims[k * 4 + 3];
+        const float* t = T + k * 9;
+        float px = (float)x, py = (float)y;
+        if (flow) {
+            float qx = (px + 0.5f) * FF[k * 2 + 0] - 0.5f;
+            float qy = (py + 0.5f) * FF[k * 2 + 1] - 0.5f;
+            float fx, fy;
+            BILINEAR(float, flow, flw, flh, 2, 0, qx, qy, fx);
+            BILINEAR(float, flow, flw, flh, 2, 1, qx, qy, fy);
+            px = px + fx;
+            py = py + fy;
+        }
+        float d = t[6] * px + t[7] * py + t[8];
+        float mx = (t[0] * px + t[1] * py + t[2]) / d;
+        float my = (t[3] * px + t[4] * py + t[5]) / d;
+        ok[k] = (mx >= 0.0f && my >= 0.0f && mx <= (float)(fw - 1) && my <= (float)(fh - 1)) ? 1 : 0;
+        for (int c = 0; c < 3; c++) {
+            float v;
+            BILINEAR(unsigned short, img, fw, fh, 3, c, mx, my, v);
+            s[c][k] = v * G[k * 6 + c] + G[k * 6 + 3 + c];
+        }
+        valid_out[k * plane + i] = ok[k];
+    }
+    float med[3];
+    for (int c = 0; c < 3; c++) {
+        float tmp[MAXN];
+        int m = 0;
+        for (int k = 0; k < n; k++) {
+            if (!ok[k]) continue;
+            float v = s[c][k];
+            int j = m++;
+            while (j > 0 && tmp[j - 1] > v) { tmp[j] = tmp[j - 1]; j--; }
+            tmp[j] = v;
+        }
+        med[c] = m > 0 ? 0.5f * (tmp[(m - 1) / 2] + tmp[m / 2]) : 0.0f;
+        med_out[i * 3 + c] = med[c];
+    }
+    for (int k = 0; k < n; k++) {
+        float a0 = ok[k] ? s[0][k] : med[0];
+        float a1 = ok[k] ? s[1][k] : med[1];
+        float a2 = ok[k] ? s[2][k] : med[2];
+        float g = (a0 + a1 + a2) / 3.0f;
+        gst[k * plane + i] = sqrtf(g > 0.0f ? g : 0.0f);
+    }
+}
+"""
+
+_DEFINES = (
+    f"#define FUSE_PARAMS_LIST {PARAMS.replace(chr(10), ' ')}\n"
+    f"#define MASTER_PARAMS_LIST {MASTER_PARAMS.replace(chr(10), ' ')}\n"
+)
+
 CUDA_SOURCE = (
     "#define DEVICE __device__ __forceinline__\n"
-    f"#define FUSE_PARAMS_LIST {PARAMS.replace(chr(10), ' ')}\n"
+    + _DEFINES
     + BODY
+    + MASTER_BODY
     + f"""
 extern "C" __global__ void fuse_frame(FUSE_PARAMS_LIST) {{
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)ow * rows) return;
     fuse_pixel((int)(i % ow), (int)(i / ow), {ARGS.replace(chr(10), " ")});
+}}
+
+extern "C" __global__ void master_strip(MASTER_PARAMS_LIST) {{
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)w * rows) return;
+    master_pixel((int)(i % w), (int)(i / w), {MASTER_ARGS});
 }}
 """
 )
@@ -142,12 +225,18 @@ extern "C" __global__ void fuse_frame(FUSE_PARAMS_LIST) {{
 C_SOURCE = (
     "#include <math.h>\n"
     "#define DEVICE static\n"
-    f"#define FUSE_PARAMS_LIST {PARAMS.replace(chr(10), ' ')}\n"
+    + _DEFINES
     + BODY
+    + MASTER_BODY
     + f"""
 void fuse_frame_host(FUSE_PARAMS_LIST) {{
     for (long long i = 0; i < (long long)ow * rows; i++)
         fuse_pixel((int)(i % ow), (int)(i / ow), {ARGS.replace(chr(10), " ")});
+}}
+
+void master_strip_host(MASTER_PARAMS_LIST) {{
+    for (long long i = 0; i < (long long)w * rows; i++)
+        master_pixel((int)(i % w), (int)(i / w), {MASTER_ARGS});
 }}
 """
 )
@@ -218,6 +307,69 @@ def frame_args(
     return FrameArgs(values)
 
 
+def _ptr(a: Any) -> int:
+    """Device (CuPy) or host (NumPy) address of a contiguous array."""
+    data = getattr(a, "data", None)
+    return int(data.ptr) if hasattr(data, "ptr") else int(a.ctypes.data)
+
+
+@dataclass
+class MasterArgs:
+    """The master kernel's per-stack tables (built once) and the arrays they
+    point into (kept alive here while the kernel may read them)."""
+
+    values: list[Any]
+    keep: list[Any]
+
+
+def master_tables(frames: list[Any], images: list[Any], flows: list[Any], xp: Any) -> MasterArgs:
+    """Per-frame pointers, sizes, transforms, flow scales and colour (as
+    fuse_gpu._frame_maps and _colour use them); the strip arguments are
+    appended per strip by `master_strip_args`."""
+    keep, img_ptrs, flow_ptrs, dims, tt, ff, gg = [], [], [], [], [], [], []
+    for fr, img, flow in zip(frames, images, flows, strict=True):
+        img = xp.ascontiguousarray(img)
+        keep.append(img)
+        img_ptrs.append(_ptr(img))
+        if flow is not None and fr.flow is not None:
+            flow = xp.ascontiguousarray(flow, dtype=xp.float32)
+            keep.append(flow)
+            flow_ptrs.append(_ptr(flow))
+            dims += [img.shape[1], img.shape[0], flow.shape[1], flow.shape[0]]
+            ff += [np.float32(fr.flow.f[0]), np.float32(fr.flow.f[1])]
+        else:
+            flow_ptrs.append(0)
+            dims += [img.shape[1], img.shape[0], 0, 0]
+            ff += [0.0, 0.0]
+        t = fr.transform.astype(np.float64)
+        tt += list((t / t[2, 2]).astype(np.float32).ravel())
+        gain = fr.gain.astype(np.float64) * (1 / 65535) if fr.gain is not None else None
+        g = gain.astype(np.float32) if gain is not None else np.full(3, np.float32(1 / 65535), np.float32)
+        o = fr.offset.astype(np.float32) if fr.offset is not None else np.zeros(3, np.float32)
+        gg += list(g) + list(o)
+    tables = [
+        xp.asarray(np.array(img_ptrs, np.uint64)),
+        xp.asarray(np.array(flow_ptrs, np.uint64)),
+        xp.asarray(np.array(dims, np.int32)),
+        xp.asarray(np.array(tt, np.float32)),
+        xp.asarray(np.array(ff, np.float32)),
+        xp.asarray(np.array(gg, np.float32)),
+        np.int32(len(frames)),
+    ]
+    return MasterArgs(tables, keep + tables)
+
+
+def master_strip_args(tables: MasterArgs, w: int, y0: int, rows: int, med: Any, gst: Any, valid: Any) -> list[Any]:
+    return [*tables.values, np.int32(w), np.int32(y0), np.int32(rows), med, gst, valid]
+
+
+def master_supports(frames: list[Any], images: list[Any]) -> bool:
+    """The master kernel covers up to MAX_FRAMES uint16 RGB frames."""
+    return 0 < len(frames) <= MAX_FRAMES and all(
+        im.dtype == np.uint16 and im.ndim == 3 and im.shape[2] == 3 for im in images
+    )
+
+
 def supports(fr: Any, img: Any) -> bool:
     """The kernel covers uint16 RGB frames without lateral-CA correction."""
     return (
@@ -238,7 +390,19 @@ class FusedFrames:
         import cupy  # type: ignore[import-not-found]
 
         self.cupy = cupy
-        self.kernel = cupy.RawKernel(CUDA_SOURCE, "fuse_frame", options=("--std=c++14",))
+        module = cupy.RawModule(code=CUDA_SOURCE, options=("--std=c++14",))
+        self.kernel = module.get_function("fuse_frame")
+        self.master_kernel = module.get_function("master_strip")
+
+    def master(self, values: list[Any]) -> None:
+        """One master strip: MASTER_PARAMS in order (see master_strip_args)."""
+        w, rows = int(values[7]), int(values[9])
+        for out in values[10:]:
+            if not out.flags.c_contiguous:
+                raise ValueError("master_strip writes in place: its outputs must be contiguous")
+        n = w * rows
+        block = 128
+        self.master_kernel(((n + block - 1) // block,), (block,), tuple(values))
 
     def __call__(self, args: FrameArgs) -> None:
         cp = self.cupy
@@ -274,8 +438,11 @@ class FusedFrames:
     def check(self) -> None:
         """The kernel against the xp path on a small synthetic strip (with flow,
         colour, robustness and a kernel-size map): 60 dB or it is not used."""
-        from .fuse_gpu import _check_fused_against_xp
+        from .fuse_gpu import _check_fused_against_xp, _check_master_against_xp
 
         db = _check_fused_against_xp(self, self.cupy)
         if not db >= 60:
-            raise RuntimeError(f"kernel disagrees with the CuPy path ({db:.1f} dB < 60 dB)")
+            raise RuntimeError(f"fusion kernel disagrees with the CuPy path ({db:.1f} dB < 60 dB)")
+        db = _check_master_against_xp(self, self.cupy)
+        if not db >= 60:
+            raise RuntimeError(f"master kernel disagrees with the CuPy path ({db:.1f} dB < 60 dB)")

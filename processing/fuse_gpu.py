@@ -20,6 +20,7 @@ array operations.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -132,6 +133,26 @@ def _stab(g: Array, xp: ModuleType) -> Array:
     return xp.sqrt(xp.maximum(g, 0.0))
 
 
+def master_reads_xp(
+    frames: list[FrameInput], dev: DeviceFrames, w: int, y0: int, r: int, xp: ModuleType
+) -> tuple[Array, Array, Array]:
+    """One master strip with array operations (what fuse_cuda's master kernel
+    does per pixel): the median of the frames' valid samples (r x w x 3), each
+    frame's variance-stabilised grey with the median where it is invalid
+    (n x r x w) and the validity (n x r x w)."""
+    n = len(frames)
+    stack = xp.empty((n, r, w, 3), xp.float32)
+    valid = xp.empty((n, r, w), bool)
+    for i, fr in enumerate(frames):
+        mx, my = _frame_maps(fr, dev.flows[i], 1.0, w, y0, r, xp)
+        fw, fh = fr.size
+        stack[i] = _read(fr, dev.images[i], mx, my, xp)[0]
+        valid[i] = (mx >= 0) & (my >= 0) & (mx <= fw - 1) & (my <= fh - 1)
+    med = gpu.masked_median(stack, valid, xp)
+    gst = xp.stack([_stab(_grey(xp.where(valid[i][..., None], stack[i], med)), xp) for i in range(n)])
+    return med, gst, valid
+
+
 def make_master_xp(
     frames: list[FrameInput],
     size: tuple[int, int],
@@ -153,21 +174,24 @@ def make_master_xp(
     # The same strips as the CPU version: its box filters restart at strip
     # edges, and following them keeps the two paths equal.
     rows = max(16, p.strip_rows)
+    fused = fuse_cuda.FusedFrames.get() if (xp is not np and fused_kernel_enabled()) else None
+    tables = None
+    if fused is not None and fuse_cuda.master_supports(frames, dev.images):
+        tables = fuse_cuda.master_tables(frames, dev.images, dev.flows, xp)
     for y0 in range(0, h, rows):
         r = min(rows, h - y0)
-        stack = xp.empty((n, r, w, 3), xp.float32)
-        valid = xp.empty((n, r, w), bool)
-        for i, fr in enumerate(frames):
-            mx, my = _frame_maps(fr, dev.flows[i], 1.0, w, y0, r, xp)
-            fw, fh = fr.size
-            stack[i] = _read(fr, dev.images[i], mx, my, xp)[0]
-            valid[i] = (mx >= 0) & (my >= 0) & (mx <= fw - 1) & (my <= fh - 1)
-        med = gpu.masked_median(stack, valid, xp)
+        if fused is not None and tables is not None:
+            med = xp.empty((r, w, 3), xp.float32)
+            gst = xp.empty((n, r, w), xp.float32)
+            valid = xp.empty((n, r, w), xp.uint8)
+            fused.master(fuse_cuda.master_strip_args(tables, w, y0, r, med, gst, valid))  # one kernel per strip
+        else:
+            med, gst, valid = master_reads_xp(frames, dev, w, y0, r, xp)
         out[y0 : y0 + r] = med
         gm = gpu.box(_stab(_grey(med), xp), win, xp)
         for i in range(n):
-            d = gpu.box(_stab(_grey(xp.where(valid[i][..., None], stack[i], med)), xp), win, xp) - gm
-            samples[i].append(d[::3, ::3][valid[i][::3, ::3]])
+            d = gpu.box(gst[i], win, xp) - gm
+            samples[i].append(d[::3, ::3][valid[i][::3, ::3] != 0])
             if p.robust:
                 diffs[i][y0 : y0 + r] = xp.clip(d * 1e4, -32000, 32000).astype(xp.int16)
         if progress:
@@ -328,6 +352,37 @@ def _check_fused_against_xp(fused: Any, xp: ModuleType) -> float:
             )  # fmt: skip
         results.append(to_host(num / den[..., None]))
     return float(psnr(results[0], results[1]))
+
+
+def _check_master_against_xp(fused: Any, xp: ModuleType) -> float:
+    """PSNR (dB) between the master kernel and master_reads_xp on a few
+    frames of fused_check_case (flow, colour, parts outside the frames)."""
+    c = fused_check_case(xp)
+    base = c["fr"]
+    shifts = [(0.0, 0.0), (3.5, -2.25), (-6.0, 4.0), (1.25, 1.75)]
+    frames = []
+    for k, (dx, dy) in enumerate(shifts):
+        t = base.transform.copy()
+        t[0, 2] += dx
+        t[1, 2] += dy
+        flow = base.flow if k % 2 == 0 else None
+        frames.append(dataclasses.replace(base, transform=t, flow=flow))
+    dev = DeviceFrames(frames, xp, [c["img"]] * len(frames))
+    dev.flows = [c["flow"] if fr.flow is not None else None for fr in frames]
+    h, w = c["img"].shape[:2]
+    y0, r = 3, h - 5
+    med_x, gst_x, valid_x = master_reads_xp(frames, dev, w, y0, r, xp)
+    tables = fuse_cuda.master_tables(frames, dev.images, dev.flows, xp)
+    med = xp.empty((r, w, 3), xp.float32)
+    gst = xp.empty((len(frames), r, w), xp.float32)
+    valid = xp.empty((len(frames), r, w), xp.uint8)
+    fused.master(fuse_cuda.master_strip_args(tables, w, y0, r, med, gst, valid))
+    agree = float(to_host((valid != 0) == valid_x).mean())
+    if agree < 0.999:
+        return 0.0
+    got = np.concatenate([to_host(med).ravel(), to_host(gst).ravel()])
+    want = np.concatenate([to_host(med_x).ravel(), to_host(gst_x).ravel()])
+    return float(psnr(got, want))
 
 
 def fuse_xp(

@@ -1,7 +1,8 @@
-"""The fused CUDA fusion kernel (processing/fuse_cuda.py), checked without a
-GPU: its per-pixel body compiled as C for the host and compared with the
-array path it replaces, and its CUDA source compiled for sm_90 by nvcc where
-one is installed. On a GPU, test_gpu.py compares the kernel itself."""
+"""The fused CUDA kernels of the fusion and the master (processing/fuse_cuda.py),
+checked without a GPU: their per-pixel bodies compiled as C for the host and
+compared with the array paths they replace, and their CUDA source compiled
+for sm_90 by nvcc where one is installed. On a GPU, test_gpu.py compares the
+kernels themselves."""
 
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def test_cuda_source_compiles_for_hopper(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     text = Path(ptx).read_text()
-    assert ".entry fuse_frame" in text  # extern "C": the name CuPy looks up
+    assert ".entry fuse_frame" in text and ".entry master_strip" in text  # extern "C": the names CuPy looks up
 
 
 def test_kernel_that_cannot_be_used_falls_back_once(monkeypatch, caplog) -> None:
@@ -155,3 +156,32 @@ def test_kernel_that_cannot_be_used_falls_back_once(monkeypatch, caplog) -> None
         assert fuse_cuda.FusedFrames.get() is None
     warnings = [r for r in caplog.records if "not used" in r.getMessage()]
     assert len(warnings) == 1 and "identifier undefined" in warnings[0].getMessage()
+
+
+class _HostMaster:
+    """The master kernel's C body run on the host, in FusedFrames.master's place."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+
+    def master(self, values: list) -> None:
+        types, vals = _ctypes_args(values)
+        fn = self.lib.master_strip_host
+        fn.argtypes, fn.restype = types, None
+        fn(*vals)
+
+
+def test_master_kernel_body_equals_array_path(host_kernel) -> None:
+    """Medians of the valid samples, each frame's stabilised grey and the
+    validity, for frames with and without flow, partly outside the frame."""
+    from processing.fuse_gpu import _check_master_against_xp
+
+    assert _check_master_against_xp(_HostMaster(host_kernel), np) > 90
+
+
+def test_master_kernel_takes_up_to_its_frame_limit() -> None:
+    case = fused_check_case(np)
+    fr, img = case["fr"], case["img"]
+    assert fuse_cuda.master_supports([fr] * 3, [img] * 3)
+    assert not fuse_cuda.master_supports([fr] * 65, [img] * 65)
+    assert not fuse_cuda.master_supports([fr], [img.astype(np.float32)])

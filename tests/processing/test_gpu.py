@@ -473,16 +473,17 @@ def test_frames_go_to_the_device_in_their_decode_threads(tmp_path, monkeypatch) 
 
 @needs_gpu
 def test_fused_cuda_kernel_equals_array_path_on_the_gpu(monkeypatch) -> None:
-    """fuse_cuda's kernel compiles, passes its own check, and the whole
-    device fusion with it equals the array-operation path (>= 60 dB)."""
+    """fuse_cuda's kernels compile, pass their own checks, and the master and
+    fusion with them equal the array-operation paths (>= 60 dB)."""
     import cupy as cp  # type: ignore[import-not-found]
 
     from processing import fuse_cuda
-    from processing.fuse_gpu import _check_fused_against_xp
+    from processing.fuse_gpu import _check_fused_against_xp, _check_master_against_xp
 
     fused = fuse_cuda.FusedFrames.get()
     assert fused is not None, fuse_cuda.FusedFrames._failed
     assert _check_fused_against_xp(fused, cp) >= 60
+    assert _check_master_against_xp(fused, cp) >= 60
     b = _burst()
     size = (b.frames[0].shape[1], b.frames[0].shape[0])
     out = {}
@@ -490,5 +491,6 @@ def test_fused_cuda_kernel_equals_array_path_on_the_gpu(monkeypatch) -> None:
         monkeypatch.setenv("TERAPAN_GPU_FUSED", flag)
         fr = _frames(b, True)
         m = make_master_xp(fr, size, xp=cp)
-        out[flag] = fuse_xp(fr, 2.0, (2 * size[0], 2 * size[1]), m, xp=cp)
-    assert _psnr(out["1"], out["0"]) >= 60
+        out[flag] = (m, fuse_xp(fr, 2.0, (2 * size[0], 2 * size[1]), m, xp=cp))
+    assert _psnr(out["1"][0], out["0"][0]) >= 60  # master
+    assert _psnr(out["1"][1], out["0"][1]) >= 60  # fusion
