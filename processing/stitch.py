@@ -9,6 +9,7 @@ tiled BigTIFF so memory never grows with the panorama's area.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -353,7 +354,24 @@ def stitch_files(
     placements: dict[str, Placement] | None = None,
     progress: Progress | None = None,
 ) -> StitchResult:
-    """Stitch images into a panorama at ``out_path`` (+ ``.layout.json``)."""
+    """Stitch images into a panorama at ``out_path`` (+ ``.layout.json``).
+
+    Its stages run their own threads (features, matching, rendering rows), so
+    OpenCV and BLAS run single-threaded inside unless TERAPAN_LIB_THREADS is
+    "native" (backend.frame_parallel_libraries)."""
+    from .backend import frame_parallel_libraries, library_threads
+
+    with frame_parallel_libraries() if library_threads() == "one" else contextlib.nullcontext():
+        return _stitch_files(paths, out_path, params, placements, progress)
+
+
+def _stitch_files(
+    paths: Sequence[str | Path],
+    out_path: str | Path,
+    params: StitchParams | None,
+    placements: dict[str, Placement] | None,
+    progress: Progress | None,
+) -> StitchResult:
     params = params or StitchParams()
     params.validate()
     t0 = time.perf_counter()

@@ -85,3 +85,15 @@ def test_bench_sr_compares_library_threads_in_one_run() -> None:
     ratio = next(r for r in rows if r["bench"] == "sr-lib-threads")
     assert ratio["baseline"] == "one" and ratio["ratios"]["cpu:one"]["total"] == 1.0
     assert ratio["ratios"]["cpu:native"]["total"] > 0
+
+
+@pytest.mark.parametrize("lib", ["one", "native"])
+def test_stitching_runs_with_the_same_library_setting(monkeypatch, lib) -> None:
+    from processing import stitch
+
+    seen: list[int] = []
+    monkeypatch.setattr(stitch, "_stitch_files", lambda *a: seen.append(cv2.getNumThreads()) or "done")
+    monkeypatch.setenv("TERAPAN_LIB_THREADS", lib)
+    cv2.setNumThreads(2)
+    assert stitch.stitch_files(["a.jpg"], "out.tif") == "done"
+    assert seen == [1 if lib == "one" else 2] and cv2.getNumThreads() == 2
