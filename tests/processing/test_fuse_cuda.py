@@ -185,3 +185,47 @@ def test_master_kernel_takes_up_to_its_frame_limit() -> None:
     assert fuse_cuda.master_supports([fr] * 3, [img] * 3)
     assert not fuse_cuda.master_supports([fr] * 65, [img] * 65)
     assert not fuse_cuda.master_supports([fr], [img.astype(np.float32)])
+
+
+def _nvrtc() -> ctypes.CDLL | None:
+    """NVRTC (what CuPy compiles RawModule sources with), where installed: the
+    pip package nvidia-cuda-nvrtc-cu12, or the system's libnvrtc."""
+    import ctypes.util
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
+    except ModuleNotFoundError:  # no "nvidia" namespace at all
+        spec = None
+    paths = []
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            paths += sorted(Path(loc, "lib").glob("libnvrtc.so*"))
+    found = ctypes.util.find_library("nvrtc")
+    for p in [*(str(x) for x in paths if "builtins" not in x.name and ".alt." not in x.name), found]:
+        if p:
+            try:
+                return ctypes.CDLL(p)
+            except OSError:
+                continue
+    return None
+
+
+def test_cuda_source_compiles_with_nvrtc() -> None:
+    """The compiler CuPy itself uses, with CuPy's kind of options."""
+    lib = _nvrtc()
+    if lib is None:
+        pytest.skip("NVRTC is not installed")
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), fuse_cuda.CUDA_SOURCE.encode(), b"fuse.cu", 0, None, None) == 0
+    opts = [b"--std=c++14", b"--gpu-architecture=compute_90"]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    assert rc == 0, log.value.decode()
+    lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetPTX(prog, ptx)
+    assert b".entry fuse_frame" in ptx.value and b".entry master_strip" in ptx.value
