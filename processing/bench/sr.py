@@ -264,6 +264,11 @@ def _speed(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+#: Stages that run on the host whatever the device (the rest run on the GPU
+#: when the stack does): what the GPU cannot speed up until they move.
+HOST_STAGES = frozenset({"develop", "sharpness", "align", "color", "flow", "dehaze"})
+
+
 def _lib_ratio(runs: list[dict], libs: list[str]) -> dict:
     """Per device, each library-thread setting's seconds over the first's."""
     out: dict = {"bench": "sr-lib-threads", "baseline": libs[0], "ratios": {}}
@@ -338,6 +343,10 @@ def _speed_child(args: argparse.Namespace, td: str, dev: str, lib: str = "one") 
         "cpu_count": os.cpu_count(),
         "load_average_1min_after": load,
         "cpu_seconds": m.get("cpu_seconds"),
+        "seconds_host_stages": round(sum(v for k, v in m["seconds"].items() if k in HOST_STAGES), 3),
+        "seconds_device_stages": round(sum(v for k, v in m["seconds"].items() if k not in HOST_STAGES), 3)
+        if m.get("device") == "gpu"
+        else 0.0,
         "input_mp_per_s": round(mp / m["seconds_total"], 3) if m["seconds_total"] > 0 else None,
         "input_mp_per_s_by_stage": {k: round(mp / v, 2) for k, v in m["seconds"].items() if v > 0},
         "peak_rss_mb_child": got.get("peak_rss_mb", round(child_peak, 1)),

@@ -82,6 +82,8 @@ def test_bench_sr_compares_library_threads_in_one_run() -> None:
     assert [r["library_threads"] for r in speed] == ["one", "native"]
     for r in speed:
         assert r["result_dtype"] == "uint16" and r["peak_rss_mb_child"] > 0 and r["seconds_total"] > 0
+        host = sum(v for k, v in r["seconds"].items() if k in ("develop", "sharpness", "align", "color", "flow"))
+        assert r["seconds_host_stages"] == pytest.approx(host, abs=2e-3) and r["seconds_device_stages"] == 0.0
     ratio = next(r for r in rows if r["bench"] == "sr-lib-threads")
     assert ratio["baseline"] == "one" and ratio["ratios"]["cpu:one"]["total"] == 1.0
     assert ratio["ratios"]["cpu:native"]["total"] > 0
