@@ -250,6 +250,20 @@ class FrameArgs:
     values: list[Any]
 
 
+def _transform32(fr: Any) -> np.ndarray:
+    """The frame's homography with t22 = 1, in float32 (as fuse_gpu._frame_maps)."""
+    t = fr.transform.astype(np.float64)
+    return (t / t[2, 2]).astype(np.float32)
+
+
+def _colour_terms(fr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel multiplier (colour gain with the 16-bit scale folded in)
+    and offset, as fuse_gpu._colour applies them."""
+    gain = fr.gain.astype(np.float64) * (1 / 65535) if fr.gain is not None else np.full(3, 1 / 65535)
+    off = fr.offset if fr.offset is not None else np.zeros(3)
+    return gain.astype(np.float32), off.astype(np.float32)
+
+
 def frame_args(
     fr: Any,
     img: Any,
@@ -274,8 +288,7 @@ def frame_args(
     if LUT_F != 1024:
         raise AssertionError("LUT_F must match the kernel source")
     fh, fw = int(img.shape[0]), int(img.shape[1])
-    t = fr.transform.astype(np.float64)
-    t = (t / t[2, 2]).astype(np.float32)
+    t = _transform32(fr)
     if flow is not None and fr.flow is not None:
         if flow.dtype != np.float32:
             flow = flow.astype(np.float32)
@@ -287,10 +300,7 @@ def frame_args(
     levels = _LUT_S if (not isinstance(sigma, (int, float)) and hi > lo) else 1
     lvl_scale = np.float32((_LUT_S - 1) / (hi - lo)) if levels > 1 else np.float32(0)
     sig = None if isinstance(sigma, (int, float)) else sigma
-    scale_px = np.float32(1 / 65535)
-    gain = fr.gain.astype(np.float64) * (1 / 65535) if fr.gain is not None else None
-    g = gain.astype(np.float32) if gain is not None else np.full(3, scale_px, np.float32)
-    o = fr.offset.astype(np.float32) if fr.offset is not None else np.zeros(3, np.float32)
+    g, o = _colour_terms(fr)
     rh, rw = (int(rob.shape[0]), int(rob.shape[1])) if rob is not None else (0, 0)
     i32, f32 = np.int32, np.float32
     values = [
@@ -341,11 +351,8 @@ def master_tables(frames: list[Any], images: list[Any], flows: list[Any], xp: An
             flow_ptrs.append(0)
             dims += [img.shape[1], img.shape[0], 0, 0]
             ff += [0.0, 0.0]
-        t = fr.transform.astype(np.float64)
-        tt += list((t / t[2, 2]).astype(np.float32).ravel())
-        gain = fr.gain.astype(np.float64) * (1 / 65535) if fr.gain is not None else None
-        g = gain.astype(np.float32) if gain is not None else np.full(3, np.float32(1 / 65535), np.float32)
-        o = fr.offset.astype(np.float32) if fr.offset is not None else np.zeros(3, np.float32)
+        tt += list(_transform32(fr).ravel())
+        g, o = _colour_terms(fr)
         gg += list(g) + list(o)
     tables = [
         xp.asarray(np.array(img_ptrs, np.uint64)),
@@ -418,6 +425,11 @@ class FusedFrames:
         n = ow * rows
         block = 256
         self.kernel(((n + block - 1) // block,), (block,), tuple(vals))
+
+    @classmethod
+    def in_use(cls) -> bool:
+        """Whether the kernels compiled and passed their check in this process."""
+        return cls._instance is not None
 
     @classmethod
     def get(cls) -> FusedFrames | None:

@@ -329,10 +329,10 @@ def fused_check_case(xp: ModuleType, seed: int = 5) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _check_fused_against_xp(fused: Any, xp: ModuleType) -> float:
-    """PSNR (dB) between the fused kernel and accumulate_frame_xp on
-    fused_check_case (both on the device)."""
-    c = fused_check_case(xp)
+def fused_and_xp_strips(fused: Any, c: dict[str, Any], xp: ModuleType) -> tuple[np.ndarray, np.ndarray]:
+    """Case C (see fused_check_case) accumulated by the fused kernel FUSED
+    (any callable taking fuse_cuda.FrameArgs) and by accumulate_frame_xp:
+    both normalised strips, on the host."""
     results = []
     for use_kernel in (True, False):
         num = c["base"].copy()
@@ -351,7 +351,14 @@ def _check_fused_against_xp(fused: Any, xp: ModuleType) -> float:
                 c["rx"], c["ry"], num, den, xp,
             )  # fmt: skip
         results.append(to_host(num / den[..., None]))
-    return float(psnr(results[0], results[1]))
+    return results[0], results[1]
+
+
+def _check_fused_against_xp(fused: Any, xp: ModuleType) -> float:
+    """PSNR (dB) between the fused kernel and accumulate_frame_xp on
+    fused_check_case (both on the device)."""
+    got, want = fused_and_xp_strips(fused, fused_check_case(xp), xp)
+    return float(psnr(got, want))
 
 
 def _check_master_against_xp(fused: Any, xp: ModuleType) -> float:

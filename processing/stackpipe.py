@@ -186,7 +186,7 @@ def _fused_kernel_used() -> bool:
     from .fuse_cuda import FusedFrames
     from .fuse_gpu import fused_kernel_enabled
 
-    return fused_kernel_enabled() and FusedFrames._instance is not None
+    return fused_kernel_enabled() and FusedFrames.in_use()
 
 
 def list_frames(folder: str | Path) -> list[Path]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from processing import fuse_cuda
-from processing.fuse_gpu import _device_luts, accumulate_frame_xp, fused_check_case
+from processing.fuse_gpu import fused_and_xp_strips, fused_check_case
 from processing.metrics import psnr
 
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -53,29 +53,16 @@ def _ctypes_args(values: list) -> tuple[list, list]:
     return types, args
 
 
-def _both(lib: ctypes.CDLL, case: dict) -> tuple[np.ndarray, np.ndarray]:
-    out = []
-    for kernel in (True, False):
-        num = case["base"].copy()
-        den = np.full(num.shape[:2], 1e-3, np.float32)
-        rob = case["rob"]
-        if kernel:
-            luts = _device_luts(case["ks"], case["s_range"], np)
-            args = fuse_cuda.frame_args(
-                case["fr"], case["img"], case["flow"], case["scale"], case["ow"], case["y0"], case["r"], case["ks"],
-                case["s_range"], luts, rob, num, den,
-            )  # fmt: skip
-            types, vals = _ctypes_args(args.values)
-            fn = lib.fuse_frame_host
-            fn.argtypes, fn.restype = types, None
-            fn(*vals)
-        else:
-            accumulate_frame_xp(
-                case["fr"], case["img"], case["flow"], case["scale"], case["ow"], case["y0"], case["r"], case["ks"],
-                case["s_range"], rob, case["rx"], case["ry"], num, den, np,
-            )  # fmt: skip
-        out.append(num / den[..., None])
-    return out[0], out[1]
+def _host_fused(lib: ctypes.CDLL):
+    """The fusion kernel's C body run on the host, in FusedFrames' place."""
+
+    def call(args: fuse_cuda.FrameArgs) -> None:
+        types, vals = _ctypes_args(args.values)
+        fn = lib.fuse_frame_host
+        fn.argtypes, fn.restype = types, None
+        fn(*vals)
+
+    return call
 
 
 VARIANTS = {
@@ -112,7 +99,7 @@ def test_kernel_body_equals_array_path(host_kernel, variant) -> None:
         case["rx"] = np.ascontiguousarray(np.broadcast_to(xs[None, :], (60, case["ow"])))
         case["ry"] = np.ascontiguousarray(np.broadcast_to(ys[:, None], (60, case["ow"])))
     case["fr"] = fr
-    got, want = _both(host_kernel, case)
+    got, want = fused_and_xp_strips(_host_fused(host_kernel), case, np)
     assert got.shape == want.shape
     # float32 in registers against float32 array passes (map_coordinates
     # interpolates in float64): the issue's 1/1000 is 60 dB
