@@ -53,16 +53,27 @@ class PyramidGeometry:
         return 1 << (self.levels - 1 - level)
 
 
+def _level_span(geo: PyramidGeometry, level: int, start: int, length: int, full: int, level_full: int) -> float:
+    """Level pixels covered by START..START+LENGTH; a span reaching the image's edge
+    ends at the level's edge (level sizes round up)."""
+    d = geo.divisor(level)
+    end = level_full if start + length >= full else (start + length) / d
+    return end - start / d
+
+
 def choose_level(geo: PyramidGeometry, rect: Rect, out_w: int, out_h: int) -> int:
     """Coarsest level on which RECT spans at least OUT_W x OUT_H pixels.
 
-    Level sizes round up, so a request at a level's own size (a IIIF size
-    listed in info.json, an edge tile) lands exactly on that level.
+    A request at a level's own size (a IIIF size listed in info.json, an edge
+    tile) lands exactly on that level.
     """
-    _, _, w, h = rect
+    x, y, w, h = rect
     for level in range(geo.levels):
-        d = geo.divisor(level)
-        if math.ceil(w / d) >= out_w and math.ceil(h / d) >= out_h:
+        lw, lh = level_size(geo.width, geo.height, level)
+        if (
+            _level_span(geo, level, x, w, geo.width, lw) >= out_w - 1e-9
+            and _level_span(geo, level, y, h, geo.height, lh) >= out_h - 1e-9
+        ):
             return level
     return geo.levels - 1
 
@@ -155,15 +166,12 @@ def iter_region_blocks(
     d = geo.divisor(level)
     reader = _TileReader(Path(pyr_dir), geo, level)
     lw, lh = reader.lw, reader.lh
-    sx, sy, sw, sh = x / d, y / d, w / d, h / d
+    sx, sy = x / d, y / d
+    sw = _level_span(geo, level, x, w, geo.width, lw)
+    sh = _level_span(geo, level, y, h, geo.height, lh)
     # On the level's grid at the level's own size (a IIIF tile, a level-sized
-    # thumbnail): copy the pixels. Level sizes round up, hence the ceil.
-    exact = (
-        sx.is_integer()
-        and sy.is_integer()
-        and out_w == min(math.ceil(sw), lw - int(sx))
-        and out_h == min(math.ceil(sh), lh - int(sy))
-    )
+    # thumbnail): copy the pixels.
+    exact = sx.is_integer() and sy.is_integer() and abs(sw - out_w) < 1e-9 and abs(sh - out_h) < 1e-9
     fx, fy = sw / out_w, sh / out_h
     for by in range(0, out_h, block):
         bh = min(block, out_h - by)

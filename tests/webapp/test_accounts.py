@@ -83,7 +83,7 @@ def test_password_reset_by_email(users, client_for):
     assert r.status_code == 302 and len(mail.outbox) == 1
 
 
-@pytest.mark.parametrize("who", ALL + ("staff",))
+@pytest.mark.parametrize("who", (*ALL, "staff"))
 def test_members_page_owner_only(make_pano, client_for, who):
     pano = make_pano(public=True)
     r = client_for(who).get(reverse("accounts:members", kwargs={"slug": pano.slug}))
