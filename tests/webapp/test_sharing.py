@@ -34,7 +34,7 @@ def test_home_cards_with_thumbnail_size_description_credits(make_pano, client_fo
     make_pano("secret", public=False)
     html = client_for(None).get("/").content.decode()
     assert "Alps" in html and "Seen from the ridge at dawn." in html and "CC BY 4.0" in html
-    assert "0.000 gigapixels" in html  # 300x200 = 0.00006 GP
+    assert "0.000 GP" in html  # 300x200 = 0.00006 GP
     assert "Secret" not in html
     thumb = reverse("sharing:thumbnail", kwargs={"slug": "alps", "pyramid_id": pano.published_pyramid_id})
     assert f'src="{thumb}"' in html
@@ -48,7 +48,7 @@ def test_home_size_in_gigapixels(make_pano, client_for):
     pano = make_pano()
     pyr = pano.published_pyramid
     type(pyr).objects.filter(pk=pyr.pk).update(width=120000, height=20000)
-    assert "2.400 gigapixels" in client_for(None).get("/").content.decode()
+    assert "2.400 GP" in client_for(None).get("/").content.decode()
 
 
 @pytest.mark.parametrize("who", ALL)

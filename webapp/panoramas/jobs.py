@@ -26,6 +26,7 @@ from processing.params import recipe_hash
 from . import storage
 from .models import Frame, Job, Panorama, Pyramid, Stack, Status
 from .progress import Reporter
+from .signals import pyramid_published
 
 
 def _lock(name: str, timeout: int):
@@ -323,6 +324,7 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
         )
     if job.params.get("publish", True):
         publish(pyr)
+        pyramid_published.send(sender=Pyramid, pyramid=pyr, region=region)
     return {
         "pyramid": pyr.pk,
         "version": version,
