@@ -304,6 +304,10 @@ MATRIX: list[Probe] = [
     ),
     # Sharing: the home page, thumbnails, embed, exports and IIIF follow the viewer's rules.
     Probe("sharing:home", "GET", lambda w, p: reverse("sharing:home"), _all(200), _all(200)),
+    Probe(
+        "sharing:favicon", "GET", lambda w, p: reverse("sharing:favicon"), _all(301), _all(301),
+        redirect=("/static/sharing/favicon.svg",),
+    ),
     Probe("sharing:thumbnail", "GET", _thumb, _members(200, 404, 404), _all(200)),
     Probe("sharing:embed", "GET", _slugged("sharing:embed"), _members(200, 404, 404), _all(200)),
     Probe("sharing:export", "GET", _slugged("sharing:export"), _members(200, 404, 404), _all(200)),

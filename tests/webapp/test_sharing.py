@@ -186,6 +186,14 @@ def test_export_of_a_review_region_members_only(make_pano, client_for, users):
     assert export(client_for(None), pano.slug, region=reg.pk).status_code == 404
 
 
+def test_export_page_opens_a_linked_view(make_pano, client_for):
+    pano = make_pano()
+    page = client_for(None).get(reverse("sharing:export", args=[pano.slug]), {"x": 10, "y": 5, "w": 400, "h": 50})
+    assert page.context["config"]["initial"] == {"format": "jpg", "x": 10, "y": 5, "w": 290, "h": 50}
+    bad = client_for(None).get(reverse("sharing:export", args=[pano.slug]), {"x": "a", "y": 5, "w": 4, "h": 5})
+    assert bad.status_code == 200 and bad.context["config"]["initial"] == {"format": "jpg"}
+
+
 def test_export_older_version_members_only(make_pano, client_for):
     pano = make_pano(versions=2)
     assert export(client_for("viewer"), pano.slug, v=1, width=30).status_code == 200

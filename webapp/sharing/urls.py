@@ -7,6 +7,7 @@ from . import views
 app_name = "sharing"
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("p/<slug:slug>/thumbnail/<int:pyramid_id>.jpg", views.thumbnail, name="thumbnail"),
     path("p/<slug:slug>/embed/", views.embed, name="embed"),
     path("p/<slug:slug>/export/", views.export_page, name="export"),

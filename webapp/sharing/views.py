@@ -90,6 +90,12 @@ def _pick_pyramid(request: HttpRequest, pano: Panorama) -> Pyramid:
 
 
 @require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on every site page; answer with the site's icon."""
+    return redirect(static("sharing/favicon.svg"), permanent=True)
+
+
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     cards = []
     for pano in viewable_panoramas(request.user).select_related("published_pyramid", "owner"):
@@ -143,6 +149,10 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
         "dzi": reverse("viewer:dzi", kwargs={"pyramid_id": pyr.pk, "version": pyr.version}),
         "osdImages": static("viewer/vendor/openseadragon/images/"),
         "page": request.build_absolute_uri(pano.get_absolute_url()),
+        # ?source=iiif: the same viewer reading the IIIF service (the published version).
+        "iiif": reverse("sharing:iiif_info", kwargs={"slug": pano.slug})
+        if request.GET.get("source") == "iiif" and pyr.pk == pano.published_pyramid_id
+        else None,
     }
     resp = render(request, "sharing/embed.html", {"pano": pano, "pyramid": pyr, "config": config})
     # The panorama's own frame-ancestors; the site default ('none') everywhere else.
@@ -178,6 +188,16 @@ def export_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.GET.get("region"):
         x, y, w, h = _region_rect(request, pano, request.GET["region"])
         initial.update(x=x, y=y, w=w, h=h, region=request.GET["region"])
+    elif all(request.GET.get(k) for k in "xywh"):
+        # A view passed on from the viewer: ?x=&y=&w=&h= in panorama pixels.
+        try:
+            x, y, w, h = clip_rect(geometry(pyr), tuple(int(float(request.GET[k])) for k in "xywh"))
+        except (ValueError, ExportError):
+            pass  # a bad link opens the whole panorama instead
+        else:
+            initial.update(x=x, y=y, w=w, h=h)
+    if request.GET.get("format") in ("png", "jpg", "tif"):
+        initial["format"] = request.GET["format"]
     max_pixels, max_side = _limits()
     config = {
         "dzi": reverse("viewer:dzi", kwargs={"pyramid_id": pyr.pk, "version": pyr.version}),

@@ -5,7 +5,7 @@
   window.terapanEmbed = OpenSeadragon({
     id: "embed-osd",
     prefixUrl: cfg.osdImages,
-    tileSources: cfg.dzi,
+    tileSources: cfg.iiif || cfg.dzi,
     wrapHorizontal: !!cfg.wrap,
     showNavigator: false,
     showRotationControl: false,

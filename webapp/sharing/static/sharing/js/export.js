@@ -40,6 +40,17 @@
     update();
   }
 
+  // A frame on the preview shows a typed (or linked) area; the whole view needs none.
+  const frame = document.createElement("div");
+  frame.className = "export-frame";
+  function showFrame() {
+    const item = viewer.world.getItemAt(0);
+    if (viewer.getOverlayById && viewer.getOverlayById(frame)) viewer.removeOverlay(frame);
+    if (follow || !item) return;
+    const r = clampRect(+fields.x.value, +fields.y.value, +fields.w.value, +fields.h.value);
+    viewer.addOverlay({ element: frame, location: item.imageToViewportRectangle(r.x, r.y, r.w, r.h) });
+  }
+
   const viewer = OpenSeadragon({
     id: "export-osd",
     prefixUrl: cfg.osdImages,
@@ -67,13 +78,14 @@
       setRect(clampRect(i.x, i.y, i.w, i.h));
       const item = viewer.world.getItemAt(0);
       viewer.viewport.fitBounds(item.imageToViewportRectangle(i.x, i.y, i.w, i.h), true);
+      showFrame();
     } else {
       fromView();
     }
   });
   viewer.addHandler("animation-finish", function () { if (follow) fromView(); });
-  $("ex-view").addEventListener("click", function () { follow = true; fromView(); });
-  for (const k of ["x", "y", "w", "h"]) fields[k].addEventListener("input", function () { follow = false; update(); });
+  $("ex-view").addEventListener("click", function () { follow = true; fromView(); showFrame(); });
+  for (const k of ["x", "y", "w", "h"]) fields[k].addEventListener("input", function () { follow = false; update(); showFrame(); });
   fields.width.addEventListener("input", update);
   if (cfg.initial && cfg.initial.format) $("ex-format").value = cfg.initial.format;
 })();
