@@ -235,7 +235,7 @@ def thumbnail_size(geo: PyramidGeometry, max_width: int, max_height: int) -> tup
 
 
 def write_thumbnail(
-    pyr_dir: str | Path, geo: PyramidGeometry, out_path: str | Path, max_width: int = 640, max_height: int = 320
+    pyr_dir: str | Path, geo: PyramidGeometry, out_path: str | Path, max_width: int = 960, max_height: int = 320
 ) -> tuple[int, int]:
     """A JPEG thumbnail of the whole panorama from the pyramid; returns its size."""
     ow, oh = thumbnail_size(geo, max_width, max_height)

@@ -117,7 +117,7 @@ def test_reviewer_signs_in_and_finds_the_panorama(browser, site, artifacts, size
     page.wait_for_function(
         "() => { const i = document.querySelector('.pano-card img'); return i && i.complete && i.naturalWidth > 0; }"
     )
-    assert page.evaluate("document.querySelector('.pano-card img').naturalWidth") == 640
+    assert page.evaluate("document.querySelector('.pano-card img').naturalWidth") == 960
     assert page.locator(".pano-card a:has-text('Members')").count() == 0  # reviewers do not manage members
     no_horizontal_scroll(page, "home")
     page.screenshot(path=str(artifacts / f"site-home-{size}.png"))

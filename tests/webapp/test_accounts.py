@@ -208,3 +208,42 @@ def test_invitation_expires(make_pano, client_for, settings):
     inv, token = Invitation.issue(pano, "old@example.org", "viewer", None)
     Invitation.objects.filter(pk=inv.pk).update(created=inv.created - timedelta(days=settings.TERAPAN_INVITE_DAYS + 1))
     assert client_for(None).get(f"/accounts/invite/{token}/").status_code == 404
+
+
+def test_owner_sets_presentation_and_embedding(make_pano, client_for):
+    pano = make_pano()
+    c = client_for("owner")
+    page = c.get(reverse("accounts:members", args=[pano.slug])).content.decode()
+    assert f"http://testserver/p/{pano.slug}/embed/" in page and f"http://testserver/iiif/{pano.slug}/info.json" in page
+    url = reverse("accounts:presentation", args=[pano.slug])
+    r = c.post(
+        url, {"title": "Alps at dawn", "description": "d", "credits": "Photos: me", "embed_origins": "gopher://x"}
+    )
+    assert r.status_code == 400 and b"is not an origin" in r.content
+    pano.refresh_from_db()
+    assert pano.title == "Alps"
+    ok = {
+        "title": "Alps at dawn",
+        "description": "d",
+        "credits": "Photos: me",
+        "embed_origins": "https://museum.example",
+    }
+    assert c.post(url, ok).status_code == 302
+    pano.refresh_from_db()
+    assert (pano.title, pano.credits, pano.embed_origins) == ("Alps at dawn", "Photos: me", "https://museum.example")
+    assert client_for("editor").post(url, {**ok, "title": "Hijack"}).status_code == 403
+    pano.refresh_from_db()
+    assert pano.title == "Alps at dawn"
+
+
+def test_new_invitation_replaces_a_pending_one(make_pano, client_for):
+    from webapp.accounts.models import Invitation
+
+    pano = make_pano()
+    c = client_for("owner")
+    c.post(reverse("accounts:invite", args=[pano.slug]), {"who": "twice@example.org", "role": "viewer"})
+    first = re.search(r"https?://[^/]+(/accounts/invite/\S+/)", mail.outbox[-1].body).group(1)
+    c.post(reverse("accounts:invite", args=[pano.slug]), {"who": "Twice@example.org", "role": "editor"})
+    assert Invitation.objects.filter(panorama=pano).count() == 1
+    assert Invitation.objects.get(panorama=pano).role == "editor"
+    assert client_for(None).get(first).status_code == 404

@@ -351,6 +351,15 @@ MATRIX: list[Probe] = [
         redirect=("/p/", "/accounts/login/"),
     ),
     Probe(
+        "accounts:presentation",
+        "POST",
+        _slugged("accounts:presentation"),
+        _ranked(302, "owner", 404, 302),
+        _ranked(302, "owner", 404, 302),
+        body={"title": "Renamed", "description": "", "credits": "", "embed_origins": ""},
+        redirect=("/p/", "/accounts/login/"),
+    ),
+    Probe(
         "accounts:change_role", "POST", _member_url("accounts:change_role"), _ranked(302, "owner", 404, 302),
         _ranked(302, "owner", 404, 302), body={"role": "reviewer"}, redirect=("/p/", "/accounts/login/"),
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
-from webapp.panoramas.models import Membership
+from webapp.panoramas.models import Membership, Panorama
 
 
 class InviteForm(forms.Form):
@@ -27,3 +27,16 @@ class SignUpForm(UserCreationForm):
 
     class Meta(UserCreationForm.Meta):
         fields = ("username",)
+
+
+class PresentationForm(forms.ModelForm):
+    """What the home page shows and which sites may embed the panorama (owners)."""
+
+    class Meta:
+        model = Panorama
+        fields = ("title", "description", "credits", "embed_origins")
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 3}),
+            "credits": forms.Textarea(attrs={"rows": 2}),
+        }
+        labels = {"embed_origins": "Sites allowed to embed it"}

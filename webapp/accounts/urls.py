@@ -19,6 +19,7 @@ urlpatterns = [
     path("accounts/invite/<str:token>/", views.accept, name="accept"),
     path("p/<slug:slug>/members/", views.members, name="members"),
     path("p/<slug:slug>/members/invite/", views.invite, name="invite"),
+    path("p/<slug:slug>/presentation/", views.presentation, name="presentation"),
     path("p/<slug:slug>/members/<int:user_id>/role/", views.change_role, name="change_role"),
     path("p/<slug:slug>/members/<int:user_id>/remove/", views.remove_member, name="remove"),
     path("p/<slug:slug>/invitations/<int:pk>/revoke/", views.revoke_invitation, name="revoke"),

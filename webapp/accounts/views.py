@@ -27,7 +27,7 @@ from webapp.panoramas.models import Membership, Panorama
 from webapp.viewer.permissions import RANK, role_of
 
 from . import membership
-from .forms import InviteForm, RoleForm, SignUpForm
+from .forms import InviteForm, PresentationForm, RoleForm, SignUpForm
 from .models import Invitation, hash_token
 
 # ---------------------------------------------------------------- sign-in
@@ -86,9 +86,18 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
     return _members_page(request, pano, InviteForm())
 
 
-def _members_page(request: HttpRequest, pano: Panorama, form: InviteForm, status: int = 200) -> HttpResponse:
+def _members_page(
+    request: HttpRequest,
+    pano: Panorama,
+    form: InviteForm,
+    status: int = 200,
+    presentation: PresentationForm | None = None,
+) -> HttpResponse:
     pending = [i for i in pano.invitations.filter(accepted__isnull=True) if i.is_pending]
     ctx = {
+        "presentation": presentation or PresentationForm(instance=pano),
+        "embed_url": request.build_absolute_uri(reverse("sharing:embed", kwargs={"slug": pano.slug})),
+        "iiif_url": request.build_absolute_uri(reverse("sharing:iiif_info", kwargs={"slug": pano.slug})),
         "pano": pano,
         "members": membership.members(pano),
         "owners": membership.owner_ids(pano),
@@ -131,6 +140,8 @@ def invite(request: HttpRequest, slug: str) -> HttpResponse:
     except ValidationError:
         form.add_error("who", f"{who!r} is not a valid e-mail address")
         return _members_page(request, pano, form, status=400)
+    # A new invitation replaces a pending one to the same address (its link stops working).
+    Invitation.objects.filter(panorama=pano, email__iexact=who, accepted__isnull=True).delete()
     inv, token = Invitation.issue(pano, who, role, request.user)
     link = request.build_absolute_uri(reverse("accounts:accept", kwargs={"token": token}))
     _mail(
@@ -140,6 +151,19 @@ def invite(request: HttpRequest, slug: str) -> HttpResponse:
         who,
     )
     messages.success(request, f"Invitation sent to {who} as {role}.")
+    return redirect("accounts:members", slug=pano.slug)
+
+
+@login_required
+@require_POST
+def presentation(request: HttpRequest, slug: str) -> HttpResponse:
+    """Title, description, credits and embedding sites, changed by an owner."""
+    pano = _owned_panorama(request, slug)
+    form = PresentationForm(request.POST, instance=pano)
+    if not form.is_valid():
+        return _members_page(request, pano, InviteForm(), status=400, presentation=form)
+    form.save()
+    messages.success(request, "Presentation saved.")
     return redirect("accounts:members", slug=pano.slug)
 
 
