@@ -324,7 +324,10 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
         )
     if job.params.get("publish", True):
         publish(pyr)
-        pyramid_published.send(sender=Pyramid, pyramid=pyr, region=region)
+        # Listeners (region statuses) must never fail a version already published.
+        for _, res in pyramid_published.send_robust(sender=Pyramid, pyramid=pyr, region=region):
+            if isinstance(res, Exception):
+                rep.log(f"after publishing v{version}: {type(res).__name__}: {res}")
     return {
         "pyramid": pyr.pk,
         "version": version,
