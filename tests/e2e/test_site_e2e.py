@@ -154,6 +154,26 @@ def test_reviewer_signs_in_and_finds_the_panorama(browser, site, artifacts, size
     page.goto(url + "/")
     page.click("header.topbar button:has-text('Log out')")
     page.wait_for_selector("header.topbar a:has-text('Log in')")
+
+    # Forgotten password: the e-mailed link sets a new one, which signs in.
+    from django.core import mail
+
+    page.goto(url + "/accounts/login/")
+    page.click("a:has-text('Forgot your password?')")
+    no_horizontal_scroll(page, "password reset")
+    page.fill("#id_email", "rita@example.org")
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r"/accounts/password-reset/sent/"))
+    link = re.search(r"https?://\S+/accounts/reset/\S+/", mail.outbox[-1].body).group(0)
+    page.goto(link)
+    page.wait_for_selector("#id_new_password1")
+    no_horizontal_scroll(page, "new password")
+    page.fill("#id_new_password1", "Rita-new-pass-5")
+    page.fill("#id_new_password2", "Rita-new-pass-5")
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r"/accounts/reset/done/"))
+    sign_in(page, url, "rita", "Rita-new-pass-5")
+    page.wait_for_selector(".pano-card[data-slug=fjord]")
     ctx.close()
     assert not errors, "\n".join(errors)
 
