@@ -262,3 +262,32 @@ def test_embed_and_openseadragon_opens_iiif_info_json(browser, site, artifacts):
         page.screenshot(path=str(artifacts / f"site-embed-iiif-{size[0]}.png"))
         ctx.close()
     assert not errors, "\n".join(errors)
+
+
+def test_admin_progress_page_warns_without_worker(browser, site, django_user_model, artifacts):
+    """A queued run and no worker: the live progress page says so and groups the run."""
+    from django.test import Client
+
+    from webapp.panoramas.models import Job
+
+    pano = site["pano"]
+    for kind in ("stack", "stack", "composite", "pyramid"):
+        Job.objects.create(kind=kind, panorama=pano, status="queued")
+    django_user_model.objects.create_superuser("boss", password="boss-pass-1")
+    c = Client()
+    c.force_login(django_user_model.objects.get(username="boss"))
+    host = re.sub(r"^https?://", "", site["url"]).split(":")[0]
+    errors: list[str] = []
+    ctx, page = new_page(browser, SIZES["desktop"], errors)
+    ctx.add_cookies([{"name": "sessionid", "value": c.cookies["sessionid"].value, "domain": host, "path": "/"}])
+    page.goto(f"{site['url']}/admin/panoramas/panorama/{pano.pk}/progress/")
+    page.wait_for_selector("#warnings .worker-warning")
+    text = page.locator("#warnings").inner_text()
+    assert "No worker is listening to the 'gpu' queue" in text and "'default' queue" in text
+    run = page.locator("details.run").first
+    assert run.get_attribute("open") is not None
+    assert "waiting for a worker" in run.locator("summary").inner_text()
+    assert run.locator("tbody tr").count() == 4
+    page.screenshot(path=str(artifacts / "site-admin-progress-no-worker.png"))
+    ctx.close()
+    assert not errors, "\n".join(errors)
