@@ -160,6 +160,7 @@ TERAPAN_INVITE_DAYS = env_int("TERAPAN_INVITE_DAYS", 14, minimum=1)
 # Exports and IIIF images: the largest output one request may ask for.
 TERAPAN_EXPORT_MAX_PIXELS = env_int("TERAPAN_EXPORT_MAX_PIXELS", 16_000_000, minimum=1)
 TERAPAN_EXPORT_MAX_SIDE = env_int("TERAPAN_EXPORT_MAX_SIDE", 16384, minimum=1)
+TERAPAN_EXPORT_CONCURRENCY = env_int("TERAPAN_EXPORT_CONCURRENCY", 2, minimum=1)  # per web process
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

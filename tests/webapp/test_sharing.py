@@ -164,6 +164,24 @@ def test_export_limits_and_bad_input(make_pano, client_for, settings):
     assert "number" in export(c, pano.slug, x="abc").json()["error"]
 
 
+def test_export_busy_answers_503(make_pano, client_for, monkeypatch):
+    import threading
+
+    from webapp.sharing import views
+
+    pano = make_pano()
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(views, "_EXPORT_SLOTS", slots)
+    monkeypatch.setattr(views, "EXPORT_WAIT_S", 0.2)
+    slots.acquire()  # another export holds the only slot
+    try:
+        r = export(client_for(None), pano.slug, width=30)
+        assert r.status_code == 503 and r["Retry-After"] == "10" and "busy" in r.json()["error"]
+    finally:
+        slots.release()
+    assert export(client_for(None), pano.slug, width=30).status_code == 200
+
+
 @pytest.mark.parametrize("who", ALL)
 def test_export_permissions_private(make_pano, client_for, who):
     pano = make_pano(public=False)

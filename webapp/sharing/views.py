@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,12 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
 # ---------------------------------------------------------------- export
 
 
+# Exports decode and encode up to TERAPAN_EXPORT_MAX_PIXELS each: a few at a
+# time per process, the others are told to retry instead of queueing memory.
+_EXPORT_SLOTS = threading.BoundedSemaphore(settings.TERAPAN_EXPORT_CONCURRENCY)
+EXPORT_WAIT_S = 10.0
+
+
 def _limits() -> tuple[int, int]:
     return settings.TERAPAN_EXPORT_MAX_PIXELS, settings.TERAPAN_EXPORT_MAX_SIDE
 
@@ -245,7 +252,14 @@ def export_image(request: HttpRequest, slug: str) -> HttpResponse:
             )
         rect = clip_rect(geo, rect)
         ow, oh = output_size(rect, _int_param(request, "width", None), _int_param(request, "height", None), *_limits())
-        pixels = render_region(pyr.abs_path, geo, rect, ow, oh)
+        if not _EXPORT_SLOTS.acquire(timeout=EXPORT_WAIT_S):
+            resp = JsonResponse({"error": "the server is busy with other exports; try again in a moment"}, status=503)
+            resp["Retry-After"] = "10"
+            return resp
+        try:
+            pixels = render_region(pyr.abs_path, geo, rect, ow, oh)
+        finally:
+            _EXPORT_SLOTS.release()
     except ExportError as e:
         return JsonResponse({"error": str(e)}, status=400)
     except InputError as e:
