@@ -10,7 +10,10 @@
     showNavigator: false,
     showRotationControl: false,
     showFullPageControl: false,
-    visibilityRatio: 0.5,
+    // A panorama fills the frame (pan along it) instead of a thin strip on a tall screen.
+    homeFillsViewer: true,
+    visibilityRatio: 1,
+    constrainDuringPan: true,
     gestureSettingsTouch: { pinchRotate: false },
   });
 })();
