@@ -14,9 +14,11 @@ Content-Security-Policy keeps it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 
 SITE_CSP = "; ".join(
@@ -55,3 +57,30 @@ class SecurityHeadersMiddleware:
         if self.permissions and "Permissions-Policy" not in response:
             response["Permissions-Policy"] = self.permissions
         return response
+
+
+# ---------------------------------------------------------------- embedding
+
+_SOURCE_RE = re.compile(r"^(?:'self'|\*|'none'|https?://(?:\*\.)?[A-Za-z0-9.-]+(?::\d{1,5})?)$")
+
+
+def parse_frame_ancestors(raw: str) -> list[str]:
+    """The sources of a panorama's embed_origins; ValueError names the bad one."""
+    sources = raw.split()
+    for src in sources:
+        if not _SOURCE_RE.match(src):
+            raise ValueError(f"{src!r} is not an origin like https://example.org, 'self' or *")
+    return sources
+
+
+def validate_frame_ancestors(raw: str) -> None:
+    try:
+        parse_frame_ancestors(raw)
+    except ValueError as e:
+        raise ValidationError(str(e)) from e
+
+
+def embed_csp(raw: str) -> str:
+    """The site policy with frame-ancestors from RAW (empty: this site only)."""
+    sources = parse_frame_ancestors(raw) or ["'self'"]
+    return SITE_CSP.replace("frame-ancestors 'none'", "frame-ancestors " + " ".join(sources))

@@ -38,7 +38,7 @@ INSTALLED_APPS = [
     "webapp.panoramas",
 ]
 # Apps built by other parts of the project register here when present.
-for _app in ("webapp.viewer", "webapp.review", "webapp.ingest"):
+for _app in ("webapp.viewer", "webapp.review", "webapp.ingest", "webapp.accounts", "webapp.sharing"):
     if (BASE_DIR / _app.replace(".", "/") / "apps.py").exists():
         INSTALLED_APPS.append(_app)
 
@@ -141,7 +141,26 @@ WHITENOISE_USE_FINDERS = DEBUG
 if DEBUG:
     STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing folder
 
-LOGIN_URL = "/admin/login/"
+# Site sign-in for every member (webapp/accounts); the admin keeps its own for staff.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+# E-mail (password resets, invitations): the console by default, SMTP when EMAIL_HOST is set.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Terapan <terapan@localhost>")
+TERAPAN_INVITE_DAYS = env_int("TERAPAN_INVITE_DAYS", 14, minimum=1)
+# Exports and IIIF images: the largest output one request may ask for.
+TERAPAN_EXPORT_MAX_PIXELS = env_int("TERAPAN_EXPORT_MAX_PIXELS", 16_000_000, minimum=1)
+TERAPAN_EXPORT_MAX_SIDE = env_int("TERAPAN_EXPORT_MAX_SIDE", 16384, minimum=1)
+TERAPAN_EXPORT_CONCURRENCY = env_int("TERAPAN_EXPORT_CONCURRENCY", 2, minimum=1)  # per web process
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

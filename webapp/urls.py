@@ -1,4 +1,4 @@
-"""URL routes: admin, django-rq dashboard, the viewer, the review API, ingest."""
+"""URL routes: admin, django-rq dashboard, sign-in, sharing, the viewer, the review API, ingest."""
 
 from django.conf import settings
 from django.contrib import admin
@@ -12,6 +12,11 @@ if "webapp.ingest" in settings.INSTALLED_APPS:
     urlpatterns.insert(0, path("admin/ingest/", include("webapp.ingest.urls")))
 if "webapp.review" in settings.INSTALLED_APPS:
     urlpatterns.append(path("api/", include("webapp.review.urls")))
+# Site sign-in and membership pages, then sharing (its home page answers "/").
+if "webapp.accounts" in settings.INSTALLED_APPS:
+    urlpatterns.append(path("", include("webapp.accounts.urls")))
+if "webapp.sharing" in settings.INSTALLED_APPS:
+    urlpatterns.append(path("", include("webapp.sharing.urls")))
 if "webapp.viewer" in settings.INSTALLED_APPS:
     urlpatterns.append(path("", include("webapp.viewer.urls")))
 else:

@@ -57,6 +57,21 @@ class World:
         Comment.objects.create(region=r, author=self.users["reviewer"], body="first")
         return r
 
+    def fresh_member(self, which: str) -> int:
+        """A new viewer of the panorama (so a removal never runs out); its user id."""
+        from django.contrib.auth import get_user_model
+
+        from webapp.panoramas.models import Membership
+
+        user = get_user_model().objects.create_user(f"sec-fresh-{secrets.token_hex(4)}")
+        Membership.objects.create(user=user, panorama=self.panos[which], role="viewer")
+        return user.pk
+
+    def fresh_invitation(self, which: str) -> tuple[Any, str]:
+        from webapp.accounts.models import Invitation
+
+        return Invitation.issue(self.panos[which], "fresh@example.org", "viewer", self.users["owner"])
+
 
 def _make_pyramid_source(path: Path, seed: int) -> Path:
     import numpy as np
@@ -149,6 +164,7 @@ class Probe:
     private: dict[str | None, int]
     public: dict[str | None, int]
     body: dict[str, Any] | None = None
+    redirect: tuple[str, ...] = ()  # where its 302s go, when not to a sign-in page
 
     def expected(self, which: str) -> dict[str | None, int]:
         return self.private if which == "private" else self.public
@@ -194,6 +210,39 @@ def _slug(w: World, p: str) -> str:
 
 def _region_url(name: str) -> Callable[[World, str], str]:
     return lambda w, p: reverse(name, kwargs={"pk": w.region(p).pk})
+
+
+def _slugged(name: str, suffix: str = "") -> Callable[[World, str], str]:
+    return lambda w, p: reverse(name, kwargs={"slug": _slug(w, p)}) + suffix
+
+
+def _member_url(name: str) -> Callable[[World, str], str]:
+    return lambda w, p: reverse(name, kwargs={"slug": _slug(w, p), "user_id": w.fresh_member(p)})
+
+
+def _thumb(w: World, p: str) -> str:
+    return reverse("sharing:thumbnail", kwargs={"slug": _slug(w, p), "pyramid_id": w.pyr(p).pk})
+
+
+def _iiif_tile(w: World, p: str) -> str:
+    return reverse(
+        "sharing:iiif_image",
+        kwargs={
+            "slug": _slug(w, p),
+            "region": "0,0,64,64",
+            "size": "64,64",
+            "rotation": "0",
+            "quality": "default",
+            "fmt": "jpg",
+        },
+    )
+
+
+SIGNED_IN = ("owner", "editor", "reviewer", "viewer", "outsider", "staff")
+
+
+def _anon_only(anon: int, others: int) -> dict[str | None, int]:
+    return {**dict.fromkeys(SIGNED_IN, others), None: anon}
 
 
 # Private panoramas: outsiders and anonymous users learn nothing (404; pages send
@@ -253,6 +302,76 @@ MATRIX: list[Probe] = [
         "review:status", "POST", _region_url("review:status"),
         _ranked(200, "editor", 404, 404), _ranked(200, "editor", 403, 403), body={"status": "approved"},
     ),
+    # Sharing: the home page, thumbnails, embed, exports and IIIF follow the viewer's rules.
+    Probe("sharing:home", "GET", lambda w, p: reverse("sharing:home"), _all(200), _all(200)),
+    Probe(
+        "sharing:favicon", "GET", lambda w, p: reverse("sharing:favicon"), _all(301), _all(301),
+        redirect=("/static/sharing/favicon.svg",),
+    ),
+    Probe("sharing:thumbnail", "GET", _thumb, _members(200, 404, 404), _all(200)),
+    Probe("sharing:embed", "GET", _slugged("sharing:embed"), _members(200, 404, 404), _all(200)),
+    Probe("sharing:export", "GET", _slugged("sharing:export"), _members(200, 404, 404), _all(200)),
+    Probe(
+        "sharing:export_image", "GET", _slugged("sharing:export_image", "?width=30"),
+        _members(200, 404, 404), _all(200),
+    ),
+    Probe("sharing:iiif_base", "GET", _slugged("sharing:iiif_base"), _members(303, 404, 404), _all(303)),
+    Probe("sharing:iiif_info", "GET", _slugged("sharing:iiif_info"), _members(200, 404, 404), _all(200)),
+    Probe("sharing:iiif_image", "GET", _iiif_tile, _members(200, 404, 404), _all(200)),
+    # Site sign-in: open to everyone; the signed-in are sent on from the login form.
+    Probe(
+        "accounts:login", "GET", lambda w, p: reverse("accounts:login"), _anon_only(200, 302), _anon_only(200, 302),
+        redirect=("/",),
+    ),
+    Probe("accounts:logout", "POST", lambda w, p: reverse("accounts:logout"), _all(302), _all(302), redirect=("/",)),
+    Probe("accounts:password_reset", "GET", lambda w, p: reverse("accounts:password_reset"), _all(200), _all(200)),
+    Probe(
+        "accounts:password_reset", "POST", lambda w, p: reverse("accounts:password_reset"), _all(302), _all(302),
+        body={"email": "nobody@example.org"}, redirect=("/accounts/password-reset/sent/",),
+    ),
+    Probe("accounts:password_reset_done", "GET", lambda w, p: reverse("accounts:password_reset_done"), _all(200), _all(200)),
+    Probe(
+        "accounts:password_reset_confirm", "GET",
+        lambda w, p: reverse("accounts:password_reset_confirm", kwargs={"uidb64": "MQ", "token": "bad-token"}),
+        _all(200), _all(200),
+    ),
+    Probe(
+        "accounts:password_reset_complete", "GET", lambda w, p: reverse("accounts:password_reset_complete"),
+        _all(200), _all(200),
+    ),
+    Probe(
+        "accounts:accept", "GET", lambda w, p: reverse("accounts:accept", kwargs={"token": w.fresh_invitation(p)[1]}),
+        _all(200), _all(200),
+    ),
+    # Membership pages: owners (and staff superusers) only; other members 403, outsiders 404.
+    Probe("accounts:members", "GET", _slugged("accounts:members"), _ranked(200, "owner", 404, 302), _ranked(200, "owner", 404, 302)),
+    Probe(
+        "accounts:invite", "POST", _slugged("accounts:invite"), _ranked(302, "owner", 404, 302),
+        _ranked(302, "owner", 404, 302), body={"who": "new@example.org", "role": "viewer"},
+        redirect=("/p/", "/accounts/login/"),
+    ),
+    Probe(
+        "accounts:presentation",
+        "POST",
+        _slugged("accounts:presentation"),
+        _ranked(302, "owner", 404, 302),
+        _ranked(302, "owner", 404, 302),
+        body={"title": "Renamed", "description": "", "credits": "", "embed_origins": ""},
+        redirect=("/p/", "/accounts/login/"),
+    ),
+    Probe(
+        "accounts:change_role", "POST", _member_url("accounts:change_role"), _ranked(302, "owner", 404, 302),
+        _ranked(302, "owner", 404, 302), body={"role": "reviewer"}, redirect=("/p/", "/accounts/login/"),
+    ),
+    Probe(
+        "accounts:remove", "POST", _member_url("accounts:remove"), _ranked(302, "owner", 404, 302),
+        _ranked(302, "owner", 404, 302), body={}, redirect=("/p/", "/accounts/login/"),
+    ),
+    Probe(
+        "accounts:revoke", "POST",
+        lambda w, p: reverse("accounts:revoke", kwargs={"slug": _slug(w, p), "pk": w.fresh_invitation(p)[0].pk}),
+        _ranked(302, "owner", 404, 302), _ranked(302, "owner", 404, 302), body={}, redirect=("/p/", "/accounts/login/"),
+    ),
     Probe("ingest:index", "GET", lambda w, p: reverse("ingest:index"), _staff_only(), _staff_only()),
     Probe(
         "ingest:index", "POST", lambda w, p: reverse("ingest:index"), _staff_only(400), _staff_only(400),
@@ -303,13 +422,16 @@ def test_access_matrix(probe: Probe, world: World) -> None:
     for which in ("private", "public"):
         for actor, want in probe.expected(which).items():
             url = probe.url(world, which)
-            r = _send(clients[actor], probe.method, url, probe.body, form=probe.name.startswith("ingest:"))
+            r = _send(
+                clients[actor], probe.method, url, probe.body, form=probe.name.startswith(("ingest:", "accounts:"))
+            )
             got = r.status_code
             if got != want:
                 wrong.append(f"{which} {actor or 'anonymous'}: {probe.method} {url} -> {got}, expected {want}")
             if got == 302 and want == 302:
                 loc = r["Location"]
-                if not loc.startswith(("/admin/login/", reverse("admin:login"))):
+                # The site sign-in (webapp/accounts) for site pages, the admin's own for admin pages.
+                if not loc.startswith(probe.redirect or ("/admin/login/", reverse("admin:login"), "/accounts/login/")):
                     wrong.append(f"{which} {actor}: redirected to {loc}, not the login")
     assert not wrong, "\n".join(wrong)
 
@@ -401,7 +523,7 @@ def test_csrf_on_every_state_change(probe: Probe, world: World) -> None:
     if not _present(probe.name):
         pytest.skip(f"{probe.name} is not installed")
     actor = "staff" if probe.name.startswith("ingest:") else "owner"
-    form = probe.name.startswith("ingest:")
+    form = probe.name.startswith(("ingest:", "accounts:"))
     c = client(world, actor, csrf=True)
     r = _send(c, probe.method, probe.url(world, "private"), probe.body, form=form)
     assert r.status_code == 403, f"{probe.method} {probe.name} without a CSRF token -> {r.status_code}"

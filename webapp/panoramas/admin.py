@@ -9,6 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import admin_views
+from .admin_actions import rerender_selected_stacks
 from .models import Frame, Job, Membership, Panorama, Pyramid, Stack, SubPanorama
 
 
@@ -103,6 +104,7 @@ class StackAdmin(admin.ModelAdmin):
         "thumbnails",
     ]
     inlines = [FrameInline]
+    actions = [rerender_selected_stacks]
 
     @admin.display(description="progress")
     def progress_display(self, obj: Stack) -> str:

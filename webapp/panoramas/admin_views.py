@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from .editor_views import editor_context, progress_extras
 from .models import Job, Panorama, Pyramid, Stack, Status
 from .pipeline import cancel_job
 from .rerender import RerenderError, describe, execute, parse_param_overrides, plan_rerender
@@ -56,12 +57,21 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
     if not request.user.has_perm("panoramas.change_stack"):
         raise PermissionDenied
     data = request.POST if request.method == "POST" else request.GET
+    recipe_error = None
     try:
         plan = _plan_from(request, pano, data)
     except RerenderError as e:
-        messages.error(request, str(e))
-        return redirect(reverse("admin:panoramas_panorama_change", args=[pano.pk]))
-    if request.method == "POST" and data.get("confirm") == "yes":
+        if not data.get("params", "").strip():
+            messages.error(request, str(e))
+            return redirect(reverse("admin:panoramas_panorama_change", args=[pano.pk]))
+        # A bad recipe line: keep the plan (without the changes) and say what is valid.
+        recipe_error = str(e)
+        try:
+            plan = _plan_from(request, pano, {**data.dict(), "params": ""})
+        except RerenderError as e2:
+            messages.error(request, str(e2))
+            return redirect(reverse("admin:panoramas_panorama_change", args=[pano.pk]))
+    if request.method == "POST" and data.get("confirm") == "yes" and recipe_error is None:
         chain = execute(plan)
         messages.success(request, f"Queued {len(chain.stack_jobs)} stack job(s) and the partial chain.")
         return redirect(reverse("admin:panoramas_panorama_progress", args=[pano.pk]))
@@ -73,8 +83,9 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
         "stacks": plan.stacks,
         "form": {k: data.get(k, "") for k in ("stacks", "region", "region_id", "params", "full")},
         "opts": Panorama._meta,
+        **editor_context(plan, recipe_error),
     }
-    return TemplateResponse(request, "admin/panoramas/rerender_confirm.html", ctx)
+    return TemplateResponse(request, "admin/panoramas/rerender_confirm.html", ctx, status=400 if recipe_error else 200)
 
 
 def progress_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
@@ -88,6 +99,7 @@ def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonRespons
     jobs = Job.objects.filter(panorama=pano).select_related("stack").order_by("-created")[:100]
     return JsonResponse(
         {
+            **progress_extras(pano, list(jobs)),
             "published_version": pano.published_pyramid.version if pano.published_pyramid else None,
             "jobs": [
                 {

@@ -26,6 +26,7 @@ from processing.io.params import recipe_hash
 from . import storage
 from .models import Frame, Job, Panorama, Pyramid, Stack, Status
 from .progress import Reporter
+from .signals import pyramid_published
 
 
 def _lock(name: str, timeout: int):
@@ -323,6 +324,10 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
         )
     if job.params.get("publish", True):
         publish(pyr)
+        # Listeners (region statuses) must never fail a version already published.
+        for _, res in pyramid_published.send_robust(sender=Pyramid, pyramid=pyr, region=region):
+            if isinstance(res, Exception):
+                rep.log(f"after publishing v{version}: {type(res).__name__}: {res}")
     return {
         "pyramid": pyr.pk,
         "version": version,

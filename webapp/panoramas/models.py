@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from webapp.security import validate_frame_ancestors
+
 
 class Projection(models.TextChoices):
     CYLINDRICAL = "cylindrical", "Cylindrical"
@@ -22,6 +24,14 @@ class Panorama(models.Model):
     slug = models.SlugField(unique=True)
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    credits = models.TextField(blank=True, help_text="photographers, processing, licence (shown on the home page)")
+    embed_origins = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_frame_ancestors],
+        help_text="sites allowed to embed this panorama (CSP frame-ancestors), space-separated, "
+        "e.g. https://museum.example 'self'; empty: this site only; * : any site",
+    )
     projection = models.CharField(max_length=20, choices=Projection.choices, default=Projection.CYLINDRICAL)
     wrap = models.BooleanField(default=True, help_text="full 360 degrees: pan endlessly round")
     scale = models.FloatField(default=2.0, help_text="super-resolution factor of each stack")

@@ -14,6 +14,7 @@ class Region(models.Model):
         NEEDS_RERENDER = "needs_rerender", "Needs re-render"
         APPROVED = "approved", "Approved"
         RESOLVED = "resolved", "Resolved"
+        RERENDERED = "rerendered", "Re-rendered"
 
     panorama = models.ForeignKey(Panorama, on_delete=models.CASCADE, related_name="regions")
     version = models.PositiveIntegerField(help_text="pyramid version the author was looking at")

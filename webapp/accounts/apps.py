@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "webapp.accounts"
+    label = "accounts"
+    verbose_name = "Accounts and membership"
+    default_auto_field = "django.db.models.BigAutoField"
