@@ -453,7 +453,7 @@ class _AlignQueue:
 
 
 def _develop(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """1. Decode every frame (threads) and make its proxies and sharpness score."""
+    """Decode every frame (threads) and make its proxies and sharpness score."""
     p, frames = run.p, s.frames
     order = [s.ref_i] + [i for i in range(len(frames)) if i != s.ref_i]
     tca_for = s.ref_i if p.color.tca else -1
@@ -520,7 +520,7 @@ def _develop(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _rank(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """3. Drop the worst frames by sharpness (never the reference)."""
+    """Drop the worst frames by sharpness (never the reference)."""
     keep, reasons = rank_frames([s.scores[i] for i in s.usable], run.p.sharpness, protect=s.usable.index(s.ref_i))
     for k, i in enumerate(s.usable):
         if not keep[k]:
@@ -531,7 +531,7 @@ def _rank(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _align(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """4-5. Coarse and fine alignment of every kept frame to the reference."""
+    """Coarse and fine alignment of every kept frame to the reference."""
     frames, ref, q = s.frames, s.ref, s.queue
     assert ref.grey is not None and q is not None
     s.aligned = [s.ref_i]
@@ -571,7 +571,7 @@ def _align(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _match_colour(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """2. Colour: each aligned frame's gain and offset against the reference
+    """Colour: each aligned frame's gain and offset against the reference
     (measured on the aligned proxies, so it runs after alignment)."""
     p, ref = run.p, s.ref
 
@@ -596,7 +596,7 @@ def _match_colour(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _master(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """6. The master: per-pixel median of the aligned frames (reference size)."""
+    """The master: per-pixel median of the aligned frames (reference size)."""
     if run.on_device:
         from .fuse_gpu import DeviceFrames, make_master_xp
 
@@ -609,7 +609,7 @@ def _master(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _flow(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """7. Residual motion of each aligned frame against the master."""
+    """Residual motion of each aligned frame against the master."""
     p, ref = run.p, s.ref
     if p.flow.method == "none":
         return s
@@ -638,7 +638,7 @@ def _flow(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _fuse(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """8. Kernel fusion onto the output grid (x2 when the model does the rest);
+    """Kernel fusion onto the output grid (x2 when the model does the rest);
     the frames are freed afterwards."""
     p, xp = run.p, run.xp
     s.use_model = run.upscale_model and run.scale > MODEL_ROUTE_SCALE
@@ -677,7 +677,7 @@ def _encode(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _deblur(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """8b. Wiener deconvolution of the pixel integration (kernel fusion only)."""
+    """Wiener deconvolution of the pixel integration (kernel fusion only)."""
     if run.on_device:
         from .fuse_gpu import deblur_xp
 
@@ -689,7 +689,7 @@ def _deblur(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _upscale(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """9. EDSR for the scale beyond the fusion's."""
+    """EDSR for the scale beyond the fusion's."""
     from ..upscale.upscale import upscale_array
 
     report(0.0, "upscale model")
@@ -702,7 +702,7 @@ def _upscale(run: StackRun, s: StackState, report: Progress) -> StackState:
 
 
 def _sharpen(run: StackRun, s: StackState, report: Progress) -> StackState:
-    """10. Unsharp mask."""
+    """Unsharp mask."""
     if run.on_device:
         from .fuse_gpu import unsharp_mask_xp
 
