@@ -13,6 +13,8 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
 from webapp.panoramas.models import Panorama, Pyramid
+from webapp.review import changes as review_changes
+from webapp.review import mentions
 
 from .permissions import (
     can_edit,
@@ -118,9 +120,16 @@ def panorama(request: HttpRequest, slug: str) -> HttpResponse:
             "comments": reverse("review:comments", kwargs={"pk": 0}).replace("/0/", "/{id}/"),
             "status": reverse("review:status", kwargs={"pk": 0}).replace("/0/", "/{id}/"),
             "stacks": reverse("review:stacks", kwargs={"slug": pano.slug}),
+            "changes": reverse("review:changes", kwargs={"slug": pano.slug}),
+            "comment": reverse("review:comment", kwargs={"pk": 0}).replace("/0/", "/{id}/"),
+            "notifications": reverse("review:notifications"),
+            "notificationsRead": reverse("review:notifications_read"),
         }
         if member
         else None,
+        # Live review starts polling from here, so nothing made after this page is missed.
+        "cursor": review_changes.latest(pano.pk) if member else 0,
+        "members": [u.get_username() for u in mentions.members(pano)] if member else [],
         "compare": reverse("viewer:compare", kwargs={"slug": pano.slug}) if member and len(pyramids) > 1 else None,
     }
     return render(
