@@ -24,8 +24,8 @@ DESKTOP, PHONE = (1440, 900), (390, 844)
 LIVE_S = 10_000  # a second viewer must see changes within 10 s
 
 
-def open_viewer(browser, setup, who, size, hash_="", help_seen=True):  # noqa: F811
-    ctx, page = new_page(browser, setup["cookies"](who) if who else None, size=size)
+def open_viewer(browser, setup, who, size, hash_="", help_seen=True, **context_options):  # noqa: F811
+    ctx, page = new_page(browser, setup["cookies"](who) if who else None, size=size, **context_options)
     if help_seen:  # the help overlay is tested once; elsewhere it is already dismissed
         ctx.add_init_script("localStorage.setItem('terapan.help.dismissed', '1')")
     page.goto(f"{setup['url']}/p/{setup['pano'].slug}/{hash_}")
@@ -46,6 +46,19 @@ def drag(page, start, end, steps=10):
     for i in range(1, steps + 1):
         page.mouse.move(start[0] + (end[0] - start[0]) * i / steps, start[1] + (end[1] - start[1]) * i / steps)
     page.mouse.up()
+
+
+def touch_drag(page, start, end, steps=10):
+    """A one-finger drag as the phone's touchscreen sends it (CDP touch events)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": start[0], "y": start[1]}]})
+    for i in range(1, steps + 1):
+        x = start[0] + (end[0] - start[0]) * i / steps
+        y = start[1] + (end[1] - start[1]) * i / steps
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+        page.wait_for_timeout(16)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
 
 
 def api_status(page, url, body, method="POST"):
@@ -148,8 +161,27 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     assert "chimney" in Comment.objects.get(parent=None, region=region).body
     eddie.wait_for_function("() => document.getElementById('thread').textContent.includes('chimney')", timeout=LIVE_S)
     rita.screenshot(path=str(artifacts / "e2e-live-review.png"))
-    rita_ctx.close()
     eddie_ctx.close()
+
+    # The owner approves from a region link; the reviewer's open viewer follows.
+    olga_ctx, olga = open_viewer(browser, setup, "olga", DESKTOP, f"#region={region.pk}")
+    olga.wait_for_selector("#status-buttons button.active[data-status=needs_rerender]")
+    olga.click("#status-buttons button[data-status=approved]")
+    rita.wait_for_selector(f"#region-list li[data-id='{region.pk}'] .status.st-approved", timeout=LIVE_S)
+    olga_ctx.close()
+
+    # A newly published version reaches the open viewer (same tiles, version 2).
+    from webapp.panoramas.models import Pyramid
+
+    v1 = setup["pyr"]
+    v2 = Pyramid.objects.create(
+        panorama=setup["pano"], version=2, path=v1.path, width=v1.width, height=v1.height, tile_size=v1.tile_size,
+        overlap=v1.overlap, format=v1.format, state=Pyramid.State.READY,
+    )  # fmt: skip
+    setup["pano"].published_pyramid = v2
+    setup["pano"].save()
+    rita.wait_for_selector("#published a[href*='?v=2']", timeout=LIVE_S)
+    rita_ctx.close()
 
     # A viewer reads but cannot draw, comment or change a status.
     vera_ctx, vera = open_viewer(browser, setup, "vera", DESKTOP)
@@ -168,9 +200,12 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     ctx.close()
     ctx, page = open_viewer(browser, setup, "rita", DESKTOP, f"#comment={reply.pk}")
     page.wait_for_selector(f"#comment-{reply.pk}.highlight")
-    # The editor's view at desktop size: the figure for docs/viewer.md.
+    # The reviewer's view at desktop size, the image filling the viewer: the figure for docs/viewer.md.
     if os.environ.get("TERAPAN_UPDATE_SCREENSHOTS"):
-        page.evaluate("Terapan.applyView(window.terapan.viewer, {x: 1400, y: 480, z: 0.62}, true)")
+        page.evaluate(
+            f"Terapan.applyView(window.terapan.viewer, {{x: 1500, y: {H / 2}, "
+            f"z: window.terapan.viewer.viewport.getContainerSize().y / {H}}}, true)"
+        )
         wait_drawn(page)
         page.screenshot(path=str(artifacts.parent / "docs" / "images" / "viewer_desktop.png"))
     ctx.close()
@@ -227,21 +262,25 @@ def test_phone_layout_drawing_and_no_traps(browser, setup, artifacts):  # noqa: 
     ctx.close()
 
     # Phone: the image fills the screen, the toolbar is one row, the panel is a drawer.
-    ctx, page = open_viewer(browser, setup, "rita", PHONE, "#x=1500&y=450&z=0.5")
+    ctx, page = open_viewer(browser, setup, "rita", PHONE, has_touch=True, is_mobile=True)
+    page.wait_for_function("() => document.body.dataset.startView === 'band'")
     osd = page.locator("#osd").bounding_box()
     bar = page.locator("#toolbar").bounding_box()
     assert osd["width"] >= 389 and osd["height"] > 700, osd
     assert bar["height"] < 56, bar
     assert page.locator("#review-panel").is_hidden()
     assert no_horizontal_scroll(page)
-    # Drawing on a phone: OpenSeadragon's buttons do not take the pointer while a tool is on.
-    page.click("#draw-tools button[data-tool=rect]")
-    drag(page, osd_point(page, 0.05, 0.05), osd_point(page, 0.5, 0.25))
+    # Drawing with a finger from the top-left corner, where OpenSeadragon's buttons sit on a desktop.
+    page.tap("#draw-tools button[data-tool=rect]")
+    view_before = page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
+    touch_drag(page, osd_point(page, 0.03, 0.03), osd_point(page, 0.6, 0.3))
     page.wait_for_selector("#review-panel #region-list li")
     assert page.locator("#review-panel").is_visible()  # the drawer opened on the new region
     region = Region.objects.get()
-    assert region.w > 100 and region.h > 50
-    page.fill("#comment-body", "From the phone")
+    assert region.w > 100 and region.h > 50, region.bbox
+    assert page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})") == view_before  # drew, did not pan
+    assert not page.evaluate("window.terapan.viewer.isFullPage()")
+    page.fill("#comment-body", "From the phone: the roofs at the left edge are doubled.")
     page.click("#comment-form button[type=submit]")
     page.wait_for_selector("#thread li")
     assert no_horizontal_scroll(page)

@@ -65,7 +65,7 @@ def setup(live_server, settings, tmp_path, django_user_model):
     settings.MEDIA_ROOT = media
     owner = django_user_model.objects.create_user("olga")
     pano = Panorama.objects.create(slug="fjord", title="Fjord 360", is_public=True, owner=owner, wrap=True)
-    users = {}
+    users = {"olga": owner}
     for name, role in (("rita", "reviewer"), ("vera", "viewer"), ("eddie", "editor")):
         users[name] = django_user_model.objects.create_user(name)
         Membership.objects.create(user=users[name], panorama=pano, role=role)
@@ -104,8 +104,8 @@ def setup(live_server, settings, tmp_path, django_user_model):
     return {"url": live_server.url, "pano": pano, "pyr": pyr, "info": info, "cookies": cookies_for}
 
 
-def new_page(browser, cookies=None, size=(1280, 720)):
-    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]})
+def new_page(browser, cookies=None, size=(1280, 720), **context_options):
+    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]}, **context_options)
     if cookies:
         ctx.add_cookies(cookies)
     page = ctx.new_page()
