@@ -85,6 +85,19 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     CONSOLE_ERRORS.clear()
     rita_ctx, rita = open_viewer(browser, setup, "rita", DESKTOP, "#x=1500&y=450&z=0.6")
     eddie_ctx, eddie = open_viewer(browser, setup, "eddie", DESKTOP, "#x=1500&y=450&z=0.6")
+    revalidated: list[str] = []  # idle polls the browser revalidates by ETag (the server's 304 shows as 200 here)
+    eddie.on(
+        "response",
+        lambda r: (
+            "/changes/?since=" in r.url and r.request.all_headers().get("if-none-match") and revalidated.append(r.url)
+        ),
+    )
+
+    for _ in range(40):  # nothing changes yet: the third poll at the latest is conditional
+        if revalidated:
+            break
+        eddie.wait_for_timeout(250)
+    assert revalidated, "no poll was a conditional request"
 
     # Reviewer draws a rectangle (drag) and comments with a mention; "Comment" works right after drawing.
     rita.click("#draw-tools button[data-tool=rect]")
