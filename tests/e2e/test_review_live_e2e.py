@@ -32,6 +32,9 @@ def open_viewer(browser, setup, who, size, hash_="", help_seen=True, **context_o
     wait_drawn(page)
     if who:
         page.wait_for_function("() => document.body.dataset.regionsLoaded !== undefined")
+    if not hash_:  # the start view zooms in once the overview is drawn: wait for its tiles too
+        page.wait_for_function("() => document.body.dataset.startView !== undefined")
+        wait_drawn(page)
     return ctx, page
 
 
@@ -183,8 +186,11 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     rita.wait_for_selector(f"#region-list li[data-id='{region.pk}'] .status.st-approved", timeout=LIVE_S)
     olga_ctx.close()
 
-    # A newly published version reaches the open viewer (same tiles, version 2).
+    # A newly published version reaches the open viewers, a member's and an anonymous visitor's
+    # (same tiles, version 2).
     from webapp.panoramas.models import Pyramid
+
+    anon_ctx, anon = open_viewer(browser, setup, None, DESKTOP)
 
     v1 = setup["pyr"]
     v2 = Pyramid.objects.create(
@@ -194,7 +200,14 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     setup["pano"].published_pyramid = v2
     setup["pano"].save()
     rita.wait_for_selector("#published a[href*='?v=2']", timeout=LIVE_S)
+    # The visitor may only see the published version: the viewer switches to v2 in place, same view.
+    view = anon.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
+    anon.wait_for_function("() => document.body.dataset.version === '2'", timeout=LIVE_S)
+    wait_drawn(anon)
+    assert "/v2/" in anon.evaluate("window.terapan.viewer.world.getItemAt(0).source.tilesUrl")
+    assert anon.evaluate(f"Terapan.readView(window.terapan.viewer, {W})") == view
     rita_ctx.close()
+    anon_ctx.close()
 
     # A viewer reads but cannot draw, comment or change a status.
     vera_ctx, vera = open_viewer(browser, setup, "vera", DESKTOP)

@@ -145,3 +145,19 @@ def test_viewer_page_config_for_live_review(make_pano, client_for):
     assert cfg["cursor"] > 0 and cfg["api"]["changes"].endswith("/changes/")
     assert {"reviewer", "editor", "viewer"} <= set(cfg["members"]) and "outsider" not in cfg["members"]
     assert annos_url(pano) == cfg["api"]["annotations"]
+
+
+def test_published_url_for_everyone_who_may_view(make_pano, client_for):
+    pano = make_pano(public=True, versions=2)
+    url = reverse("viewer:published", kwargs={"slug": pano.slug})
+    first = client_for(None).get(url)
+    pub = pano.published_pyramid
+    assert first.json() == {"published": {"id": pub.pk, "version": pub.version}}
+    assert client_for(None).get(url, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 304
+    other = pano.pyramids.exclude(pk=pub.pk).get()
+    pano.published_pyramid = other
+    pano.save()
+    again = client_for("outsider").get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 200 and again.json()["published"]["version"] == other.version
+    private = make_pano(slug="hidden", public=False)
+    assert client_for(None).get(reverse("viewer:published", kwargs={"slug": private.slug})).status_code == 404

@@ -213,6 +213,10 @@ MATRIX: list[Probe] = [
         "viewer:compare", "GET", lambda w, p: reverse("viewer:compare", kwargs={"slug": _slug(w, p)}),
         _members(200, 404, 404), _all(200),
     ),
+    Probe(
+        "viewer:published", "GET", lambda w, p: reverse("viewer:published", kwargs={"slug": _slug(w, p)}),
+        _members(200, 404, 404), _all(200),
+    ),
     Probe("viewer:dzi", "GET", _dzi, _members(200, 404, 404), _all(200)),
     Probe("viewer:tile", "GET", _tile, _members(200, 404, 404), _all(200)),
     Probe(

@@ -359,7 +359,7 @@
       if (selected === id) { selected = null; detail.hidden = true; setRegionInLink(null); }
     });
     if (data.regions.length || data.deleted.length) renderList();
-    showPublished(data.published);
+    if (T.showPublished) T.showPublished(data.published);
     setUnread(data.unread);
   }
 
@@ -386,20 +386,6 @@
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) { if (polling) clearTimeout(polling); polling = null; poll(); }
   });
-
-  // ---- a new published version ---------------------------------------------
-  let seenPublished = cfg.pyramid ? cfg.pyramid.id : null;
-  function showPublished(pub) {
-    const el = $("published");
-    if (!el || !pub || pub.id === seenPublished) return;
-    if (cfg.pyramid && pub.id === cfg.pyramid.id) { el.hidden = true; return; }
-    el.replaceChildren(text("span", "Version " + pub.version + " was published. "));
-    const a = text("a", "Open v" + pub.version);
-    a.href = window.location.pathname + "?v=" + pub.version + window.location.hash;
-    el.appendChild(a);
-    el.appendChild(button("\u00d7", "link", function () { el.hidden = true; seenPublished = pub.id; }));
-    el.hidden = false;
-  }
 
   // ---- notifications -------------------------------------------------------
   const notifButton = $("notif-button");

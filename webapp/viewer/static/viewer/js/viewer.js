@@ -171,6 +171,56 @@
     });
   }
 
+  /* A newly published version: a note with a link to it. Members learn it from
+     the review poll (review.js); everyone else polls the small published URL. */
+  let seenPublished = cfg.publishedId;
+  T.showPublished = function (pub) {
+    const el = document.getElementById("published");
+    if (!el || !pub || pub.id === seenPublished) return;
+    seenPublished = pub.id;
+    if (pub.id === pyr.id) { el.hidden = true; return; }
+    el.replaceChildren(document.createTextNode("Version " + pub.version + " was published. "));
+    const a = document.createElement("a");
+    a.textContent = "Open v" + pub.version;
+    a.href = window.location.pathname + "?v=" + pub.version + window.location.hash;
+    a.addEventListener("click", function () { a.href = window.location.pathname + "?v=" + pub.version + window.location.hash; });
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "link";
+    close.textContent = "\u00d7";
+    close.setAttribute("aria-label", "dismiss");
+    close.addEventListener("click", function () { el.hidden = true; });
+    el.append(a, close);
+    el.hidden = false;
+  };
+  /* Visitors who are not members may only see the published version: when it
+     changes, the viewer switches to it in place, keeping the view. */
+  function switchTo(pub) {
+    if (!pub || pub.id === pyr.id) return;
+    writeHash();
+    Object.assign(pyr, pub);
+    seenPublished = pub.id;
+    viewer.open(pub.dzi);
+    const el = document.getElementById("published");
+    if (el) {
+      el.replaceChildren(document.createTextNode("Now showing version " + pub.version + ", just published."));
+      el.hidden = false;
+      setTimeout(function () { el.hidden = true; }, 6000);
+    }
+    document.body.dataset.version = String(pub.version);
+  }
+  if (!cfg.member && cfg.published) {
+    const PUBLISHED_POLL_MS = 5000;
+    (function pollPublished() {
+      setTimeout(async function () {
+        if (!document.hidden) {
+          try { switchTo((await T.api(cfg.published)).published); } catch (e) { /* next time */ }
+        }
+        pollPublished();
+      }, PUBLISHED_POLL_MS);
+    })();
+  }
+
   // Work in progress: stack footprints coloured by status, polled while shown.
   const wipToggle = document.getElementById("wip-toggle");
   const legend = document.getElementById("wip-legend");
