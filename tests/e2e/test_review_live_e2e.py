@@ -24,6 +24,15 @@ DESKTOP, PHONE = (1440, 900), (390, 844)
 LIVE_S = 10_000  # a second viewer must see changes within 10 s
 
 
+@pytest.fixture(autouse=True)
+def _own_console_and_contexts(browser):
+    """Each test judges its own console; pages left open (a failed test) do not poll into the next."""
+    CONSOLE_ERRORS.clear()
+    yield
+    for ctx in list(browser.contexts):
+        ctx.close()
+
+
 def open_viewer(browser, setup, who, size, hash_="", help_seen=True, **context_options):  # noqa: F811
     ctx, page = new_page(browser, setup["cookies"](who) if who else None, size=size, **context_options)
     if help_seen:  # the help overlay is tested once; elsewhere it is already dismissed
@@ -203,8 +212,10 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     # The visitor may only see the published version: the viewer switches to v2 in place, same view.
     view = anon.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
     anon.wait_for_function("() => document.body.dataset.version === '2'", timeout=LIVE_S)
+    anon.wait_for_function(
+        "() => { const i = window.terapan.viewer.world.getItemAt(0); return i && i.source.tilesUrl.includes('/v2/'); }"
+    )
     wait_drawn(anon)
-    assert "/v2/" in anon.evaluate("window.terapan.viewer.world.getItemAt(0).source.tilesUrl")
     assert anon.evaluate(f"Terapan.readView(window.terapan.viewer, {W})") == view
     rita_ctx.close()
     anon_ctx.close()

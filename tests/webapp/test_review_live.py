@@ -152,7 +152,9 @@ def test_published_url_for_everyone_who_may_view(make_pano, client_for):
     url = reverse("viewer:published", kwargs={"slug": pano.slug})
     first = client_for(None).get(url)
     pub = pano.published_pyramid
-    assert first.json() == {"published": {"id": pub.pk, "version": pub.version}}
+    got = first.json()["published"]
+    assert (got["id"], got["version"], got["width"]) == (pub.pk, pub.version, pub.width)
+    assert got["dzi"] == reverse("viewer:dzi", kwargs={"pyramid_id": pub.pk, "version": pub.version})
     assert client_for(None).get(url, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 304
     other = pano.pyramids.exclude(pk=pub.pk).get()
     pano.published_pyramid = other
