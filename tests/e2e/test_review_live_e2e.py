@@ -174,6 +174,18 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     poly = Region.objects.order_by("-pk").first()
     assert "polygon" in poly.target["selector"]["value"] and poly.target["selector"]["type"] == "SvgSelector"
     assert poly.w > 80 and poly.h > 50, poly.bbox
+    # Moving one of its points is saved too.
+    rita.wait_for_function(f"() => document.getElementById('detail-title').textContent.startsWith('Region #{poly.pk}')")
+    handles = rita.locator(".a9s-annotation.selected .a9s-handle")
+    handles.first.wait_for()
+    saves = int(rita.evaluate("Number(document.body.dataset.shapeSaves || 0)"))
+    top_left = min((handles.nth(i).bounding_box() for i in range(handles.count())), key=lambda b: b["x"] + b["y"])
+    start = (top_left["x"] + top_left["width"] / 2, top_left["y"] + top_left["height"] / 2)
+    drag(rita, start, (start[0] - 50, start[1] - 40))
+    rita.wait_for_function(f"() => Number(document.body.dataset.shapeSaves || 0) > {saves}")
+    moved = Region.objects.get(pk=poly.pk)
+    assert moved.target["selector"]["value"] != poly.target["selector"]["value"]
+    assert moved.x < poly.x - 20 and moved.y < poly.y - 15, (poly.bbox, moved.bbox)
     eddie.wait_for_function("() => document.body.dataset.regions === '2'", timeout=LIVE_S)
 
     # Editing one's own comment.
