@@ -253,7 +253,7 @@ def test_viewer_end_to_end(browser, setup, artifacts):
         shutil.copyfile(shot, docs)
     # Allowed: the 403 probe above and Chromium's own favicon request. (The
     # "e.getAttribute is not a function" error after drawing is gone: review.js
-    # lets Annotorious finish the gesture before replacing the new shape.)
+    # drops the drawn selection before saving it; the old code fails here.)
     errors = [e for e in CONSOLE_ERRORS if "403" not in e and not e.startswith("Failed to load resource")]
     assert not errors, errors
     assert time.monotonic() - t0 < 60

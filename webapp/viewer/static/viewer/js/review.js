@@ -456,8 +456,9 @@
     anno.on("createSelection", async function (selection) {
       showError("");
       const target = JSON.parse(JSON.stringify(selection.target));
-      // Let Annotorious finish its own handling of the gesture before the shape is replaced.
-      await new Promise(function (resolve) { setTimeout(resolve, 0); });
+      // Drop the drawn selection and leave drawing mode before the round trip: a
+      // selection left live while the request runs made Annotorious throw
+      // "e.getAttribute is not a function" on the next pointer move (to "Comment").
       anno.cancelSelected();
       setTool(null);
       try {
