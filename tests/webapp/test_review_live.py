@@ -163,3 +163,15 @@ def test_published_url_for_everyone_who_may_view(make_pano, client_for):
     assert again.status_code == 200 and again.json()["published"]["version"] == other.version
     private = make_pano(slug="hidden", public=False)
     assert client_for(None).get(reverse("viewer:published", kwargs={"slug": private.slug})).status_code == 404
+
+
+def test_removed_member_no_longer_reads_their_notifications(make_pano, client_for, users):
+    from webapp.panoramas.models import Membership
+
+    pano = make_pano(public=False)
+    rid = make_region(client_for, pano)["terapan"]["id"]
+    post(client_for("reviewer"), comments_url(rid), {"body": "@viewer see the roof"})
+    assert client_for("viewer").get(reverse("review:notifications")).json()["unread"] == 1
+    Membership.objects.filter(user=users["viewer"], panorama=pano).delete()
+    gone = client_for("viewer").get(reverse("review:notifications")).json()
+    assert gone == {"unread": 0, "items": []}

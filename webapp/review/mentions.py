@@ -35,12 +35,13 @@ def members(panorama: Panorama) -> list[Any]:
     )
 
 
-def mentioned(text: str, panorama: Panorama) -> list[Any]:
-    """Members named as @username in TEXT (trailing dots ignored, case-insensitive)."""
+def mentioned(text: str, panorama: Panorama, team: list[Any] | None = None) -> list[Any]:
+    """Members (TEAM, default: the panorama's) named as @username in TEXT
+    (trailing dots ignored, case-insensitive)."""
     names = {m.group(1).rstrip(".").lower() for m in MENTION_RE.finditer(text)}
     if not names:
         return []
-    return [u for u in members(panorama) if u.get_username().lower() in names]
+    return [u for u in (team if team is not None else members(panorama)) if u.get_username().lower() in names]
 
 
 def comment_url(comment: Comment, request: Any = None) -> str:
@@ -54,9 +55,10 @@ def notify(comment: Comment, request: Any = None) -> list[Notification]:
     Idempotent: editing a comment notifies only members newly mentioned.
     """
     pano = comment.region.panorama
-    targets: list[tuple[Any, str]] = [(u, Notification.Kind.MENTION) for u in mentioned(comment.body, pano)]
+    team = members(pano)
+    targets: list[tuple[Any, str]] = [(u, Notification.Kind.MENTION) for u in mentioned(comment.body, pano, team)]
     parent = comment.parent
-    if parent is not None and parent.author is not None and parent.author.is_active:
+    if parent is not None and parent.author_id in {u.pk for u in team}:  # only members hear of replies
         targets.append((parent.author, Notification.Kind.REPLY))
     made = []
     seen: set[int] = set()

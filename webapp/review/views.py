@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -364,7 +364,7 @@ def changes(request: HttpRequest, slug: str) -> HttpResponse:
         raise ApiError(400, "since must be an integer cursor")
     cursor = review_changes.latest(pano.pk)
     pub = pano.published_pyramid
-    unread = Notification.objects.filter(user=request.user, read__isnull=True).count()
+    unread = _my_notifications(request.user).filter(read__isnull=True).count()
     etag = f'W/"{since}-{cursor}-{pano.published_pyramid_id}-{unread}"'
     if request.headers.get("If-None-Match") == etag:
         resp: HttpResponse = HttpResponseNotModified()
@@ -394,12 +394,22 @@ def changes(request: HttpRequest, slug: str) -> HttpResponse:
     return resp
 
 
+def _my_notifications(user: Any):
+    """USER's notifications on panoramas they are still a member of (a removed
+    member no longer reads those comments)."""
+    qs = Notification.objects.filter(user=user)
+    if user.is_superuser and user.is_staff:
+        return qs
+    still = Q(comment__region__panorama__owner=user) | Q(comment__region__panorama__memberships__user=user)
+    return qs.filter(pk__in=Notification.objects.filter(still, user=user).values("pk"))
+
+
 @api(["GET"])
 def notifications(request: HttpRequest) -> JsonResponse:
     """The signed-in user's latest notifications (mentions, replies) and unread count."""
     if not request.user.is_authenticated:
         raise ApiError(403, "sign in to see your notifications")
-    qs = Notification.objects.filter(user=request.user).select_related("comment__author", "comment__region__panorama")
+    qs = _my_notifications(request.user).select_related("comment__author", "comment__region__panorama")
     items = []
     for n in qs[:50]:
         c = n.comment
@@ -417,7 +427,7 @@ def notifications(request: HttpRequest) -> JsonResponse:
                 "url": mentions.comment_url(c),
             }
         )
-    unread = Notification.objects.filter(user=request.user, read__isnull=True).count()
+    unread = _my_notifications(request.user).filter(read__isnull=True).count()
     return JsonResponse({"unread": unread, "items": items})
 
 
@@ -427,7 +437,7 @@ def notifications_read(request: HttpRequest) -> JsonResponse:
     if not request.user.is_authenticated:
         raise ApiError(403, "sign in to see your notifications")
     data = _json_body(request)
-    qs = Notification.objects.filter(user=request.user, read__isnull=True)
+    qs = _my_notifications(request.user).filter(read__isnull=True)
     if data.get("all") is True:
         pass
     elif isinstance(data.get("ids"), list) and all(isinstance(i, int) and not isinstance(i, bool) for i in data["ids"]):
@@ -435,7 +445,7 @@ def notifications_read(request: HttpRequest) -> JsonResponse:
     else:
         raise ApiError(400, 'send {"ids": [notification ids]} or {"all": true}')
     marked = qs.update(read=timezone.now())
-    unread = Notification.objects.filter(user=request.user, read__isnull=True).count()
+    unread = _my_notifications(request.user).filter(read__isnull=True).count()
     return JsonResponse({"marked": marked, "unread": unread})
 
 
