@@ -245,6 +245,10 @@ def _anon_only(anon: int, others: int) -> dict[str | None, int]:
     return {**dict.fromkeys(SIGNED_IN, others), None: anon}
 
 
+def _comment_url(w: World, p: str) -> str:
+    return reverse("review:comment", kwargs={"pk": w.region(p).comments.get().pk})
+
+
 # Private panoramas: outsiders and anonymous users learn nothing (404; pages send
 # anonymous users to the login). Public ones: anyone sees the published
 # pyramid; the review API stays members-only (403).
@@ -256,6 +260,10 @@ MATRIX: list[Probe] = [
     ),
     Probe(
         "viewer:compare", "GET", lambda w, p: reverse("viewer:compare", kwargs={"slug": _slug(w, p)}),
+        _members(200, 404, 404), _all(200),
+    ),
+    Probe(
+        "viewer:published", "GET", lambda w, p: reverse("viewer:published", kwargs={"slug": _slug(w, p)}),
         _members(200, 404, 404), _all(200),
     ),
     Probe("viewer:dzi", "GET", _dzi, _members(200, 404, 404), _all(200)),
@@ -371,6 +379,29 @@ MATRIX: list[Probe] = [
         "accounts:revoke", "POST",
         lambda w, p: reverse("accounts:revoke", kwargs={"slug": _slug(w, p), "pk": w.fresh_invitation(p)[0].pk}),
         _ranked(302, "owner", 404, 302), _ranked(302, "owner", 404, 302), body={}, redirect=("/p/", "/accounts/login/"),
+    ),
+    Probe(
+        "review:changes", "GET", lambda w, p: reverse("review:changes", kwargs={"slug": _slug(w, p)}) + "?since=0",
+        _members(200, 404, 404), _members(200, 403, 403),
+    ),
+    Probe(
+        "review:comment", "GET", _comment_url,
+        _members(200, 404, 404), _members(200, 403, 403),
+    ),
+    # Only a comment's author (the reviewer here) edits it, whatever the others' rank.
+    Probe(
+        "review:comment", "PATCH", _comment_url,
+        {**_members(403, 404, 404), "reviewer": 200}, {**_members(403, 403, 403), "reviewer": 200},
+        body={"body": "edited"},
+    ),
+    # A user's own notifications: any signed-in user, whatever the panorama.
+    Probe(
+        "review:notifications", "GET", lambda w, p: reverse("review:notifications"),
+        {**_all(200), None: 403}, {**_all(200), None: 403},
+    ),
+    Probe(
+        "review:notifications_read", "POST", lambda w, p: reverse("review:notifications_read"),
+        {**_all(200), None: 403}, {**_all(200), None: 403}, body={"all": True},
     ),
     Probe("ingest:index", "GET", lambda w, p: reverse("ingest:index"), _staff_only(), _staff_only()),
     Probe(

@@ -4,12 +4,13 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import Comment, Region
+from .models import Comment, Notification, Region
 
 
 class CommentInline(admin.TabularInline):
     model = Comment
     extra = 0
+    raw_id_fields = ("parent",)
 
 
 @admin.register(Region)
@@ -50,3 +51,11 @@ class RegionAdmin(admin.ModelAdmin):
 @admin.register(Comment)
 class CommentAdmin(admin.ModelAdmin):
     list_display = ("id", "region", "author", "created")
+    raw_id_fields = ("parent",)
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ("id", "user", "kind", "comment", "created", "read")
+    list_filter = ("kind",)
+    raw_id_fields = ("user", "comment")

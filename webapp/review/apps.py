@@ -6,3 +6,8 @@ class ReviewConfig(AppConfig):
     label = "review"
     verbose_name = "Collaborative review"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import changes
+
+        changes.connect()

@@ -13,18 +13,21 @@ from collections import Counter
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
-from django.http import HttpRequest, JsonResponse
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from webapp.panoramas.models import Panorama, Pyramid, Stack
 from webapp.viewer.permissions import RANK, can_view, role_of
 
+from . import changes as review_changes
+from . import mentions
 from .geometry import GeometryError, parse_target
-from .models import Comment, Region
+from .models import Comment, Notification, Region, ReviewChange
 from .signals import rerender_requested
 
 MAX_BODY_BYTES = 64 * 1024
@@ -44,11 +47,11 @@ def _err(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def api(methods: list[str]):
-    """JSON view: allowed methods, no caching, ApiError -> JSON error response."""
+def api(methods: list[str], revalidate: bool = False):
+    """JSON view: allowed methods, ApiError -> JSON error response; never cached,
+    or (REVALIDATE) cached privately but revalidated by ETag on every use."""
 
     def deco(fn):
-        @never_cache
         @require_http_methods(methods)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any):
             try:
@@ -58,7 +61,9 @@ def api(methods: list[str]):
 
         wrapper.__name__ = fn.__name__
         wrapper.__doc__ = fn.__doc__
-        return wrapper
+        if revalidate:
+            return wrapper
+        return never_cache(wrapper)
 
     return deco
 
@@ -143,12 +148,16 @@ def _name(user: Any) -> str | None:
     return user.get_username() if user is not None else None
 
 
-def _comment_json(c: Comment) -> dict[str, Any]:
+def _comment_json(c: Comment, request: HttpRequest | None = None) -> dict[str, Any]:
     return {
         "id": c.pk,
+        "region": c.region_id,
+        "parent": c.parent_id,
         "author": _name(c.author),
         "body": c.body,
         "created": c.created.isoformat(),
+        "edited": c.edited.isoformat() if c.edited else None,
+        "canEdit": bool(request is not None and c.author_id is not None and c.author_id == request.user.pk),
     }
 
 
@@ -286,16 +295,158 @@ def comments(request: HttpRequest, pk: int) -> JsonResponse:
     region = _region_or_404(pk)
     if request.method == "GET":
         _require(request, region.panorama, "viewer")
-        items = [_comment_json(c) for c in region.comments.select_related("author")]
+        items = [_comment_json(c, request) for c in region.comments.select_related("author")]
         return JsonResponse({"region": region.pk, "items": items})
     _require(request, region.panorama, "reviewer")
     data = _json_body(request)
     text = _clean_text(data.get("body"))
+    parent = _parent_comment(region, data.get("parent"))
     if region.comments.count() >= 1000:
         raise ApiError(400, "too many comments on this region")
-    c = Comment.objects.create(region=region, author=request.user, body=text)
-    Region.objects.filter(pk=region.pk).update(updated=c.created)
-    return JsonResponse(_comment_json(c), status=201)
+    with transaction.atomic():
+        c = Comment.objects.create(region=region, parent=parent, author=request.user, body=text)
+        Region.objects.filter(pk=region.pk).update(updated=c.created)
+        mentions.notify(c, request)
+    return JsonResponse(_comment_json(c, request), status=201)
+
+
+def _parent_comment(region: Region, raw: Any) -> Comment | None:
+    """The comment replied to: None, or the id of a comment on the same region."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ApiError(400, "parent must be a comment id (integer)")
+    parent = region.comments.select_related("author").filter(pk=raw).first()
+    if parent is None:
+        raise ApiError(400, f"comment {raw} is not on region #{region.pk}")
+    return parent
+
+
+@api(["GET", "PATCH"])
+def comment(request: HttpRequest, pk: int) -> JsonResponse:
+    """One comment: read (viewer+), edit its text (its author, still a reviewer)."""
+    c = get_object_or_404(Comment.objects.select_related("region__panorama", "author", "parent__author"), pk=pk)
+    pano = c.region.panorama
+    if request.method == "GET":
+        _require(request, pano, "viewer")
+        return JsonResponse(_comment_json(c, request))
+    _require(request, pano, "reviewer")
+    if c.author_id is None or c.author_id != request.user.pk:
+        raise ApiError(403, "only the comment's author can edit it")
+    text = _clean_text(_json_body(request).get("body"))
+    with transaction.atomic():
+        c.body, c.edited = text, timezone.now()
+        c.save(update_fields=["body", "edited"])
+        mentions.notify(c, request)
+    return JsonResponse(_comment_json(c, request))
+
+
+MAX_CHANGED_REGIONS = 500
+
+
+@api(["GET"], revalidate=True)
+def changes(request: HttpRequest, slug: str) -> HttpResponse:
+    """What changed on the panorama's review since ?since=CURSOR (viewer+).
+
+    Changed regions come back whole (as in the list), deleted ones by id; also
+    the published version and the caller's unread notifications, so one cheap
+    poll keeps a viewer current. ETag/304 when nothing changed; "reload": true
+    when the cursor is unknown or too far behind to catch up by difference.
+    """
+    pano = get_object_or_404(Panorama.objects.select_related("published_pyramid"), slug=slug)
+    role = _require(request, pano, "viewer")
+    raw = request.GET.get("since", "")
+    try:
+        since = int(raw) if raw else None
+    except ValueError as e:
+        raise ApiError(400, "since must be an integer cursor") from e
+    if since is not None and since < 0:
+        raise ApiError(400, "since must be an integer cursor")
+    cursor = review_changes.latest(pano.pk)
+    pub = pano.published_pyramid
+    unread = _my_notifications(request.user).filter(read__isnull=True).count()
+    etag = f'W/"{since}-{cursor}-{pano.published_pyramid_id}-{unread}"'
+    if request.headers.get("If-None-Match") == etag:
+        resp: HttpResponse = HttpResponseNotModified()
+    else:
+        body: dict[str, Any] = {
+            "cursor": cursor,
+            "published": {"id": pub.pk, "version": pub.version} if pub else None,
+            "unread": unread,
+            "regions": [],
+            "deleted": [],
+            "reload": since is not None and since > cursor,
+        }
+        if since is not None and since < cursor:
+            rows = ReviewChange.objects.filter(panorama=pano, id__gt=since, id__lte=cursor)
+            ids = set(rows.values_list("region_id", flat=True).distinct()[: MAX_CHANGED_REGIONS + 1])
+            if len(ids) > MAX_CHANGED_REGIONS:
+                body["reload"] = True
+            else:
+                qs = pano.regions.filter(pk__in=ids).select_related("author", "panorama")
+                qs = qs.prefetch_related("comments__author")
+                pyramids = {p.version: p for p in pano.pyramids.all()}
+                body["regions"] = [annotation_json(request, r, role, list(r.comments.all()), pyramids) for r in qs]
+                body["deleted"] = sorted(ids - {r["terapan"]["id"] for r in body["regions"]})
+        resp = JsonResponse(body)
+    resp["ETag"] = etag
+    resp["Cache-Control"] = "private, no-cache"
+    return resp
+
+
+def _my_notifications(user: Any):
+    """USER's notifications on panoramas they are still a member of (a removed
+    member no longer reads those comments)."""
+    qs = Notification.objects.filter(user=user)
+    if user.is_superuser and user.is_staff:
+        return qs
+    still = Q(comment__region__panorama__owner=user) | Q(comment__region__panorama__memberships__user=user)
+    return qs.filter(pk__in=Notification.objects.filter(still, user=user).values("pk"))
+
+
+@api(["GET"])
+def notifications(request: HttpRequest) -> JsonResponse:
+    """The signed-in user's latest notifications (mentions, replies) and unread count."""
+    if not request.user.is_authenticated:
+        raise ApiError(403, "sign in to see your notifications")
+    qs = _my_notifications(request.user).select_related("comment__author", "comment__region__panorama")
+    items = []
+    for n in qs[:50]:
+        c = n.comment
+        items.append(
+            {
+                "id": n.pk,
+                "kind": n.kind,
+                "read": n.read is not None,
+                "created": n.created.isoformat(),
+                "panorama": c.region.panorama.slug,
+                "region": c.region_id,
+                "comment": c.pk,
+                "author": _name(c.author),
+                "excerpt": c.body[:140],
+                "url": mentions.comment_url(c),
+            }
+        )
+    unread = _my_notifications(request.user).filter(read__isnull=True).count()
+    return JsonResponse({"unread": unread, "items": items})
+
+
+@api(["POST"])
+def notifications_read(request: HttpRequest) -> JsonResponse:
+    """Mark notifications read: {"ids": [..]} or {"all": true}."""
+    if not request.user.is_authenticated:
+        raise ApiError(403, "sign in to see your notifications")
+    data = _json_body(request)
+    qs = _my_notifications(request.user).filter(read__isnull=True)
+    if data.get("all") is True:
+        pass
+    elif isinstance(data.get("ids"), list) and all(isinstance(i, int) and not isinstance(i, bool) for i in data["ids"]):
+        qs = qs.filter(pk__in=data["ids"][:500])
+    else:
+        raise ApiError(400, 'send {"ids": [notification ids]} or {"all": true}')
+    marked = qs.update(read=timezone.now())
+    unread = _my_notifications(request.user).filter(read__isnull=True).count()
+    return JsonResponse({"marked": marked, "unread": unread})
 
 
 @api(["POST"])

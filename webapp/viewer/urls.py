@@ -22,6 +22,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("p/<slug:slug>/", views.panorama, name="panorama"),
     path("p/<slug:slug>/compare/", views.compare, name="compare"),
+    path("p/<slug:slug>/published/", views.published, name="published"),
     path("tiles/<int:pyramid_id>/v<int:version>/image.dzi", tiles.dzi, name="dzi"),
     path(
         "tiles/<int:pyramid_id>/v<int:version>/image_files/<int:level>/<int:col>_<int:row>.<tilefmt:fmt>",

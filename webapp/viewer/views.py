@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
 from django.urls import reverse
@@ -13,6 +13,8 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
 from webapp.panoramas.models import Panorama, Pyramid
+from webapp.review import changes as review_changes
+from webapp.review import mentions
 
 from .permissions import (
     can_edit,
@@ -118,10 +120,19 @@ def panorama(request: HttpRequest, slug: str) -> HttpResponse:
             "comments": reverse("review:comments", kwargs={"pk": 0}).replace("/0/", "/{id}/"),
             "status": reverse("review:status", kwargs={"pk": 0}).replace("/0/", "/{id}/"),
             "stacks": reverse("review:stacks", kwargs={"slug": pano.slug}),
+            "changes": reverse("review:changes", kwargs={"slug": pano.slug}),
+            "comment": reverse("review:comment", kwargs={"pk": 0}).replace("/0/", "/{id}/"),
+            "notifications": reverse("review:notifications"),
+            "notificationsRead": reverse("review:notifications_read"),
         }
         if member
         else None,
+        # Live review starts polling from here, so nothing made after this page is missed.
+        "cursor": review_changes.latest(pano.pk) if member else 0,
+        "members": [u.get_username() for u in mentions.members(pano)] if member else [],
         "compare": reverse("viewer:compare", kwargs={"slug": pano.slug}) if member and len(pyramids) > 1 else None,
+        "published": reverse("viewer:published", kwargs={"slug": pano.slug}),
+        "publishedId": pano.published_pyramid_id,
     }
     return render(
         request,
@@ -152,3 +163,21 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
         "versions": [_pyramid_info(p) for p in pyramids],
     }
     return render(request, "viewer/compare.html", {"pano": pano, "a": a, "b": b, "config": config})
+
+
+@require_safe
+def published(request: HttpRequest, slug: str) -> HttpResponse:
+    """The published version, for open viewers that are not members (members
+    learn it from the review changes poll; others switch to it, since the old
+    version's tiles are members-only): {"id", "version", "dzi", ...} or null, ETag/304."""
+    pano = _pano_or_deny(request, slug)
+    pyr = pano.published_pyramid
+    ready = pyr is not None and pyr.state == Pyramid.State.READY
+    etag = f'W/"published-{pyr.pk if ready else 0}"'
+    if request.headers.get("If-None-Match") == etag:
+        resp: HttpResponse = HttpResponseNotModified()
+    else:
+        resp = JsonResponse({"published": _pyramid_info(pyr) if ready else None})
+    resp["ETag"] = etag
+    resp["Cache-Control"] = "private, no-cache"
+    return resp

@@ -25,6 +25,34 @@
   a.addHandler("viewport-change", sync(a, b));
   b.addHandler("viewport-change", sync(b, a));
 
+  // The link's view (#x=..&y=..&z=.., clamped) once both are open; the link follows the view.
+  let opened = 0;
+  function onOpen() {
+    if (++opened < 2) return;
+    const v = T.parseHash();
+    if (v) T.applyView(a, v, true);
+    sync(a, b)();
+    if (readout) readout.textContent = T.formatZoom(T.imageZoom(a));
+    document.body.dataset.osdOpen = "1";
+  }
+  a.addHandler("open", onOpen);
+  b.addHandler("open", onOpen);
+  a.addHandler("animation-finish", function () {
+    if (opened < 2) return;
+    const h = T.formatHash(T.readView(a, cfg.a.width));
+    if (window.location.hash !== h) history.replaceState(null, "", window.location.pathname + window.location.search + h);
+  });
+  window.addEventListener("hashchange", function () {
+    const v = T.parseHash();
+    if (v) T.applyView(a, v, false);
+  });
+  // Changing the versions keeps the view.
+  const pick = document.querySelector(".toolbar form");
+  if (pick) pick.addEventListener("submit", function (e) {
+    e.preventDefault();
+    window.location.href = "?" + new URLSearchParams(new FormData(pick)).toString() + window.location.hash;
+  });
+
   const slider = document.getElementById("curtain");
   function clip() {
     const pct = slider.value + "%";
