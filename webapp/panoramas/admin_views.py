@@ -1,6 +1,9 @@
 """Admin pages for re-rendering: a confirmation page, then live progress.
 
-Staff only (wrapped by admin_site.admin_view), POST with CSRF to act.
+Staff only (wrapped by admin_site.admin_view), POST with CSRF to act. Each page
+also checks Django's model permission and the role on that panorama: reading
+progress needs the viewer role, re-rendering, retrying and rollback the editor
+role. Malformed input gets a 400 with the reason.
 """
 
 from __future__ import annotations
@@ -10,29 +13,39 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
 
 from .models import Job, Panorama, Pyramid, Stack, Status
-from .pipeline import cancel_job
+from .pipeline import cancel_job, is_live, resume_chain
 from .rerender import RerenderError, describe, execute, parse_param_overrides, plan_rerender
+from .roles import has_role, require_role
+
+MAX_IDS = 10_000
 
 
 def _ids(raw: str) -> list[int]:
     try:
-        return [int(x) for x in raw.split(",") if x.strip()]
+        ids = [int(x) for x in raw.split(",") if x.strip()]
     except ValueError as e:
-        raise RerenderError(f"bad id list {raw!r}") from e
+        raise RerenderError(f"bad id list {raw[:100]!r}: give numbers separated by commas") from e
+    if len(ids) > MAX_IDS or any(i < 1 or i > 2**62 for i in ids):
+        raise RerenderError("bad id list: ids out of range or too many")
+    return ids
 
 
 def _region(raw: str) -> tuple[int, int, int, int]:
+    import math
+
     try:
-        x, y, w, h = (int(float(v)) for v in raw.split(","))
+        values = [float(v) for v in raw.split(",")]
     except ValueError as e:
         raise RerenderError("region must be X,Y,W,H in panorama pixels") from e
+    if len(values) != 4 or not all(math.isfinite(v) and abs(v) < 2**53 for v in values):
+        raise RerenderError("region must be four finite numbers X,Y,W,H in panorama pixels")
+    x, y, w, h = (int(v) for v in values)
     return x, y, w, h
 
 
@@ -42,7 +55,10 @@ def _plan_from(request: HttpRequest, pano: Panorama, data: Any):
     if data.get("region_id"):
         from webapp.review.models import Region
 
-        r = get_object_or_404(Region, pk=int(data["region_id"]), panorama=pano)
+        raw = str(data["region_id"]).strip()
+        if not raw.isdigit() or len(raw) > 18:
+            raise RerenderError(f"region_id must be a number, not {raw[:50]!r}")
+        r = get_object_or_404(Region, pk=int(raw), panorama=pano)
         region = (int(r.x), int(r.y), int(r.w), int(r.h))
     elif data.get("region"):
         region = _region(data["region"])
@@ -55,12 +71,12 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
     pano = get_object_or_404(Panorama, pk=pk)
     if not request.user.has_perm("panoramas.change_stack"):
         raise PermissionDenied
+    require_role(request.user, pano, "editor")
     data = request.POST if request.method == "POST" else request.GET
     try:
         plan = _plan_from(request, pano, data)
     except RerenderError as e:
-        messages.error(request, str(e))
-        return redirect(reverse("admin:panoramas_panorama_change", args=[pano.pk]))
+        return HttpResponseBadRequest(f"cannot re-render {pano.slug}: {e}", content_type="text/plain")
     if request.method == "POST" and data.get("confirm") == "yes":
         chain = execute(plan)
         messages.success(request, f"Queued {len(chain.stack_jobs)} stack job(s) and the partial chain.")
@@ -79,12 +95,15 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
 
 def progress_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
     pano = get_object_or_404(Panorama, pk=pk)
+    require_role(request.user, pano, "viewer")
     ctx = {**site.each_context(request), "title": f"Jobs of {pano}", "panorama": pano, "opts": Panorama._meta}
     return TemplateResponse(request, "admin/panoramas/progress.html", ctx)
 
 
 def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonResponse:
     pano = get_object_or_404(Panorama, pk=pk)
+    require_role(request.user, pano, "viewer")
+    may_retry = request.user.has_perm("panoramas.change_job") and has_role(request.user, pano, "editor")
     jobs = Job.objects.filter(panorama=pano).select_related("stack").order_by("-created")[:100]
     return JsonResponse(
         {
@@ -103,7 +122,7 @@ def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonRespons
                     "attempts": j.attempts,
                     "log": j.log[-2000:],
                     "retry_url": reverse("admin:panoramas_job_retry", args=[j.pk])
-                    if j.status == Status.FAILED
+                    if may_retry and is_stuck(j)
                     else None,
                 }
                 for j in jobs
@@ -112,39 +131,53 @@ def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonRespons
     )
 
 
-@require_http_methods(["POST"])
+def is_stuck(job: Job) -> bool:
+    """Failed, canceled, or queued/running with nothing in RQ that will run it."""
+    if job.status in (Status.FAILED, Status.CANCELED):
+        return True
+    return job.status in (Status.QUEUED, Status.RUNNING, Status.PENDING) and not is_live(job)
+
+
 def retry_job_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job, pk=pk)
-    if not request.user.has_perm("panoramas.change_stack"):
+    if request.method != "POST":
+        return HttpResponse("POST to retry a job", status=405, headers={"Allow": "POST"})
+    job = get_object_or_404(Job.objects.select_related("panorama", "stack__subpanorama__panorama"), pk=pk)
+    if not request.user.has_perm("panoramas.change_job"):
         raise PermissionDenied
-    retry_jobs([job])
-    messages.success(request, f"Job #{job.pk} queued again.")
-    return redirect(request.META.get("HTTP_REFERER") or reverse("admin:panoramas_job_changelist"))
+    require_role(request.user, _job_panorama(job), "editor")
+    n = retry_jobs([job])
+    if n:
+        messages.success(request, f"Job #{job.pk}: {n} job(s) of its chain queued again.")
+    else:
+        messages.info(request, f"Job #{job.pk} is done or still running: nothing queued again.")
+    back = reverse("admin:panoramas_job_changelist")
+    if job.panorama_id:
+        back = reverse("admin:panoramas_panorama_progress", args=[job.panorama_id])
+    return redirect(back)
+
+
+def _job_panorama(job: Job) -> Panorama | None:
+    return job.panorama or (job.stack.subpanorama.panorama if job.stack else None)
 
 
 def retry_jobs(jobs: list[Job]) -> int:
-    """Re-queue failed jobs: a stack alone, or a composite/pyramid step again."""
-    from .pipeline import enqueue_render
-
+    """Resume the chain of each stuck job (failed, canceled, or lost by RQ):
+    its unfinished jobs are queued again under their own ids, so retrying
+    several jobs of one chain resumes it once and never starts a second one."""
     n = 0
     for job in jobs:
-        if job.status not in (Status.FAILED, Status.CANCELED):
+        job.refresh_from_db()
+        if job.status == Status.DONE or not is_stuck(job):
             continue
-        pano = job.panorama or (job.stack.panorama if job.stack else None)
-        if pano is None:
-            continue
-        if job.kind == Job.Kind.STACK and job.stack is not None:
-            enqueue_render(pano, [job.stack])
-        else:
-            enqueue_render(pano, [], partial=job.params if "region" in job.params else None)
-        n += 1
+        n += resume_chain(job)
     return n
 
 
 def rollback_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
-    pyr = get_object_or_404(Pyramid, pk=pk)
+    pyr = get_object_or_404(Pyramid.objects.select_related("panorama"), pk=pk)
     if not request.user.has_perm("panoramas.change_panorama"):
         raise PermissionDenied
+    require_role(request.user, pyr.panorama, "editor")
     if request.method == "POST" and request.POST.get("confirm") == "yes":
         if pyr.state != Pyramid.State.READY or not pyr.abs_path.exists():
             messages.error(request, f"{pyr} is not ready on disk; cannot publish it")
