@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from tests.processing._ingest_helpers import make_capture
 from webapp.ingest import services
-from webapp.panoramas.models import Membership, Frame, Job, Panorama, Stack, Status, SubPanorama
+from webapp.panoramas.models import Frame, Job, Membership, Panorama, Stack, Status, SubPanorama
 
 pytestmark = pytest.mark.django_db
 

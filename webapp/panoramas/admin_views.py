@@ -20,7 +20,7 @@ from django.urls import reverse
 
 from .models import Job, Panorama, Pyramid, Stack, Status
 from .pipeline import cancel_job, is_live, resume_chain
-from .rerender import RerenderError, describe, execute, parse_param_overrides, plan_rerender
+from .rerender import RerenderError, describe, execute, parse_param_overrides, parse_region, plan_rerender
 from .roles import has_role, require_role
 
 MAX_IDS = 10_000
@@ -36,19 +36,6 @@ def _ids(raw: str) -> list[int]:
     return ids
 
 
-def _region(raw: str) -> tuple[int, int, int, int]:
-    import math
-
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError as e:
-        raise RerenderError("region must be X,Y,W,H in panorama pixels") from e
-    if len(values) != 4 or not all(math.isfinite(v) and abs(v) < 2**53 for v in values):
-        raise RerenderError("region must be four finite numbers X,Y,W,H in panorama pixels")
-    x, y, w, h = (int(v) for v in values)
-    return x, y, w, h
-
-
 def _plan_from(request: HttpRequest, pano: Panorama, data: Any):
     stack_ids = _ids(data["stacks"]) if data.get("stacks") else None
     region = None
@@ -61,7 +48,7 @@ def _plan_from(request: HttpRequest, pano: Panorama, data: Any):
         r = get_object_or_404(Region, pk=int(raw), panorama=pano)
         region = (int(r.x), int(r.y), int(r.w), int(r.h))
     elif data.get("region"):
-        region = _region(data["region"])
+        region = parse_region(data["region"])
     lines = [ln.strip() for ln in data.get("params", "").splitlines() if ln.strip()]
     overrides = parse_param_overrides(lines)
     return plan_rerender(pano, stack_ids=stack_ids, region=region, overrides=overrides, full=bool(data.get("full")))

@@ -46,6 +46,20 @@ def parse_param_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def parse_region(raw: str) -> Rect:
+    """'X,Y,W,H' in panorama pixels; RerenderError for anything else (inf and NaN included)."""
+    import math
+
+    try:
+        values = [float(v) for v in str(raw).split(",")]
+    except ValueError as e:
+        raise RerenderError("region must be X,Y,W,H in panorama pixels") from e
+    if len(values) != 4 or not all(math.isfinite(v) and abs(v) < 2**53 for v in values):
+        raise RerenderError("region must be four finite numbers X,Y,W,H in panorama pixels")
+    x, y, w, h = (int(v) for v in values)
+    return x, y, w, h
+
+
 def _no_constant(name: str) -> Any:
     raise RerenderError(f"{name} is not a finite number")
 
