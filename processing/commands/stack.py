@@ -1,7 +1,7 @@
 """python -m processing stack DIR -o OUT.tif --scale S: fuse one burst.
 
 Writes a 16-bit RGB TIFF atomically, exactly round(S x reference size), in
-the reference frame's coordinates (see processing/stackpipe.py). Progress goes
+the reference frame's coordinates (see processing/stack/pipeline.py). Progress goes
 to stderr (tqdm); --json prints the frames, metrics and recipe on stdout.
 """
 
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,9 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..flow import FlowParams
-    from ..imageio import write_tiff16
-    from ..stackpipe import StackParams, list_frames, process_stack
+    from ..io.imageio import write_tiff16
+    from ..stack.flow import FlowParams
+    from ..stack.pipeline import StackParams, list_frames, process_stack
 
     if args.output.suffix.lower() not in (".tif", ".tiff"):
         raise InputError(args.output, "output must be a .tif/.tiff file")
