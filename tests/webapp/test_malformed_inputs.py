@@ -176,3 +176,21 @@ def test_viewers_see_no_server_paths(make_pano, client_for) -> None:  # noqa: AN
     seen = client_for("viewer").get(url).json()["items"][0]["error"]
     assert "/srv/" not in seen and "abc.tif" in seen
     assert "/srv/media" in client_for("editor").get(url).json()["items"][0]["error"]
+
+
+def test_region_list_of_ten_thousand_stays_small(make_pano, client_for, users) -> None:  # noqa: ANN001
+    """9,990 regions (the issue's case: 58 MB in one response before): one page is bounded."""
+    from webapp.review.models import Comment, Region
+
+    pano = make_pano(public=False)
+    regions = Region.objects.bulk_create(
+        Region(panorama=pano, version=1, target={}, x=i % 200, y=0, w=5, h=5, author=users["reviewer"])
+        for i in range(9990)
+    )
+    Comment.objects.bulk_create(Comment(region=r, author=users["reviewer"], body="x" * 200) for r in regions)
+    r = client_for("viewer").get(_annos(pano))
+    body = r.content
+    data = json.loads(body)
+    assert r.status_code == 200 and data["total"] == 9990 and len(data["items"]) == 200
+    assert len(body) < 1_000_000, len(body)
+    print(f"\n9,990 regions: first page {len(body) / 1e3:.0f} kB ({len(data['items'])} regions)")
