@@ -2,7 +2,7 @@
 
 Valid, tiny PNGs (zeros compress ~1000:1) that declare 15000 x 15000 16-bit
 RGBA (225 MP: under the pixel limit, 4.5 GiB decoded): each run happens in a
-child process whose peak memory (ru_maxrss) is measured. The decoders refuse
+child process whose own peak memory (VmHWM) is measured. The decoders refuse
 them from the header; `stack` drops one beside good frames and names it; the
 import scan reads headers only; a stack whose frames each pass but together
 cannot fit the job's memory cap is refused with the figures, before decoding.
@@ -70,7 +70,9 @@ def _child(code: str, *, as_cap_mb: int | None = None, timeout: float = 120) -> 
         + "".join("    " + line + "\n" for line in code.strip().splitlines())
         + "except Exception as e:\n"
         + "    out['error'] = f'{type(e).__name__}: {e}'\n"
-        + "out['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        # VmHWM: this process's own peak; ru_maxrss would carry over the parent's from before the exec.
+        + "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0]\n"
+        + "out['peak_mb'] = int(hwm.split()[1]) / 1024\n"
         + "print(json.dumps(out))\n"
     )
     r = subprocess.run(

@@ -226,9 +226,9 @@ def _stitch_progress(rep: Reporter):  # noqa: ANN202
 
 
 def _composite_inputs(job: Job, rep: Reporter) -> list[Stack]:
-    """The stacks to composite, each at the version its chain made; ChainError
-    when a stack of the chain failed or an output is missing (never a composite
-    of mixed versions). A stack that failed on bad input and never had an
+    """The stacks to composite, each at its newest output; ChainError when a
+    stack of the chain did not finish or an output is missing (never a
+    composite of new and old versions). A stack that failed on bad input and never had an
     output is left out, as the stitcher leaves out what it cannot place."""
     pano = job.panorama
     chain_rows = {j.stack_id: j for j in Job.objects.filter(pk__in=job.params.get("after", []), kind=Job.Kind.STACK)}
@@ -242,10 +242,7 @@ def _composite_inputs(job: Job, rep: Reporter) -> list[Stack]:
                 rep.log(f"left out {s.name}: {reason}")
                 continue
             raise ChainError(f"stack {s.name} (job #{row.pk}) {row.status}: {reason}; retry the chain to resume it")
-        if row is not None:
-            expected = (row.result or {}).get("output")
-            if expected and expected != s.output_path:
-                raise ChainError(f"stack {s.name} changed since job #{row.pk} made it; retry the chain")
+        # A stack re-rendered by a later chain since: its newest output is used.
         if not had_output:
             continue
         path = storage.absolute(s.output_path)

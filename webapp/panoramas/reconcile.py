@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import django_rq
 from django.utils import timezone
@@ -31,6 +32,7 @@ from .pipeline import (
 )
 
 LOCK = "terapan:reconcile"
+GRACE_SECONDS = 10
 
 
 @dataclass
@@ -52,12 +54,27 @@ def _last_line(rq_job) -> str:  # noqa: ANN001
 
 
 def _in_queue(rq_job) -> bool:  # noqa: ANN001
-    """A queued RQ job is really in its queue's list (a crash may lose the push)."""
+    """A queued RQ job is really in its queue (a crash may lose the push). A
+    worker that has just taken it holds it in the intermediate list until its
+    status says started: look there too, and once more a moment later."""
+    import time
+
+    from rq.intermediate_queue import IntermediateQueue
+
     conn = django_rq.get_connection("default")
-    try:
-        return conn.lpos(f"rq:queue:{rq_job.origin}", rq_job.id) is not None
-    except Exception:
-        return True  # no LPOS: trust the status
+    key = f"rq:queue:{rq_job.origin}"
+    held = IntermediateQueue.get_intermediate_queue_key(key)
+    for attempt in range(2):
+        try:
+            if conn.lpos(key, rq_job.id) is not None or conn.lpos(held, rq_job.id) is not None:
+                return True
+        except Exception:
+            return True  # no LPOS: trust the status
+        if attempt == 0:
+            time.sleep(0.5)
+            if rq_job.get_status(refresh=True) != JobStatus.QUEUED:
+                return True
+    return False
 
 
 def _needs_requeue(job: Job) -> bool:
@@ -81,21 +98,17 @@ def _mark_failed(job: Job, reason: str, report: Report) -> None:
         Stack.objects.filter(pk=job.stack_id).update(status=Status.FAILED, error=reason[:5000])
     report.failed.append(job.pk)
     if job.kind != Job.Kind.STACK:
-        report.failed.extend([0] * fail_dependents(job, f"{job.kind} #{job.pk} failed: {reason}"))
-    else:
-        # The composite waits on its stacks whatever became of them: let it decide now.
-        for later in chain_jobs(job):
-            rq_later = fetch_rq(later.rq_id)
-            if later.kind == Job.Kind.COMPOSITE and later.status in OPEN and rq_later is not None:
-                with contextlib.suppress(Exception):
-                    if rq_later.get_status(refresh=False) == JobStatus.DEFERRED and rq_later.dependencies_are_met():
-                        django_rq.get_queue(rq_later.origin).enqueue_job(rq_later)
+        fail_dependents(job, f"{job.kind} #{job.pk} failed: {reason}")
+    # A failed stack: RQ itself queues the composite that waits on it (allow_failure),
+    # and the composite decides.
 
 
 def reconcile(now_only: list[int] | None = None) -> Report:
     """Check every open Job row (or those in NOW_ONLY) against RQ and repair it."""
     report = Report()
-    rows = Job.objects.filter(status__in=OPEN).order_by("created", "pk")
+    # Rows younger than GRACE may not have their RQ job yet (it is being queued).
+    settled = timezone.now() - timedelta(seconds=GRACE_SECONDS)
+    rows = Job.objects.filter(status__in=OPEN, created__lt=settled).order_by("created", "pk")
     if now_only is not None:
         rows = rows.filter(pk__in=now_only)
     done: set[int] = set()
