@@ -79,6 +79,8 @@ def _urls(w: dict) -> list[tuple[str, str, dict]]:
         ("get", reverse("admin:panoramas_membership_change", args=[mem.pk]), {}),
         ("post", reverse("admin:panoramas_membership_change", args=[mem.pk]), {"role": "owner"}),
         ("get", reverse("admin:panoramas_subpanorama_change", args=[w["sub"].pk]), {}),
+        ("get", reverse("admin:review_region_change", args=[w["region"].pk]), {}),
+        ("post", reverse("admin:review_region_delete", args=[w["region"].pk]), {"post": "yes"}),
         ("get", reverse("ingest:job", args=[w["ingest"].pk]), {}),
         ("get", reverse("ingest:thumb", args=[s.pk, f.pk]), {}),
         ("post", reverse("ingest:index"), {"slug": p.slug, "folder": str(w["original"].parent), "dry_run": ""}),
@@ -121,6 +123,9 @@ def test_staff_without_a_role_gets_nothing(world, client, who: str) -> None:  # 
     assert Panorama.objects.filter(pk=world["pano"].pk).exists()
     assert Frame.objects.get(pk=world["frame"].pk).original_path == str(world["original"])
     assert not Membership.objects.filter(role="owner").exists()
+    from webapp.review.models import Region
+
+    assert Region.objects.filter(pk=world["region"].pk).exists()
     # Lists show nothing of the panorama.
     for name in ("panorama", "stack", "job", "pyramid", "frame"):
         r = client.get(reverse(f"admin:panoramas_{name}_changelist"))

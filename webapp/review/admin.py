@@ -4,6 +4,8 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from webapp.panoramas.admin import RoleScopedAdmin
+
 from .models import Comment, Region
 
 
@@ -13,7 +15,7 @@ class CommentInline(admin.TabularInline):
 
 
 @admin.register(Region)
-class RegionAdmin(admin.ModelAdmin):
+class RegionAdmin(RoleScopedAdmin):  # rows of panoramas the user holds a role on
     list_display = (
         "id",
         "panorama",
@@ -48,5 +50,7 @@ class RegionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Comment)
-class CommentAdmin(admin.ModelAdmin):
+class CommentAdmin(RoleScopedAdmin):
+    panorama_path = "region__panorama"
+
     list_display = ("id", "region", "author", "created")
