@@ -173,15 +173,52 @@ def worker_alive(name: str | None) -> bool:
     return True
 
 
+def in_queue(rq_job: RQJob) -> bool:
+    """A queued RQ job is really in its queue (a crash may lose the push). A
+    worker that has just taken it holds it in the intermediate list until its
+    status says started: look there too, and once more a moment later."""
+    import time
+
+    from rq.intermediate_queue import IntermediateQueue
+
+    conn = django_rq.get_connection("default")
+    key = f"rq:queue:{rq_job.origin}"
+    held = IntermediateQueue.get_intermediate_queue_key(key)
+    for attempt in range(2):
+        try:
+            if conn.lpos(key, rq_job.id) is not None or conn.lpos(held, rq_job.id) is not None:
+                return True
+        except Exception:
+            return True  # no LPOS: trust the status
+        if attempt == 0:
+            time.sleep(0.5)
+            if rq_job.get_status(refresh=True) != JobStatus.QUEUED:
+                return True
+    return False
+
+
 def is_live(job: Job) -> bool:
-    """Something in RQ will still run (or is running) JOB."""
+    """Something in RQ will still run (or is running) JOB: queued in its
+    queue, scheduled (a retry), deferred (waiting on others), or started by a
+    worker that is alive."""
     rq_job = fetch_rq(job.rq_id)
     if rq_job is None:
         return False
     state = rq_job.get_status(refresh=False)
     if state == JobStatus.STARTED:
         return worker_alive(rq_job.worker_name)
+    if state == JobStatus.QUEUED:
+        return in_queue(rq_job)
     return state in LIVE_RQ_STATES
+
+
+def is_running(job: Job) -> bool:
+    rq_job = fetch_rq(job.rq_id)
+    return (
+        rq_job is not None
+        and rq_job.get_status(refresh=False) == JobStatus.STARTED
+        and worker_alive(rq_job.worker_name)
+    )
 
 
 def _reset(job: Job, message: str) -> None:
@@ -201,10 +238,12 @@ def resume_chain(job: Job, message: str = "queued again") -> int:
     for j in chain_jobs(job):
         if j.status == Status.DONE:
             continue
-        if not rest and j.status != Status.CANCELED and is_live(j):
-            continue
         if j.status == Status.CANCELED and j.pk != job.pk and not rest:
             continue  # canceled by someone: only an explicit retry of it brings it back
+        if j.status == Status.FAILED and is_running(j):
+            continue  # a run already under way (it sets the row running)
+        if not rest and j.status in OPEN and is_live(j):
+            continue
         _drop_rq(j.rq_id or rq_job_id(j))
         _reset(j, message)
         enqueue_job(j)

@@ -26,9 +26,9 @@ from .pipeline import (
     chain_jobs,
     fail_dependents,
     fetch_rq,
+    is_live,
     requeue_other,
     resume_chain,
-    worker_alive,
 )
 
 LOCK = "terapan:reconcile"
@@ -51,42 +51,6 @@ def _last_line(rq_job) -> str:  # noqa: ANN001
         text = rq_job.latest_result().exc_string or ""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:500] if lines else "failed in RQ (no reason recorded)"
-
-
-def _in_queue(rq_job) -> bool:  # noqa: ANN001
-    """A queued RQ job is really in its queue (a crash may lose the push). A
-    worker that has just taken it holds it in the intermediate list until its
-    status says started: look there too, and once more a moment later."""
-    import time
-
-    from rq.intermediate_queue import IntermediateQueue
-
-    conn = django_rq.get_connection("default")
-    key = f"rq:queue:{rq_job.origin}"
-    held = IntermediateQueue.get_intermediate_queue_key(key)
-    for attempt in range(2):
-        try:
-            if conn.lpos(key, rq_job.id) is not None or conn.lpos(held, rq_job.id) is not None:
-                return True
-        except Exception:
-            return True  # no LPOS: trust the status
-        if attempt == 0:
-            time.sleep(0.5)
-            if rq_job.get_status(refresh=True) != JobStatus.QUEUED:
-                return True
-    return False
-
-
-def _needs_requeue(job: Job) -> bool:
-    rq_job = fetch_rq(job.rq_id)
-    if rq_job is None:
-        return True
-    state = rq_job.get_status(refresh=False)
-    if state == JobStatus.STARTED:
-        return not worker_alive(rq_job.worker_name)
-    if state == JobStatus.QUEUED:
-        return not _in_queue(rq_job)
-    return state in (JobStatus.CANCELED, JobStatus.STOPPED) and job.status != Status.CANCELED
 
 
 def _mark_failed(job: Job, reason: str, report: Report) -> None:
@@ -127,7 +91,7 @@ def reconcile(now_only: list[int] | None = None) -> Report:
         if state == JobStatus.FINISHED:
             # The function returned; only the row's last update was lost.
             continue
-        if not _needs_requeue(job):
+        if is_live(job):
             continue
         if job.kind in ROUTES:
             _drop_rq(job.rq_id)
