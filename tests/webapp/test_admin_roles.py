@@ -174,3 +174,18 @@ def test_frame_path_must_stay_inside_import_roots(world, admin_client, tmp_path)
                                 "exposure": "{}"})  # fmt: skip
     assert r.status_code == 302, r.content.decode()[:2000]
     assert Frame.objects.get(pk=f.pk).original_path == str(inside)
+
+
+def test_progress_shows_paths_to_editors_only(world, client, django_user_model) -> None:  # noqa: ANN001
+    from webapp.panoramas.models import Job, Membership
+
+    Job.objects.filter(pk=world["job"].pk).update(error="OSError: [Errno 28] (writing /srv/media/panoramas/1/x.tif)")
+    staff_viewer = django_user_model.objects.create_user("staffviewer", password="pw", is_staff=True)
+    Membership.objects.create(user=staff_viewer, panorama=world["pano"], role="viewer")
+    url = reverse("admin:panoramas_panorama_progress_json", args=[world["pano"].pk])
+    client.force_login(staff_viewer)
+    seen = {j["id"]: j for j in client.get(url).json()["jobs"]}[world["job"].pk]
+    assert "/srv/" not in seen["error"] and "x.tif" in seen["error"] and seen["retry_url"] is None
+    client.force_login(world["users"]["editor"])
+    seen = {j["id"]: j for j in client.get(url).json()["jobs"]}[world["job"].pk]
+    assert "/srv/media/panoramas/1/x.tif" in seen["error"]

@@ -21,7 +21,7 @@ from django.urls import reverse
 from .models import Job, Panorama, Pyramid, Stack, Status
 from .pipeline import cancel_job, is_live, resume_chain
 from .rerender import RerenderError, describe, execute, parse_param_overrides, parse_region, plan_rerender
-from .roles import has_role, require_role
+from .roles import error_for, has_role, require_role, role_of
 
 MAX_IDS = 10_000
 
@@ -90,6 +90,7 @@ def progress_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
 def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonResponse:
     pano = get_object_or_404(Panorama, pk=pk)
     require_role(request.user, pano, "viewer")
+    role = role_of(request.user, pano)
     may_retry = request.user.has_perm("panoramas.change_job") and has_role(request.user, pano, "editor")
     jobs = Job.objects.filter(panorama=pano).select_related("stack").order_by("-created")[:100]
     return JsonResponse(
@@ -103,11 +104,11 @@ def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonRespons
                     "status": j.status,
                     "progress": round(j.progress, 1),
                     "stage": j.stage,
-                    "message": j.message,
+                    "message": error_for(j.message, role),
                     "eta": round(j.eta_seconds) if j.eta_seconds and j.status == Status.RUNNING else None,
-                    "error": j.error,
+                    "error": error_for(j.error, role),
                     "attempts": j.attempts,
-                    "log": j.log[-2000:],
+                    "log": error_for(j.log[-2000:], role),
                     "retry_url": reverse("admin:panoramas_job_retry", args=[j.pk])
                     if may_retry and is_stuck(j)
                     else None,

@@ -6,6 +6,7 @@ viewer < reviewer < editor < owner (webapp.viewer.permissions); superusers own e
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -47,3 +48,18 @@ def panoramas_q(user: Any, minimum: str = "viewer", prefix: str = "") -> Q:
     p = prefix + "__" if prefix else ""
     q = Q(**{f"{p}memberships__user": user, f"{p}memberships__role__in": roles})
     return q | Q(**{f"{p}owner": user}) if user is not None and user.is_authenticated else Q(pk__in=[])
+
+
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\":,()]+/)+([^\s'\":,()/]+)")
+
+
+def redact_paths(text: str) -> str:
+    """TEXT with every absolute path cut to its file name (for those below editor)."""
+    return _ABS_PATH.sub(r"\1", text or "")
+
+
+def error_for(text: str, role: str | None) -> str:
+    """Editors and owners see errors as recorded; others see file names, never server paths."""
+    if role is not None and RANK.get(role, 0) >= RANK["editor"]:
+        return text or ""
+    return redact_paths(text)

@@ -9,7 +9,6 @@ one gets a 400 with a one-line reason.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from typing import Any
 
@@ -22,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from webapp.panoramas.models import Panorama, Pyramid, Stack
+from webapp.panoramas.roles import error_for
 from webapp.viewer.permissions import RANK, can_view, role_of
 
 from .geometry import GeometryError, parse_target
@@ -226,16 +226,6 @@ def annotation_json(
             "canModify": _can_modify(request, region, role),
         },
     }
-
-
-_ABS_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\":,()]+/)+([^\s'\":,()/]+)")
-
-
-def error_for(text: str, role: str) -> str:
-    """Editors see errors as recorded; others see file names, never server paths."""
-    if RANK[role] >= RANK["editor"]:
-        return text or ""
-    return _ABS_PATH.sub(r"\1", text or "")
 
 
 def _region_or_404(pk: int) -> Region:
