@@ -31,7 +31,7 @@ from .signals import rerender_requested
 MAX_BODY_BYTES = 64 * 1024
 MAX_COMMENT_CHARS = 5000
 MAX_REGIONS_PER_PANORAMA = 10_000
-PAGE_SIZE = 200  # regions per page of the list (each carries its comments)
+PAGE_SIZE = 500  # regions per page of the list (each carries its comments)
 MAX_PAGE_SIZE = 1000
 EDITOR_STATUSES = {s.value for s in Region.Status}
 
