@@ -89,8 +89,8 @@ def ensure_server(var_dir: Path) -> str:
             "60 1",
             "--appendonly",
             "yes",
-            "--appendfilename",
-            "redis.aof",
+            # The default file name, the one CONFIG SET appendonly (below) uses too:
+            # a server switched to AOF and later restarted replays the same file.
             "--appendfsync",
             "everysec",
         ]
