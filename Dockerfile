@@ -12,7 +12,8 @@ RUN SECRET_KEY=build-only REDIS_URL=redis://unused:6379/0 python manage.py colle
 RUN useradd --create-home --uid 1000 terapan && mkdir -p /data/media && chown -R terapan /data
 USER terapan
 EXPOSE 8000
-CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "60"]
+# Threaded workers and timeouts: see gunicorn.conf.py.
+CMD ["gunicorn", "webapp.wsgi", "-c", "gunicorn.conf.py"]
 
 FROM base AS worker
 CMD ["python", "manage.py", "rqworker", "gpu", "default", "--with-scheduler"]
@@ -33,4 +34,4 @@ COPY . .
 RUN useradd --create-home --uid 1000 terapan && mkdir -p /data/media && chown -R terapan /data
 USER terapan
 # One warm process: jobs run in the worker itself (TerapanGPUWorker, see docs/gpu.md).
-CMD ["python", "manage.py", "rqworker", "gpu", "--worker-class", "webapp.panoramas.worker.TerapanGPUWorker"]
+CMD ["python", "manage.py", "rqworker", "gpu", "--worker-class", "webapp.panoramas.worker.TerapanGPUWorker", "--with-scheduler"]

@@ -38,8 +38,9 @@ test: setup browser
 test-services: setup
 	$(PY) -m pytest tests/webapp tests/e2e/test_job_chain.py tests/e2e/test_rerender_workers.py
 
+# --with-scheduler: retries with backoff wait in RQ's scheduled registry until a scheduler queues them.
 worker: migrate
-	$(PY) manage.py rqworker gpu default
+	$(PY) manage.py rqworker gpu default --with-scheduler
 
 serve: migrate
 	$(PY) manage.py runserver 127.0.0.1:8000

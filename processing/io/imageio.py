@@ -1,8 +1,12 @@
 """Safe image decoding and writing.
 
-Every decoder checks the declared pixel count from the header before it
-decodes (decompression bombs), and every failure becomes an InputError naming
-the file and the reason. Decoded images are float32 HxWx3 in [0, 1], in the
+Every decoder checks the header before it allocates anything: the declared
+pixel count (decompression bombs) and the memory the decode will take, from
+the dimensions, the channels and the bit depth. TERAPAN_MAX_PIXELS counts
+8-bit RGB pixels: a frame may take what that many of them take decoded
+(BYTES_PER_LIMIT_PIXEL each, the samples and the float32 working copy), so a
+16-bit RGBA frame may have fewer pixels than an 8-bit JPEG. Every failure
+becomes an InputError naming the file and the reason. Decoded images are float32 HxWx3 in [0, 1], in the
 file's own encoding (develop.py turns them linear where needed).
 """
 
@@ -42,6 +46,11 @@ IMAGE_EXTS = RAW_EXTS | PIL_EXTS | TIFF_EXTS
 MIN_LIBRAW = (0, 22, 1)
 
 
+#: Decoded bytes one pixel of the limit stands for: 3 samples of 8 bits and a
+#: float32 RGB working copy (3 x 4 bytes).
+BYTES_PER_LIMIT_PIXEL = 3 + 12
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     path: str
@@ -49,6 +58,18 @@ class ImageInfo:
     height: int
     kind: str  # "raw", "tiff", "png", "jpeg", ...
     linear: bool  # True for RAW sensor data and float TIFF
+    channels: int = 3  # samples per pixel as stored (decoders keep them until the RGB copy)
+    bits: int = 8  # bits per sample as stored
+
+    @property
+    def decode_bytes(self) -> int:
+        """Peak bytes of decoding this image: its samples plus the float32 RGB copy."""
+        return decode_bytes(self.width, self.height, self.channels, self.bits)
+
+
+def decode_bytes(width: int, height: int, channels: int, bits: int) -> int:
+    sample = max(1, (int(bits) + 7) // 8)
+    return int(width) * int(height) * (int(channels) * sample + 12)
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -83,7 +104,7 @@ def _check_file(path: Path) -> None:
         raise InputError(path, "permission denied")
 
 
-def _check_dims(path: Path, w: int, h: int, max_pixels: int) -> None:
+def _check_dims(path: Path, w: int, h: int, max_pixels: int, channels: int = 3, bits: int = 8) -> None:
     if w * h > max_pixels:
         raise InputError(
             path,
@@ -92,6 +113,13 @@ def _check_dims(path: Path, w: int, h: int, max_pixels: int) -> None:
         )
     if w < MIN_SIDE or h < MIN_SIDE:
         raise InputError(path, f"image is {w} x {h} px, smaller than {MIN_SIDE} px a side")
+    need, allowed = decode_bytes(w, h, channels, bits), max_pixels * BYTES_PER_LIMIT_PIXEL
+    if need > allowed:
+        raise InputError(
+            path,
+            f"image declares {w} x {h} x {channels} channels of {bits} bits: decoding needs "
+            f"{need / 2**30:.1f} GiB, above the limit of {allowed / 2**30:.1f} GiB (refused before decoding)",
+        )
 
 
 def _sniff(path: Path) -> str:
@@ -123,20 +151,43 @@ def probe(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     # Content wins over the name: a PNG called .jpg or .tif is still a PNG.
     if ext in RAW_EXTS and magic not in _PIL_FORMATS:
         w, h = _raw_dims(path)
-        _check_dims(path, w, h, max_pixels)
-        return ImageInfo(str(path), w, h, "raw", True)
+        _check_dims(path, w, h, max_pixels, 3, 16)  # developed to 16-bit RGB
+        return ImageInfo(str(path), w, h, "raw", True, 3, 16)
     if magic == "tiff" or (ext in TIFF_EXTS and magic not in _PIL_FORMATS):
-        w, h, _ = _tiff_dims(path, max_pixels)
-        _check_dims(path, w, h, max_pixels)
-        return ImageInfo(str(path), w, h, "tiff", False)
+        w, h, spp, bits = _tiff_header(path)
+        _check_dims(path, w, h, max_pixels, spp, bits)
+        return ImageInfo(str(path), w, h, "tiff", False, spp, bits)
+    if magic == "png":
+        w, h, channels, bits = _png_header(path)
+        _check_dims(path, w, h, max_pixels, channels, bits)
+        _pil_dims(path, max_pixels, magic)  # Pillow's own checks of the header
+        return ImageInfo(str(path), w, h, magic, False, channels, bits)
     if magic in _PIL_FORMATS:
-        w, h = _pil_dims(path, max_pixels, magic)
-        _check_dims(path, w, h, max_pixels)
-        return ImageInfo(str(path), w, h, magic, False)
+        w, h, channels = _pil_dims(path, max_pixels, magic, with_channels=True)
+        _check_dims(path, w, h, max_pixels, channels, 8)
+        return ImageInfo(str(path), w, h, magic, False, channels, 8)
     raise InputError(path, f"not a supported image (extension {ext or 'none'}, content {magic})")
 
 
-def _pil_dims(path: Path, max_pixels: int, kind: str) -> tuple[int, int]:
+#: PNG colour type -> samples per decoded pixel (a palette decodes to RGB).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def _png_header(path: Path) -> tuple[int, int, int, int]:
+    """Width, height, channels and bits per sample from the PNG's IHDR chunk."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise InputError(path, "PNG without an IHDR header")
+    w, h, bits, ctype = struct.unpack(">IIBB", head[16:26])
+    if ctype not in _PNG_CHANNELS or bits not in (1, 2, 4, 8, 16):
+        raise InputError(path, f"PNG declares colour type {ctype} with {bits}-bit samples (not a valid PNG)")
+    return int(w), int(h), _PNG_CHANNELS[ctype], max(8, int(bits))
+
+
+def _pil_dims(path: Path, max_pixels: int, kind: str, with_channels: bool = False):  # noqa: ANN201
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -146,6 +197,8 @@ def _pil_dims(path: Path, max_pixels: int, kind: str) -> tuple[int, int]:
                     orient = im.getexif().get(0x0112, 1)
                     if orient in (5, 6, 7, 8):
                         w, h = h, w
+                if with_channels:
+                    return w, h, len(im.getbands())
                 return w, h
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputError(path, f"decompression bomb refused: {e}") from e
@@ -158,6 +211,12 @@ MAX_TIFF_SAMPLES = 8
 
 
 def _tiff_dims(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, int]:
+    w, h, spp, _ = _tiff_header(path)
+    return w, h, spp
+
+
+def _tiff_header(path: Path) -> tuple[int, int, int, int]:
+    """Width, height, samples per pixel and bits per sample of the first page."""
     import tifffile
 
     try:
@@ -166,6 +225,7 @@ def _tiff_dims(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
                 raise InputError(path, "TIFF has no images")
             page = tf.pages[0]
             w, h, spp = int(page.imagewidth), int(page.imagelength), int(page.samplesperpixel)
+            bits = int(page.bitspersample or 8)
             depth = int(getattr(page, "imagedepth", 1) or 1)
     except InputError:
         raise
@@ -176,7 +236,9 @@ def _tiff_dims(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
         raise InputError(path, f"TIFF declares {spp} samples per pixel (at most {MAX_TIFF_SAMPLES})")
     if depth != 1:
         raise InputError(path, f"TIFF declares an image depth of {depth} (volumes are not supported)")
-    return w, h, spp
+    if bits < 1 or bits > 64:
+        raise InputError(path, f"TIFF declares {bits} bits per sample")
+    return w, h, spp, max(8, bits)
 
 
 def _raw_dims(path: Path) -> tuple[int, int]:
@@ -221,10 +283,13 @@ def _to_float_rgb(path: Path, arr: np.ndarray) -> np.ndarray:
         arr = np.repeat(arr[:, :, :1], 3, axis=2)
     elif c >= 4:
         arr = arr[:, :, :3]
+    # Divided in place: one float32 copy of the image, not two (bit-identical).
     if arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / 255.0
+        out = arr.astype(np.float32)
+        np.divide(out, np.float32(255.0), out=out)
     elif arr.dtype == np.uint16:
-        out = arr.astype(np.float32) / 65535.0
+        out = arr.astype(np.float32)
+        np.divide(out, np.float32(65535.0), out=out)
     elif arr.dtype in (np.float32, np.float64, np.float16):
         out = arr.astype(np.float32)
         if not np.isfinite(out).all():

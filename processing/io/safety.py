@@ -139,6 +139,20 @@ def check_vips_image(img: Any, path: str | Path, max_pixels: int | None = None) 
     return img
 
 
+def memory_headroom() -> int | None:
+    """Bytes this process may still map under its RLIMIT_AS cap (None: no cap)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        import psutil
+
+        used = int(psutil.Process().memory_info().vms)
+    except Exception:
+        used = 0
+    return max(0, int(soft) - used)
+
+
 def _on_xcpu(signum: int, frame: Any) -> None:
     raise ResourceLimitExceeded("CPU time limit of this job exceeded")
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..device import backend
 from ..io.errors import InputError, ProcessingError
-from ..io.imageio import is_image_path, quantize16_consuming
+from ..io.imageio import ImageInfo, is_image_path, probe, quantize16_consuming
 from . import align as al
 from .color import ColorParams, dehaze, estimate_tca, match_to_reference
 from .develop import DevelopParams, develop_uint16, encode
@@ -171,6 +171,8 @@ def _develop_one(
         img16, enc = develop_uint16(path, p.develop)
     except InputError as e:
         return e
+    except MemoryError as e:
+        raise ProcessingError(f"{path}: out of memory while developing this frame (stage develop)") from e
     lin = enc != "as-is"
     # Sharpness on a full-resolution central crop; registration and colour
     # on area-averaged (linear) proxies, encoded afterwards: all cheap, and
@@ -222,6 +224,50 @@ def list_frames(folder: str | Path) -> list[Path]:
     return paths
 
 
+#: float32 RGB images of the output's size alive at once during fusion
+#: (accumulators, weights, master and result), an upper bound measured on the
+#: CPU path (docs/sr.md's 20 x 12 MP x2: estimate 3.9 GB, measured 3.07 GB).
+FUSION_BUFFERS = 4
+
+
+def estimate_peak_bytes(infos: list[ImageInfo], scale: float, decoders: int = 2) -> int:
+    """A stack's peak memory from its frames' headers: every frame kept as
+    16-bit RGB, DECODERS decodes in flight, and the fusion's buffers at the
+    output size (the first frame is the reference)."""
+    if not infos:
+        return 0
+    kept = sum(i.width * i.height * 6 for i in infos)
+    decoding = sum(sorted((i.decode_bytes for i in infos), reverse=True)[: max(1, decoders)])
+    ref = infos[0]
+    out_px = round(ref.width * scale) * round(ref.height * scale)
+    return kept + decoding + out_px * 3 * 4 * FUSION_BUFFERS
+
+
+def _check_memory(paths: list[Path], scale: float, p: StackParams, folder: Path, ref_i: int) -> None:
+    """Refuse, with the figures, a stack that cannot fit this job's memory cap
+    (RLIMIT_AS, set by the worker): from the headers, before decoding."""
+    from ..io.safety import memory_headroom
+
+    headroom = memory_headroom()
+    if headroom is None:
+        return
+    infos: list[ImageInfo] = []
+    for i in [ref_i] + [j for j in range(len(paths)) if j != ref_i]:
+        try:
+            infos.append(probe(paths[i], p.develop.max_pixels))
+        except InputError:
+            continue  # refused on its own, and named, by develop
+    need = estimate_peak_bytes(infos, scale, min(len(infos), _workers(p)))
+    if need > headroom:
+        ref = infos[0]
+        raise InputError(
+            folder,
+            f"this stack needs about {need / 2**30:.1f} GiB ({len(infos)} frames of {ref.width} x {ref.height}, "
+            f"{ref.channels} x {ref.bits}-bit, x{scale:g}) but the job may use {headroom / 2**30:.1f} GiB "
+            "more: refused before decoding",
+        )
+
+
 def _record(path: Path) -> dict[str, Any]:
     return {
         "file": path.name,
@@ -267,10 +313,22 @@ def process_stack(
             raise ProcessingError(str(e)) from e
         if lib_threads == "one":
             frame_stages.enter_context(backend.frame_parallel_libraries())
-        run, state = _start(paths, scale, params, reference, progress, upscale_model, result_dtype, frame_stages)
-        t_all = time.perf_counter()
-        state = run_stages(run, state)
-        return _result(run, state, t_all)
+        stage = ["start"]
+
+        def tracked(frac: float, msg: str) -> None:
+            stage[0] = msg
+            if progress is not None:
+                progress(frac, msg)
+
+        try:
+            run, state = _start(paths, scale, params, reference, tracked, upscale_model, result_dtype, frame_stages)
+            t_all = time.perf_counter()
+            state = run_stages(run, state)
+            return _result(run, state, t_all)
+        except MemoryError as e:
+            # Name the stack and the stage: "out of memory" alone says nothing.
+            where = Path(paths[0]).parent if paths else Path(".")
+            raise ProcessingError(f"{where}: out of memory during '{stage[0]}' (x{scale:g})") from e
 
 
 # ---------------------------------------------------------------- the run
@@ -363,6 +421,7 @@ def _start(
     if len(paths) < 2:
         raise InputError(folder, "need at least 2 frames (found 1)")
     ref_i = _pick_reference(paths, reference)
+    _check_memory(paths, scale, p, folder, ref_i)
     # Before any work: TERAPAN_DEVICE=gpu without a usable GPU fails here.
     dev, xp = _pick_device()
 

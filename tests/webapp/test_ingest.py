@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from tests.processing._ingest_helpers import make_capture
 from webapp.ingest import services
-from webapp.panoramas.models import Frame, Job, Panorama, Stack, Status, SubPanorama
+from webapp.panoramas.models import Frame, Job, Membership, Panorama, Stack, Status, SubPanorama
 
 pytestmark = pytest.mark.django_db
 
@@ -151,7 +151,11 @@ def test_verify_frames_reports_changed_and_missing(env, tmp_path: Path) -> None:
 
 
 def _staff(django_user_model, client):
+    """A staff user who may create panoramas (importing into others' needs a role on them)."""
+    from django.contrib.auth.models import Permission
+
     user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="add_panorama"))
     client.force_login(user)
     return user
 
@@ -240,7 +244,9 @@ def test_thumbnails_job_and_view(env, client, django_user_model) -> None:
     assert html.count("<img") == 3
     url = html.split('src="', 1)[1].split('"', 1)[0]
     assert client.get(url).status_code == 302  # anonymous: to the login page
-    _staff(django_user_model, client)
+    staff = _staff(django_user_model, client)
+    assert client.get(url).status_code == 404  # staff without a role on this panorama
+    Membership.objects.create(user=staff, panorama=stack.subpanorama.panorama, role="viewer")
     r = client.get(url)
     assert r.status_code == 200 and r["Content-Type"] == "image/jpeg"
     assert b"".join(r.streaming_content)[:2] == b"\xff\xd8"

@@ -46,7 +46,7 @@ def test_tile_headers_etag_and_304(make_pano, client_for):
     r = c.get(tile_url(pyr, 9, 0, 0))
     assert r.status_code == 200
     assert r["Content-Type"] == "image/jpeg"
-    assert r["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert r["Cache-Control"] == "public, max-age=86400, s-maxage=600, immutable"
     etag = r["ETag"]
     assert etag.startswith('"') and not etag.startswith("W/")
     body = b"".join(r.streaming_content)

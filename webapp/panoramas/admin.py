@@ -1,7 +1,17 @@
-"""Admin registrations; re-render actions live in admin_actions.py."""
+"""Admin registrations; re-render pages live in admin_views.py.
+
+Staff status opens the admin; Django's model permissions decide what kind of
+row a user may touch, and the role on each panorama (roles.py) decides which
+rows: a staff user sees only the panoramas they hold a role on, changes them
+with the editor role, and manages members as their owner. Superusers see all.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -11,6 +21,53 @@ from django.utils.html import format_html
 from . import admin_views
 from .admin_actions import rerender_selected_stacks
 from .models import Frame, Job, Membership, Panorama, Pyramid, Stack, SubPanorama
+from .roles import has_role, panoramas_q
+
+
+class RoleScopedAdmin(admin.ModelAdmin):
+    """Rows of panoramas the user holds a role on; changes need CHANGE_ROLE there."""
+
+    panorama_path = "panorama"  # lookup from this model to its Panorama ("" for Panorama)
+    change_role = "editor"
+
+    def _panorama_of(self, obj) -> Panorama | None:  # noqa: ANN001
+        if obj is None:
+            return None
+        if not self.panorama_path:
+            return obj
+        for part in self.panorama_path.split("__"):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        return obj
+
+    def get_queryset(self, request: HttpRequest):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(panoramas_q(request.user, "viewer", self.panorama_path)).distinct()
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:  # noqa: ANN001
+        ok = super().has_view_permission(request, obj)
+        return ok and (obj is None or has_role(request.user, self._panorama_of(obj), "viewer"))
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:  # noqa: ANN001
+        ok = super().has_change_permission(request, obj)
+        return ok and (obj is None or has_role(request.user, self._panorama_of(obj), self.change_role))
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:  # noqa: ANN001
+        ok = super().has_delete_permission(request, obj)
+        return ok and (obj is None or has_role(request.user, self._panorama_of(obj), "owner"))
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # noqa: ANN001, ANN201
+        # Choices of related panoramas, stacks and sub-panoramas: only those one may edit.
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if field is not None and not request.user.is_superuser:
+            model = db_field.related_model
+            paths = {Panorama: "", SubPanorama: "panorama", Stack: "subpanorama__panorama"}
+            if model in paths:
+                field.queryset = field.queryset.filter(panoramas_q(request.user, "editor", paths[model])).distinct()
+        return field
 
 
 def progress_bar(value: float, status: str = "") -> str:
@@ -36,7 +93,8 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Panorama)
-class PanoramaAdmin(admin.ModelAdmin):
+class PanoramaAdmin(RoleScopedAdmin):
+    panorama_path = ""
     list_display = [
         "slug",
         "title",
@@ -49,6 +107,17 @@ class PanoramaAdmin(admin.ModelAdmin):
     search_fields = ["slug", "title"]
     inlines = [SubPanoramaInline, MembershipInline]
     actions = ["rebuild"]
+
+    def save_model(self, request: HttpRequest, obj: Panorama, form, change: bool) -> None:  # noqa: ANN001
+        if not change and obj.owner_id is None:
+            obj.owner = request.user  # whoever creates a panorama owns it
+        super().save_model(request, obj, form, change)
+
+    def get_inline_instances(self, request: HttpRequest, obj=None):  # noqa: ANN001, ANN201
+        inlines = super().get_inline_instances(request, obj)
+        if obj is not None and not has_role(request.user, obj, "owner"):
+            inlines = [i for i in inlines if not isinstance(i, MembershipInline)]  # members: the owner's call
+        return inlines
 
     def get_urls(self):
         site = self.admin_site
@@ -81,7 +150,8 @@ class FrameInline(admin.TabularInline):
 
 
 @admin.register(Stack)
-class StackAdmin(admin.ModelAdmin):
+class StackAdmin(RoleScopedAdmin):
+    panorama_path = "subpanorama__panorama"
     list_display = [
         "name",
         "subpanorama",
@@ -119,15 +189,41 @@ class StackAdmin(admin.ModelAdmin):
         return stack_thumbnails_html(obj)
 
 
+class FrameForm(forms.ModelForm):
+    class Meta:
+        model = Frame
+        fields = "__all__"
+
+    def clean_original_path(self) -> str:
+        """Originals come from the import folders only (symlinks resolved)."""
+        from django.conf import settings
+
+        raw = (self.cleaned_data.get("original_path") or "").strip()
+        if self.instance.pk and "original_path" not in self.changed_data:
+            return raw
+        if not raw or "\x00" in raw or not os.path.isabs(raw):
+            raise forms.ValidationError("give the absolute path of an original inside an import folder")
+        real = Path(os.path.realpath(raw))
+        roots = [Path(os.path.realpath(r)) for r in settings.TERAPAN_IMPORT_ROOTS]
+        if not any(real.is_relative_to(r) for r in roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise forms.ValidationError(f"{raw}: outside the import folders ({allowed})")
+        if not real.is_file():
+            raise forms.ValidationError(f"{raw}: not a file")
+        return raw
+
+
 @admin.register(Frame)
-class FrameAdmin(admin.ModelAdmin):
+class FrameAdmin(RoleScopedAdmin):
+    panorama_path = "stack__subpanorama__panorama"
+    form = FrameForm
     list_display = ["__str__", "stack", "sharpness", "kept", "reason"]
     list_filter = ["kept"]
     search_fields = ["original_path"]
 
 
 @admin.register(Pyramid)
-class PyramidAdmin(admin.ModelAdmin):
+class PyramidAdmin(RoleScopedAdmin):
     list_display = ["panorama", "version", "state", "width", "height", "created"]
     list_filter = ["state", "panorama"]
     readonly_fields = ["path", "stats"]
@@ -147,7 +243,7 @@ class PyramidAdmin(admin.ModelAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(RoleScopedAdmin):
     list_display = [
         "id",
         "kind",
@@ -168,15 +264,20 @@ class JobAdmin(admin.ModelAdmin):
         view = site.admin_view(lambda request, pk: admin_views.retry_job_view(site, request, pk))
         return [path("<int:pk>/retry/", view, name="panoramas_job_retry"), *super().get_urls()]
 
-    @admin.action(description="Cancel selected queued or running jobs")
+    def _editable(self, request: HttpRequest, queryset) -> list[Job]:  # noqa: ANN001
+        if not request.user.is_superuser:
+            queryset = queryset.filter(panoramas_q(request.user, "editor", "panorama"))
+        return list(queryset.select_related("stack__subpanorama__panorama", "panorama"))
+
+    @admin.action(description="Cancel selected queued or running jobs", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset) -> None:
-        n = admin_views.cancel_jobs(list(queryset))
+        n = admin_views.cancel_jobs(self._editable(request, queryset))
         self.message_user(request, f"Canceled {n} job(s).")
 
-    @admin.action(description="Retry selected failed jobs")
+    @admin.action(description="Retry selected stuck jobs (failed, canceled, or lost by RQ)", permissions=["change"])
     def retry(self, request: HttpRequest, queryset) -> None:
-        n = admin_views.retry_jobs(list(queryset.select_related("stack__subpanorama__panorama", "panorama")))
-        self.message_user(request, f"Queued {n} job(s) again.")
+        n = admin_views.retry_jobs(self._editable(request, queryset))
+        self.message_user(request, f"Queued {n} job(s) again (each chain resumed once).")
 
     @admin.display(description="target")
     def target(self, obj: Job) -> str:
@@ -191,6 +292,17 @@ class JobAdmin(admin.ModelAdmin):
         return f"{obj.eta_seconds:.0f} s" if obj.eta_seconds and obj.status == "running" else ""
 
 
-admin.site.register(SubPanorama)
-admin.site.register(Membership)
+@admin.register(SubPanorama)
+class SubPanoramaAdmin(RoleScopedAdmin):
+    pass
+
+
+@admin.register(Membership)
+class MembershipAdmin(RoleScopedAdmin):
+    change_role = "owner"  # only a panorama's owner chooses its members and their roles
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser and super().has_add_permission(request)
+
+
 admin.site.site_header = "Terapan administration"

@@ -1,6 +1,9 @@
 """Admin pages for re-rendering: a confirmation page, then live progress.
 
-Staff only (wrapped by admin_site.admin_view), POST with CSRF to act.
+Staff only (wrapped by admin_site.admin_view), POST with CSRF to act. Each page
+also checks Django's model permission and the role on that panorama: reading
+progress needs the viewer role, re-rendering, retrying and rollback the editor
+role. Malformed input gets a 400 with the reason.
 """
 
 from __future__ import annotations
@@ -10,31 +13,28 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
 
 from .editor_views import editor_context, progress_extras
 from .models import Job, Panorama, Pyramid, Stack, Status
-from .pipeline import cancel_job
-from .rerender import RerenderError, describe, execute, parse_param_overrides, plan_rerender
+from .pipeline import cancel_job, is_live, resume_chain
+from .rerender import RerenderError, describe, execute, parse_param_overrides, parse_region, plan_rerender
+from .roles import error_for, has_role, require_role, role_of
+
+MAX_IDS = 10_000
 
 
 def _ids(raw: str) -> list[int]:
     try:
-        return [int(x) for x in raw.split(",") if x.strip()]
+        ids = [int(x) for x in raw.split(",") if x.strip()]
     except ValueError as e:
-        raise RerenderError(f"bad id list {raw!r}") from e
-
-
-def _region(raw: str) -> tuple[int, int, int, int]:
-    try:
-        x, y, w, h = (int(float(v)) for v in raw.split(","))
-    except ValueError as e:
-        raise RerenderError("region must be X,Y,W,H in panorama pixels") from e
-    return x, y, w, h
+        raise RerenderError(f"bad id list {raw[:100]!r}: give numbers separated by commas") from e
+    if len(ids) > MAX_IDS or any(i < 1 or i > 2**62 for i in ids):
+        raise RerenderError("bad id list: ids out of range or too many")
+    return ids
 
 
 def _plan_from(request: HttpRequest, pano: Panorama, data: Any):
@@ -43,10 +43,13 @@ def _plan_from(request: HttpRequest, pano: Panorama, data: Any):
     if data.get("region_id"):
         from webapp.review.models import Region
 
-        r = get_object_or_404(Region, pk=int(data["region_id"]), panorama=pano)
+        raw = str(data["region_id"]).strip()
+        if not raw.isdigit() or len(raw) > 18:
+            raise RerenderError(f"region_id must be a number, not {raw[:50]!r}")
+        r = get_object_or_404(Region, pk=int(raw), panorama=pano)
         region = (int(r.x), int(r.y), int(r.w), int(r.h))
     elif data.get("region"):
-        region = _region(data["region"])
+        region = parse_region(data["region"])
     lines = [ln.strip() for ln in data.get("params", "").splitlines() if ln.strip()]
     overrides = parse_param_overrides(lines)
     return plan_rerender(pano, stack_ids=stack_ids, region=region, overrides=overrides, full=bool(data.get("full")))
@@ -56,21 +59,20 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
     pano = get_object_or_404(Panorama, pk=pk)
     if not request.user.has_perm("panoramas.change_stack"):
         raise PermissionDenied
+    require_role(request.user, pano, "editor")
     data = request.POST if request.method == "POST" else request.GET
     recipe_error = None
     try:
         plan = _plan_from(request, pano, data)
     except RerenderError as e:
         if not data.get("params", "").strip():
-            messages.error(request, str(e))
-            return redirect(reverse("admin:panoramas_panorama_change", args=[pano.pk]))
+            return HttpResponseBadRequest(f"cannot re-render {pano.slug}: {e}", content_type="text/plain")
         # A bad recipe line: keep the plan (without the changes) and say what is valid.
         recipe_error = str(e)
         try:
             plan = _plan_from(request, pano, {**data.dict(), "params": ""})
         except RerenderError as e2:
-            messages.error(request, str(e2))
-            return redirect(reverse("admin:panoramas_panorama_change", args=[pano.pk]))
+            return HttpResponseBadRequest(f"cannot re-render {pano.slug}: {e2}", content_type="text/plain")
     if request.method == "POST" and data.get("confirm") == "yes" and recipe_error is None:
         chain = execute(plan)
         messages.success(request, f"Queued {len(chain.stack_jobs)} stack job(s) and the partial chain.")
@@ -90,12 +92,16 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
 
 def progress_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
     pano = get_object_or_404(Panorama, pk=pk)
+    require_role(request.user, pano, "viewer")
     ctx = {**site.each_context(request), "title": f"Jobs of {pano}", "panorama": pano, "opts": Panorama._meta}
     return TemplateResponse(request, "admin/panoramas/progress.html", ctx)
 
 
 def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonResponse:
     pano = get_object_or_404(Panorama, pk=pk)
+    require_role(request.user, pano, "viewer")
+    role = role_of(request.user, pano)
+    may_retry = request.user.has_perm("panoramas.change_job") and has_role(request.user, pano, "editor")
     jobs = Job.objects.filter(panorama=pano).select_related("stack").order_by("-created")[:100]
     return JsonResponse(
         {
@@ -109,13 +115,13 @@ def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonRespons
                     "status": j.status,
                     "progress": round(j.progress, 1),
                     "stage": j.stage,
-                    "message": j.message,
+                    "message": error_for(j.message, role),
                     "eta": round(j.eta_seconds) if j.eta_seconds and j.status == Status.RUNNING else None,
-                    "error": j.error,
+                    "error": error_for(j.error, role),
                     "attempts": j.attempts,
-                    "log": j.log[-2000:],
+                    "log": error_for(j.log[-2000:], role),
                     "retry_url": reverse("admin:panoramas_job_retry", args=[j.pk])
-                    if j.status == Status.FAILED
+                    if may_retry and is_stuck(j)
                     else None,
                 }
                 for j in jobs
@@ -124,39 +130,53 @@ def progress_json(site: AdminSite, request: HttpRequest, pk: int) -> JsonRespons
     )
 
 
-@require_http_methods(["POST"])
+def is_stuck(job: Job) -> bool:
+    """Failed, canceled, or queued/running with nothing in RQ that will run it."""
+    if job.status in (Status.FAILED, Status.CANCELED):
+        return True
+    return job.status in (Status.QUEUED, Status.RUNNING, Status.PENDING) and not is_live(job)
+
+
 def retry_job_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job, pk=pk)
-    if not request.user.has_perm("panoramas.change_stack"):
+    if request.method != "POST":
+        return HttpResponse("POST to retry a job", status=405, headers={"Allow": "POST"})
+    job = get_object_or_404(Job.objects.select_related("panorama", "stack__subpanorama__panorama"), pk=pk)
+    if not request.user.has_perm("panoramas.change_job"):
         raise PermissionDenied
-    retry_jobs([job])
-    messages.success(request, f"Job #{job.pk} queued again.")
-    return redirect(request.META.get("HTTP_REFERER") or reverse("admin:panoramas_job_changelist"))
+    require_role(request.user, _job_panorama(job), "editor")
+    n = retry_jobs([job])
+    if n:
+        messages.success(request, f"Job #{job.pk}: {n} job(s) of its chain queued again.")
+    else:
+        messages.info(request, f"Job #{job.pk} is done or still running: nothing queued again.")
+    back = reverse("admin:panoramas_job_changelist")
+    if job.panorama_id:
+        back = reverse("admin:panoramas_panorama_progress", args=[job.panorama_id])
+    return redirect(back)
+
+
+def _job_panorama(job: Job) -> Panorama | None:
+    return job.panorama or (job.stack.subpanorama.panorama if job.stack else None)
 
 
 def retry_jobs(jobs: list[Job]) -> int:
-    """Re-queue failed jobs: a stack alone, or a composite/pyramid step again."""
-    from .pipeline import enqueue_render
-
+    """Resume the chain of each stuck job (failed, canceled, or lost by RQ):
+    its unfinished jobs are queued again under their own ids, so retrying
+    several jobs of one chain resumes it once and never starts a second one."""
     n = 0
     for job in jobs:
-        if job.status not in (Status.FAILED, Status.CANCELED):
+        job.refresh_from_db()
+        if job.status == Status.DONE or not is_stuck(job):
             continue
-        pano = job.panorama or (job.stack.panorama if job.stack else None)
-        if pano is None:
-            continue
-        if job.kind == Job.Kind.STACK and job.stack is not None:
-            enqueue_render(pano, [job.stack])
-        else:
-            enqueue_render(pano, [], partial=job.params if "region" in job.params else None)
-        n += 1
+        n += resume_chain(job)
     return n
 
 
 def rollback_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:
-    pyr = get_object_or_404(Pyramid, pk=pk)
+    pyr = get_object_or_404(Pyramid.objects.select_related("panorama"), pk=pk)
     if not request.user.has_perm("panoramas.change_panorama"):
         raise PermissionDenied
+    require_role(request.user, pyr.panorama, "editor")
     if request.method == "POST" and request.POST.get("confirm") == "yes":
         if pyr.state != Pyramid.State.READY or not pyr.abs_path.exists():
             messages.error(request, f"{pyr} is not ready on disk; cannot publish it")

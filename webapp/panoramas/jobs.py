@@ -8,6 +8,7 @@ re-running an unchanged recipe is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -15,7 +16,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
@@ -24,14 +24,57 @@ from processing.io.errors import InputError
 from processing.io.params import recipe_hash
 
 from . import storage
+from .leases import lease
 from .models import Frame, Job, Panorama, Pyramid, Stack, Status
+from .pipeline import fail_dependents
 from .progress import Reporter
 from .signals import pyramid_published
 
 
-def _lock(name: str, timeout: int):
-    conn = django_rq.get_connection("default")
-    return conn.lock(f"terapan:lock:{name}", timeout=timeout, blocking_timeout=timeout)
+class ChainError(ValueError):
+    """The chain cannot go on (a stack of it failed or its output is missing): no retries."""
+
+
+def _remove_dead_temporaries(folder: Path, prefix: str) -> int:
+    """Remove the temporary files and staging folders named PREFIX* in FOLDER.
+
+    Called while holding the lease of the output they belong to: no live job
+    writes them, so they are what a killed job left behind.
+    """
+    import shutil
+
+    n = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.glob(prefix + "*"):
+        if ".tmp" not in p.name and ".staging." not in p.name:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        n += 1
+    return n
+
+
+def _writing(job: Job, path: Path) -> None:
+    """Remember the file JOB writes now, so that an OSError without a path can name it."""
+    job._terapan_writing = str(path)  # type: ignore[attr-defined]
+
+
+def _describe(job: Job, e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, OSError) and not e.filename:
+        where = getattr(job, "_terapan_writing", None)
+        if where:
+            text += f" (writing {where})"
+    if isinstance(e, MemoryError):
+        text = f"MemoryError: out of memory in {job.kind} #{job.pk} ({job.stage or 'start'})"
+        where = getattr(job, "_terapan_writing", None)
+        if where:
+            text += f" while making {where}"
+    return text
 
 
 def _frame_fingerprint(f: Frame) -> str:
@@ -65,19 +108,25 @@ def _no_more_retries() -> None:
 
 def _run(job_pk: int, kind: str, body) -> dict[str, Any]:
     job = Job.objects.select_related("stack__subpanorama__panorama", "panorama").get(pk=job_pk)
-    if job.status in (Status.CANCELED, Status.DONE):
-        # Canceled, or a duplicate delivery of a finished job: nothing to do.
+    if job.status in (Status.CANCELED, Status.DONE, Status.FAILED):
+        # Canceled, failed with its chain, or a duplicate delivery of a finished
+        # job: nothing to do (a retry sets the row to queued first).
         return {"skipped": job.status}
     rep = Reporter(job, stack=job.stack)
     rep.start()
     t0 = time.perf_counter()
     try:
         result = body(job, rep)
-    except Exception as e:
+    except (Exception, MemoryError) as e:
         if isinstance(e, InputError | ValueError):
             _no_more_retries()  # bad input fails the same way every time
-        rep.fail(f"{type(e).__name__}: {e}", final=_retries_left() == 0)
+        final = _retries_left() == 0
+        job.refresh_from_db(fields=["stage"])
+        error = _describe(job, e)
+        rep.fail(error, final=final)
         rep.log(traceback.format_exc(limit=5))
+        if final and kind != "stack":  # the composite decides about failed stacks itself
+            fail_dependents(job, f"{kind} #{job.pk} failed: {error}")
         raise
     result["seconds"] = round(time.perf_counter() - t0, 3)
     rep.finish(result, timings=result.get("timings"))
@@ -122,8 +171,10 @@ def _stack_body(job: Job, rep: Reporter) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(stack.metrics or {})
     # Two workers never compute the same stack version at once: the second
     # waits here and then finds the output already made.
-    with _lock(f"stack:{stack.pk}:{rhash}", timeout):
+    with lease(f"stack:{stack.pk}:{rhash}", timeout):
         if not out.exists():
+            _remove_dead_temporaries(out.parent, f".{out.stem}.")
+            _writing(job, out)
             reused = False
             paths = [Path(f.original_path) for f in frames]
             res = process_stack(paths, scale, params, progress=rep, result_dtype="uint16")
@@ -175,6 +226,33 @@ def _stitch_progress(rep: Reporter):  # noqa: ANN202
     return progress
 
 
+def _composite_inputs(job: Job, rep: Reporter) -> list[Stack]:
+    """The stacks to composite, each at its newest output; ChainError when a
+    stack of the chain did not finish or an output is missing (never a
+    composite of new and old versions). A stack that failed on bad input and never had an
+    output is left out, as the stitcher leaves out what it cannot place."""
+    pano = job.panorama
+    chain_rows = {j.stack_id: j for j in Job.objects.filter(pk__in=job.params.get("after", []), kind=Job.Kind.STACK)}
+    stacks: list[Stack] = []
+    for s in Stack.objects.filter(subpanorama__panorama=pano).order_by("subpanorama__order", "row", "col"):
+        had_output = bool(s.output_path)
+        row = chain_rows.get(s.pk)
+        if row is not None and row.status != Status.DONE:
+            reason = (row.error or row.message or row.status).splitlines()[0][:300]
+            if row.status in (Status.FAILED, Status.CANCELED) and not had_output:
+                rep.log(f"left out {s.name}: {reason}")
+                continue
+            raise ChainError(f"stack {s.name} (job #{row.pk}) {row.status}: {reason}; retry the chain to resume it")
+        # A stack re-rendered by a later chain since: its newest output is used.
+        if not had_output:
+            continue
+        path = storage.absolute(s.output_path)
+        if not path.exists():
+            raise ChainError(f"stack {s.name}: output missing: {path}")
+        stacks.append(s)
+    return stacks
+
+
 def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     from processing.stitch.composite import layout_path_for, patch_composite
     from processing.stitch.pipeline import StitchParams, stitch_files
@@ -182,11 +260,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
 
     pano = job.panorama
     assert pano is not None
-    stacks = [
-        s
-        for s in Stack.objects.filter(subpanorama__panorama=pano).order_by("subpanorama__order", "row", "col")
-        if s.output_path and storage.absolute(s.output_path).exists()
-    ]
+    stacks = _composite_inputs(job, rep)
     if not stacks:
         raise ValueError(f"panorama {pano.slug}: no rendered stacks to composite")
     paths = [storage.absolute(s.output_path) for s in stacks]
@@ -200,7 +274,9 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     region = job.params.get("region")
     base_rel = job.params.get("base_composite")
     result: dict[str, Any] = {"composite": rel, "recipe_hash": chash, "partial": False}
-    with _lock(f"composite:{pano.pk}:{chash}", settings.TERAPAN_JOB_TIMEOUTS["composite"]):
+    with lease(f"composite:{pano.pk}:{chash}", settings.TERAPAN_JOB_TIMEOUTS["composite"]):
+        _remove_dead_temporaries(out.parent, f".{out.stem}.")
+        _writing(job, out)
         if out.exists() and layout_path_for(out).exists():
             result["reused"] = True
         elif region and base_rel and storage.absolute(base_rel).exists():
@@ -282,12 +358,24 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
             "tiles_rewritten": 0,
             "tiles_total": current.stats.get("tiles", 0),
         }
+    chain = job.params.get("chain")
+    made = Pyramid.objects.filter(panorama=pano, stats__chain=chain).first() if chain else None
+    if made is not None:
+        # This chain already made (and published) its version: at most once per chain.
+        return {"pyramid": made.pk, "version": made.version, "noop": True, "tiles_rewritten": 0}
     params = PyramidParams.from_dict(pano.recipe_defaults.get("pyramid", {}))
     region = job.params.get("region")
     base = Pyramid.objects.filter(pk=job.params.get("base_pyramid")).first() if region else None
-    with _lock(f"pyramid:{pano.pk}", settings.TERAPAN_JOB_TIMEOUTS["pyramid"]):
+    with lease(f"pyramid:{pano.pk}", settings.TERAPAN_JOB_TIMEOUTS["pyramid"]):
         version = next_pyramid_version(pano)
         rel = storage.rel_pyramid(pano.pk, version)
+        target = storage.absolute(rel)
+        _remove_dead_temporaries(target.parent, ".v")
+        if target.exists():  # renamed into place by a job killed before it recorded the row
+            import shutil
+
+            shutil.rmtree(target)
+        _writing(job, target)
         composite = storage.absolute(pano.composite_path)
         if base is not None and base.abs_path.exists():
             params = PyramidParams(
@@ -309,21 +397,14 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
             info.setdefault("tiles_rewritten", info.get("tiles", 0))
             info.setdefault("tiles_total", info.get("tiles", 0))
         info["composite"] = pano.composite_path
-        pyr = Pyramid.objects.create(
-            panorama=pano,
-            version=version,
-            path=rel,
-            width=info["width"],
-            height=info["height"],
-            tile_size=info.get("tile_size", params.tile_size),
-            overlap=info.get("overlap", params.overlap),
-            format=info.get("format", params.format),
-            state=Pyramid.State.READY,
-            parent=current,
-            stats=info,
-        )
-    if job.params.get("publish", True):
-        publish(pyr)
+        if chain:
+            info["chain"] = chain
+        publish_now = job.params.get("publish", True)
+        with transaction.atomic():
+            pyr = _record_pyramid(pano, version, rel, info, params, current)
+            if publish_now:
+                publish(pyr)
+    if publish_now:
         # Listeners (region statuses) must never fail a version already published.
         for _, res in pyramid_published.send_robust(sender=Pyramid, pyramid=pyr, region=region):
             if isinstance(res, Exception):
@@ -336,3 +417,19 @@ def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
         "tiles_rewritten": info.get("tiles_rewritten"),
         "tiles_total": info.get("tiles_total"),
     }
+
+
+def _record_pyramid(pano: Panorama, version: int, rel: str, info: dict, params, current) -> Pyramid:  # noqa: ANN001
+    return Pyramid.objects.create(
+        panorama=pano,
+        version=version,
+        path=rel,
+        width=info["width"],
+        height=info["height"],
+        tile_size=info.get("tile_size", params.tile_size),
+        overlap=info.get("overlap", params.overlap),
+        format=info.get("format", params.format),
+        state=Pyramid.State.READY,
+        parent=current,
+        stats=info,
+    )

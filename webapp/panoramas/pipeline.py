@@ -1,25 +1,48 @@
 """Enqueue the render chain: stack jobs (queue gpu) -> composite -> pyramid.
 
-RQ dependencies order the chain; a failed stack does not block the others
-(allow_failure): the composite uses every stack that has an output.
+Every Job row has one fixed RQ id (terapan-<kind>-<pk>), so queuing a row
+again replaces its RQ job instead of adding a second one. The jobs of one
+chain share params["chain"]; params["after"] lists the rows a job waits on.
+A failed stack does not stop RQ from running the composite (allow_failure):
+the composite itself decides whether the chain can go on (jobs.py). A chain
+that failed is resumed, never duplicated: resume_chain() queues again the
+rows of that chain that are not done and that nothing is running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import django_rq
 from django.conf import settings
+from django.utils import timezone
 from rq import Retry
-from rq.job import Dependency
+from rq.job import Dependency, JobStatus
+from rq.job import Job as RQJob
 
 from .models import Job, Panorama, Stack, Status
+
+#: kind -> (queue, function, timeout key)
+ROUTES = {
+    Job.Kind.STACK: ("gpu", "webapp.panoramas.jobs.run_stack"),
+    Job.Kind.COMPOSITE: ("default", "webapp.panoramas.jobs.run_composite"),
+    Job.Kind.PYRAMID: ("default", "webapp.panoramas.jobs.run_pyramid"),
+}
+CHAIN_ORDER = {Job.Kind.STACK: 0, Job.Kind.COMPOSITE: 1, Job.Kind.PYRAMID: 2}
+LIVE_RQ_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+OPEN = (Status.PENDING, Status.QUEUED, Status.RUNNING)
 
 
 def _retry() -> Retry | None:
     n = settings.TERAPAN_JOB_RETRIES
     return Retry(max=n, interval=settings.TERAPAN_RETRY_INTERVALS) if n else None
+
+
+def rq_job_id(job: Job) -> str:
+    return f"terapan-{job.kind}-{job.pk}"
 
 
 @dataclass
@@ -35,11 +58,40 @@ class RenderPlan:
         ]
 
 
-def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> None:
+def fetch_rq(rq_id: str) -> RQJob | None:
+    if not rq_id:
+        return None
+    try:
+        return RQJob.fetch(rq_id, connection=django_rq.get_connection("default"))
+    except Exception:  # NoSuchJobError, or a hash left half-written by a crash
+        return None
+
+
+def _drop_rq(rq_id: str) -> None:
+    rq_job = fetch_rq(rq_id)
+    if rq_job is not None:
+        with contextlib.suppress(Exception):
+            rq_job.delete(remove_from_queue=True, delete_dependents=False)
+
+
+def enqueue_job(job: Job) -> None:
+    """Queue the render job JOB under its fixed RQ id, after the unfinished rows it waits on."""
+    if job.kind not in ROUTES:
+        raise ValueError(f"job #{job.pk}: {job.kind} jobs are not part of a render chain")
+    queue, func = ROUTES[job.kind]
+    timeout = settings.TERAPAN_JOB_TIMEOUTS[job.kind]
+    after = [int(pk) for pk in job.params.get("after", [])]
+    waiting = list(Job.objects.filter(pk__in=after).exclude(status=Status.DONE).values_list("rq_id", flat=True))
+    waiting = [r for r in waiting if r and fetch_rq(r) is not None]
+    depends_on = None
+    if waiting:
+        # The composite runs after its stacks whatever became of them, and decides;
+        # the pyramid runs only after a composite that succeeded.
+        depends_on = Dependency(jobs=waiting, allow_failure=job.kind == Job.Kind.COMPOSITE)
     rq_job = django_rq.get_queue(queue).enqueue(
         func,
         job.pk,
-        job_id=f"terapan-{job.kind}-{job.pk}",
+        job_id=rq_job_id(job),
         job_timeout=timeout,
         retry=_retry(),
         depends_on=depends_on,
@@ -61,49 +113,197 @@ def enqueue_render(
     partial: dict | None = None,
 ) -> RenderPlan:
     """Queue stack jobs for STACKS (default: all) and the composite/pyramid after them."""
-    timeouts = settings.TERAPAN_JOB_TIMEOUTS
     if stacks is None:
         stacks = Stack.objects.filter(subpanorama__panorama=pano)
+    chain = uuid.uuid4().hex
     plan = RenderPlan()
-    rq_ids: list[str] = []
     for s in stacks:
-        job = Job.objects.create(kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale})
-        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
-        _enqueue("gpu", "webapp.panoramas.jobs.run_stack", job, timeouts["stack"])
-        plan.stack_jobs.append(job)
-        rq_ids.append(job.rq_id)
-    dep = Dependency(jobs=rq_ids, allow_failure=True) if rq_ids else None
-    if composite:
-        cj = Job.objects.create(kind=Job.Kind.COMPOSITE, panorama=pano, params=dict(partial or {}))
-        _enqueue(
-            "default",
-            "webapp.panoramas.jobs.run_composite",
-            cj,
-            timeouts["composite"],
-            dep,
+        job = Job.objects.create(
+            kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale, "chain": chain}
         )
+        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
+        enqueue_job(job)
+        plan.stack_jobs.append(job)
+    after = [j.pk for j in plan.stack_jobs]
+    if composite:
+        cj = Job.objects.create(
+            kind=Job.Kind.COMPOSITE, panorama=pano, params={**(partial or {}), "chain": chain, "after": after}
+        )
+        enqueue_job(cj)
         plan.composite_job = cj
-        dep = Dependency(jobs=[cj.rq_id])
+        after = [cj.pk]
     if pyramid:
         pj = Job.objects.create(
             kind=Job.Kind.PYRAMID,
             panorama=pano,
-            params={"publish": publish, **(partial or {})},
+            params={**(partial or {}), "publish": publish, "chain": chain, "after": after},
         )
-        _enqueue("default", "webapp.panoramas.jobs.run_pyramid", pj, timeouts["pyramid"], dep)
+        enqueue_job(pj)
         plan.pyramid_job = pj
     return plan
+
+
+def chain_jobs(job: Job) -> list[Job]:
+    """The rows of JOB's chain in the order they run (JOB alone when it has no chain)."""
+    chain = job.params.get("chain")
+    rows = list(Job.objects.filter(params__chain=chain)) if chain else [job]
+    return sorted(rows, key=lambda j: (CHAIN_ORDER.get(j.kind, 9), j.pk))
+
+
+def worker_alive(name: str | None) -> bool:
+    """Whether the RQ worker NAME still runs (a dead local pid counts as dead at once)."""
+    import os
+    import socket
+
+    from rq import Worker
+
+    if not name:
+        return False
+    conn = django_rq.get_connection("default")
+    w = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=conn)
+    if w is None:
+        return False
+    if w.hostname == socket.gethostname() and w.pid:
+        try:
+            os.kill(int(w.pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+def in_queue(rq_job: RQJob) -> bool:
+    """A queued RQ job is really in its queue (a crash may lose the push). A
+    worker that has just taken it holds it in the intermediate list until its
+    status says started: look there too, and once more a moment later."""
+    import time
+
+    from rq.intermediate_queue import IntermediateQueue
+
+    conn = django_rq.get_connection("default")
+    key = f"rq:queue:{rq_job.origin}"
+    held = IntermediateQueue.get_intermediate_queue_key(key)
+    for attempt in range(2):
+        try:
+            if conn.lpos(key, rq_job.id) is not None or conn.lpos(held, rq_job.id) is not None:
+                return True
+        except Exception:
+            return True  # no LPOS: trust the status
+        if attempt == 0:
+            time.sleep(0.5)
+            if rq_job.get_status(refresh=True) != JobStatus.QUEUED:
+                return True
+    return False
+
+
+def is_live(job: Job) -> bool:
+    """Something in RQ will still run (or is running) JOB: queued in its
+    queue, scheduled (a retry), deferred (waiting on others), or started by a
+    worker that is alive."""
+    rq_job = fetch_rq(job.rq_id)
+    if rq_job is None:
+        return False
+    state = rq_job.get_status(refresh=False)
+    if state == JobStatus.STARTED:
+        return worker_alive(rq_job.worker_name)
+    if state == JobStatus.QUEUED:
+        return in_queue(rq_job)
+    return state in LIVE_RQ_STATES
+
+
+def is_running(job: Job) -> bool:
+    rq_job = fetch_rq(job.rq_id)
+    return (
+        rq_job is not None
+        and rq_job.get_status(refresh=False) == JobStatus.STARTED
+        and worker_alive(rq_job.worker_name)
+    )
+
+
+def _reset(job: Job, message: str) -> None:
+    Job.objects.filter(pk=job.pk).update(status=Status.QUEUED, error="", message=message, ended=None)
+    job.status = Status.QUEUED
+    if job.stack_id:
+        Stack.objects.filter(pk=job.stack_id).update(status=Status.QUEUED, progress=0.0)
+
+
+def resume_chain(job: Job, message: str = "queued again") -> int:
+    """Queue again the unfinished rows of JOB's chain that nothing runs; the rows
+    after one queued again are queued again too (they wait on it). Returns how many."""
+    if job.kind not in ROUTES:
+        return requeue_other(job, message)
+    n = 0
+    rest = False
+    for j in chain_jobs(job):
+        if j.status == Status.DONE:
+            continue
+        if j.status == Status.CANCELED and j.pk != job.pk and not rest:
+            continue  # canceled by someone: only an explicit retry of it brings it back
+        if j.status == Status.FAILED and is_running(j):
+            continue  # a run already under way (it sets the row running)
+        if not rest and j.status in OPEN and is_live(j):
+            continue
+        _drop_rq(j.rq_id or rq_job_id(j))
+        _reset(j, message)
+        enqueue_job(j)
+        rest = True
+        n += 1
+    return n
+
+
+def requeue_other(job: Job, message: str = "queued again") -> int:
+    """Ingest and thumbnail jobs: queue the same row again unless RQ still has it."""
+    if is_live(job):
+        return 0
+    _drop_rq(job.rq_id)
+    _reset(job, message)
+    if job.kind == Job.Kind.INGEST:
+        from webapp.ingest.jobs import enqueue_import
+
+        enqueue_import(job)
+    elif job.kind == Job.Kind.THUMBNAILS:
+        from webapp.ingest.jobs import make_thumbnails
+
+        rq_job = django_rq.get_queue("default").enqueue(
+            make_thumbnails, job.params.get("stack_ids", []), job.pk, job_timeout=3600
+        )
+        Job.objects.filter(pk=job.pk).update(rq_id=rq_job.id)
+    else:
+        return 0
+    return 1
+
+
+def fail_dependents(job: Job, reason: str) -> int:
+    """Mark the rows of JOB's chain that wait on it (directly or not) failed with REASON."""
+    chain = job.params.get("chain")
+    if not chain:
+        return 0
+    n = 0
+    todo = [job.pk]
+    rows = chain_jobs(job)
+    while todo:
+        pk = todo.pop()
+        for j in rows:
+            if pk in j.params.get("after", []) and j.status in OPEN:
+                _drop_rq(j.rq_id)
+                Job.objects.filter(pk=j.pk).update(
+                    status=Status.FAILED, error=reason[:5000], message="not run: " + reason[:480], ended=timezone.now()
+                )
+                j.status = Status.FAILED
+                todo.append(j.pk)
+                n += 1
+    return n
 
 
 def cancel_job(job: Job) -> None:
     """Cancel a queued or running job (a running one is stopped by its worker)."""
     from rq.command import send_stop_job_command
-    from rq.job import Job as RQJob
 
     conn = django_rq.get_connection("default")
-    if job.rq_id:
+    rq_job = fetch_rq(job.rq_id)
+    if rq_job is not None:
         try:
-            rq_job = RQJob.fetch(job.rq_id, connection=conn)
             if rq_job.get_status() == "started":
                 send_stop_job_command(conn, job.rq_id)
             else:
@@ -113,3 +313,5 @@ def cancel_job(job: Job) -> None:
     Job.objects.filter(pk=job.pk).update(status=Status.CANCELED, message="canceled")
     if job.stack_id:
         Stack.objects.filter(pk=job.stack_id, status__in=[Status.QUEUED, Status.RUNNING]).update(status=Status.CANCELED)
+    else:  # the composite decides about canceled stacks; later steps cannot run without it
+        fail_dependents(job, f"{job.kind} #{job.pk} was canceled")

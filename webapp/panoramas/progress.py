@@ -41,7 +41,11 @@ class Reporter:
         self.job.refresh_from_db()
         if self.stack is not None:
             Stack.objects.filter(pk=self.stack.pk).update(status=Status.RUNNING, progress=0.0, error="")
-        self.log(f"started (attempt {self.job.attempts})")
+        import os
+        import socket
+
+        # The pid names the process to look at (or to kill) when a job hangs.
+        self.log(f"started (attempt {self.job.attempts}, pid {os.getpid()} on {socket.gethostname()})")
 
     def __call__(self, fraction: float, message: str = "", *, force: bool = False) -> None:
         now = time.monotonic()

@@ -35,11 +35,46 @@ def parse_param_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not stage or not name:
             raise RerenderError(f"parameter {item!r} must look like stage.key=value")
         try:
-            value: Any = json.loads(raw)
+            value: Any = json.loads(raw, parse_constant=_no_constant)
         except json.JSONDecodeError:
             value = raw
+        except RecursionError as e:
+            raise RerenderError(f"parameter {key.strip()!r}: value nested too deeply") from e
+        if not _finite(value):
+            raise RerenderError(f"parameter {key.strip()!r}: {raw.strip()[:40]} is not a finite number")
         out.setdefault(stage, {})[name] = value
     return out
+
+
+def parse_region(raw: str) -> Rect:
+    """'X,Y,W,H' in panorama pixels; RerenderError for anything else (inf and NaN included)."""
+    import math
+
+    try:
+        values = [float(v) for v in str(raw).split(",")]
+    except ValueError as e:
+        raise RerenderError("region must be X,Y,W,H in panorama pixels") from e
+    if len(values) != 4 or not all(math.isfinite(v) and abs(v) < 2**53 for v in values):
+        raise RerenderError("region must be four finite numbers X,Y,W,H in panorama pixels")
+    x, y, w, h = (int(v) for v in values)
+    return x, y, w, h
+
+
+def _no_constant(name: str) -> Any:
+    raise RerenderError(f"{name} is not a finite number")
+
+
+def _finite(value: Any) -> bool:
+    """No inf or NaN anywhere in VALUE (JSON and the database cannot hold them)."""
+    import math
+
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def merge_recipe(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:

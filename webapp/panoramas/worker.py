@@ -1,9 +1,18 @@
 """The RQ worker class of Terapan: each job's forked work horse is hardened
 (decoder limits, blocked libvips loaders) and capped in memory and CPU time, so
-a runaway decoder fails its own job and never the worker or the machine."""
+a runaway decoder fails its own job and never the worker or the machine.
+
+Every Terapan worker also keeps the database and RQ in agreement
+(reconcile.py): at start and every MAINTENANCE_SECONDS, so a job lost by a
+Redis crash or a dead worker is queued again without anyone's help. It
+listens in short rounds (WORKER_TTL) so that the periodic work happens even
+while idle, and it heartbeats its jobs often, so a job whose worker died is
+seen as abandoned (and retried) within about a minute and a half.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
 from django.conf import settings
@@ -11,8 +20,44 @@ from rq import SimpleWorker, Worker
 from rq.job import Job
 from rq.queue import Queue
 
+MAINTENANCE_SECONDS = 30
+WORKER_TTL = 45
+JOB_MONITORING_SECONDS = 10
 
-class TerapanWorker(Worker):
+log = logging.getLogger(__name__)
+
+
+class ReconcilingWorker:
+    """Mixin: short listening rounds, frequent maintenance, reconcile at start and periodically."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.worker_ttl = min(int(self.worker_ttl), WORKER_TTL)
+        self.maintenance_interval = MAINTENANCE_SECONDS
+        self.job_monitoring_interval = JOB_MONITORING_SECONDS
+
+    def _reconcile(self, at_start: bool = False) -> None:
+        from django.db import connections
+
+        from .reconcile import reconcile_once_among_workers
+
+        try:
+            report = reconcile_once_among_workers()
+            if report is not None and (report.requeued or report.failed):
+                log.warning("reconcile%s: %s", " at start" if at_start else "", report.as_dict())
+        except Exception:  # never let repair work stop the worker
+            log.exception("reconcile failed")
+        finally:
+            connections.close_all()  # no connection shared with a forked work horse
+
+    def run_maintenance_tasks(self) -> None:
+        # RQ runs this first when the worker starts, then every maintenance_interval.
+        at_start = self.last_cleaned_at is None
+        super().run_maintenance_tasks()
+        self._reconcile(at_start=at_start)
+
+
+class TerapanWorker(ReconcilingWorker, Worker):
     def main_work_horse(self, job: Job, queue: Queue):  # noqa: ANN201 - RQ's signature
         from processing.io.safety import harden, limit_resources
 
@@ -27,7 +72,7 @@ class TerapanWorker(Worker):
         return super().main_work_horse(job, queue)
 
 
-class TerapanGPUWorker(SimpleWorker):
+class TerapanGPUWorker(ReconcilingWorker, SimpleWorker):
     """The GPU queue's worker: each job runs in the worker process itself.
 
     A forked work horse starts cold every time: a new CUDA context, CuPy's

@@ -4,6 +4,8 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from webapp.panoramas.admin import RoleScopedAdmin
+
 from .models import Comment, Notification, Region
 
 
@@ -14,7 +16,7 @@ class CommentInline(admin.TabularInline):
 
 
 @admin.register(Region)
-class RegionAdmin(admin.ModelAdmin):
+class RegionAdmin(RoleScopedAdmin):  # rows of panoramas the user holds a role on
     list_display = (
         "id",
         "panorama",
@@ -49,13 +51,32 @@ class RegionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Comment)
-class CommentAdmin(admin.ModelAdmin):
+class CommentAdmin(RoleScopedAdmin):
+    panorama_path = "region__panorama"
+
     list_display = ("id", "region", "author", "created")
     raw_id_fields = ("parent",)
 
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
+    """A user's notifications are theirs: in the admin, superusers only."""
+
     list_display = ("id", "user", "kind", "comment", "created", "read")
     list_filter = ("kind",)
     raw_id_fields = ("user", "comment")
+
+    def has_module_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return request.user.is_superuser
+
+    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+        return False

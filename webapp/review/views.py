@@ -22,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from webapp.panoramas.models import Panorama, Pyramid, Stack
+from webapp.panoramas.roles import error_for
 from webapp.viewer.permissions import RANK, can_view, role_of
 
 from . import changes as review_changes
@@ -33,6 +34,8 @@ from .signals import rerender_requested
 MAX_BODY_BYTES = 64 * 1024
 MAX_COMMENT_CHARS = 5000
 MAX_REGIONS_PER_PANORAMA = 10_000
+PAGE_SIZE = 500  # regions per page of the list (each carries its comments)
+MAX_PAGE_SIZE = 1000
 EDITOR_STATUSES = {s.value for s in Region.Status}
 
 
@@ -105,6 +108,10 @@ def _clean_text(value: Any, what: str = "comment") -> str:
         raise ApiError(400, f"{what} longer than {MAX_COMMENT_CHARS} characters")
     if "\x00" in text:
         raise ApiError(400, f"{what} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800" (valid JSON, not UTF-8)
+        raise ApiError(400, f"{what} is not valid Unicode (unpaired surrogate at {e.start})") from e
     return text
 
 
@@ -127,6 +134,18 @@ def _first_comment(data: dict[str, Any]) -> str | None:
         ):
             return _clean_text(item.get("value"))
     return None
+
+
+def _int_param(request: HttpRequest, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 10:
+        raise ApiError(400, f"{name} must be a whole number from {lo} to {hi}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be a whole number from {lo} to {hi}")
+    return value
 
 
 def _pyramid_for(pano: Panorama, version: Any) -> Pyramid:
@@ -234,9 +253,27 @@ def annotations(request: HttpRequest, slug: str) -> JsonResponse:
             if status not in EDITOR_STATUSES:
                 raise ApiError(400, f"unknown status {status!r}")
             qs = qs.filter(status=status)
+        limit = _int_param(request, "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        offset = _int_param(request, "offset", 0, 0, 10**9)
+        total = qs.count()
         pyramids = {p.version: p for p in pano.pyramids.all()}
-        items = [annotation_json(request, r, role, list(r.comments.all()), pyramids) for r in qs]
-        return JsonResponse({"type": "AnnotationCollection", "total": len(items), "items": items})
+        page = qs[offset : offset + limit]
+        items = [annotation_json(request, r, role, list(r.comments.all()), pyramids) for r in page]
+        nxt = None
+        if offset + limit < total:
+            params = request.GET.copy()
+            params["offset"], params["limit"] = str(offset + limit), str(limit)
+            nxt = request.build_absolute_uri(request.path) + "?" + params.urlencode()
+        return JsonResponse(
+            {
+                "type": "AnnotationCollection",
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "next": nxt,
+                "items": items,
+            }
+        )
     role = _require(request, pano, "reviewer")
     data = _json_body(request)
     pyr = _pyramid_for(pano, data.get("version"))
@@ -275,6 +312,10 @@ def annotation(request: HttpRequest, pk: int) -> JsonResponse:
     if not _can_modify(request, region, role):
         raise ApiError(403, "only the region's author or an editor can change it")
     if request.method == "DELETE":
+        others = region.comments.exclude(author=request.user).exists()
+        if others and RANK[role] < RANK["editor"]:
+            # Deleting the region would delete other people's comments with it.
+            raise ApiError(403, "others have commented on this region: deleting it needs the editor role")
         region.delete()
         return JsonResponse({"deleted": pk})
     data = _json_body(request)
@@ -470,7 +511,7 @@ def status(request: HttpRequest, pk: int) -> JsonResponse:
 def stacks(request: HttpRequest, slug: str) -> JsonResponse:
     """Work in progress: every stack's footprint, status and progress (members)."""
     pano = get_object_or_404(Panorama.objects.select_related("published_pyramid"), slug=slug)
-    _require(request, pano, "viewer")
+    role = _require(request, pano, "viewer")
     qs = (
         Stack.objects.filter(subpanorama__panorama=pano)
         .select_related("subpanorama")
@@ -496,7 +537,7 @@ def stacks(request: HttpRequest, slug: str) -> JsonResponse:
                 "version": s.version,
                 "frames": s.n_frames,
                 "footprint": footprint,
-                "error": (s.error or "")[:300],
+                "error": error_for(s.error, role)[:300],
                 "updated": s.updated.isoformat(),
             }
         )

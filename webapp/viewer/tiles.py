@@ -3,7 +3,10 @@
 The file path is built from the Pyramid row's path and validated integers,
 never from request strings, then resolved and checked to stay inside the
 pyramid folder (a symlink planted there that points elsewhere is refused).
-Tile URLs carry the version, so responses are immutable.
+Tile URLs carry the version, so responses are immutable. Tiles of a
+non-public panorama are `private` (no shared cache keeps them); public ones
+may sit in shared caches for PUBLIC_SHARED_MAX_AGE only, so making a panorama
+private takes effect there within ten minutes, and in browsers within a day.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from .permissions import can_view_pyramid
 
 FORMATS = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 ONE_YEAR = 31536000
+PUBLIC_MAX_AGE = 86400
+PUBLIC_SHARED_MAX_AGE = 600
+PUBLIC_CACHE = f"public, max-age={PUBLIC_MAX_AGE}, s-maxage={PUBLIC_SHARED_MAX_AGE}, immutable"
+PRIVATE_CACHE = f"private, max-age={ONE_YEAR}, immutable"
 
 
 def _pyramid_or_404(pyramid_id: int, version: int) -> Pyramid:
@@ -104,7 +111,7 @@ def _serve(
     ctype: str,
 ):
     etag = _etag(pyr, path.name + str(path.parent.name), st)
-    cache = f"{'public' if public else 'private'}, max-age={ONE_YEAR}, immutable"
+    cache = PUBLIC_CACHE if public else PRIVATE_CACHE
     if _matches(request, etag):
         resp: HttpResponse = HttpResponseNotModified()
     else:

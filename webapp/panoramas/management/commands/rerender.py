@@ -10,7 +10,14 @@ from django.core.management.base import BaseCommand, CommandError
 from rq import Worker
 
 from webapp.panoramas.models import Job, Panorama, Status
-from webapp.panoramas.rerender import RerenderError, describe, execute, parse_param_overrides, plan_rerender
+from webapp.panoramas.rerender import (
+    RerenderError,
+    describe,
+    execute,
+    parse_param_overrides,
+    parse_region,
+    plan_rerender,
+)
 from webapp.panoramas.workers import start_workers, stop_workers
 
 
@@ -37,10 +44,9 @@ class Command(BaseCommand):
         region = None
         if o["region"]:
             try:
-                x, y, w, h = (int(float(v)) for v in o["region"].split(","))
-            except ValueError as e:
-                raise CommandError("--region must be X,Y,W,H") from e
-            region = (x, y, w, h)
+                region = parse_region(o["region"])
+            except RerenderError as e:
+                raise CommandError(f"--region: {e}") from e
         try:
             plan = plan_rerender(
                 pano,

@@ -1,0 +1,116 @@
+"""Bring the database's Job rows and RQ back into agreement.
+
+Run at every worker start, periodically by the workers (one at a time) and by
+`manage.py reconcile_jobs`. After a Redis crash, a lost worker or a job whose
+work horse died, nothing stays "queued" or "running" without an RQ job behind
+it: a row whose RQ job is gone (or stuck in a dead worker) is queued again
+under the same RQ id, with its chain; a row whose RQ job failed for good is
+marked failed with RQ's reason, and the rows waiting on it fail with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import django_rq
+from django.utils import timezone
+from rq.job import JobStatus
+
+from .models import Job, Stack, Status
+from .pipeline import (
+    OPEN,
+    ROUTES,
+    _drop_rq,
+    chain_jobs,
+    fail_dependents,
+    fetch_rq,
+    is_live,
+    requeue_other,
+    resume_chain,
+)
+
+LOCK = "terapan:reconcile"
+GRACE_SECONDS = 10
+
+
+@dataclass
+class Report:
+    checked: int = 0
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"checked": self.checked, "requeued": self.requeued, "failed": self.failed}
+
+
+def _last_line(rq_job) -> str:  # noqa: ANN001
+    text = ""
+    with contextlib.suppress(Exception):
+        text = rq_job.latest_result().exc_string or ""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "failed in RQ (no reason recorded)"
+
+
+def _mark_failed(job: Job, reason: str, report: Report) -> None:
+    Job.objects.filter(pk=job.pk).update(
+        status=Status.FAILED, error=reason[:5000], message="failed", ended=timezone.now()
+    )
+    job.status = Status.FAILED
+    if job.stack_id:
+        Stack.objects.filter(pk=job.stack_id).update(status=Status.FAILED, error=reason[:5000])
+    report.failed.append(job.pk)
+    if job.kind != Job.Kind.STACK:
+        fail_dependents(job, f"{job.kind} #{job.pk} failed: {reason}")
+    # A failed stack: RQ itself queues the composite that waits on it (allow_failure),
+    # and the composite decides.
+
+
+def reconcile(now_only: list[int] | None = None) -> Report:
+    """Check every open Job row (or those in NOW_ONLY) against RQ and repair it."""
+    report = Report()
+    # Rows younger than GRACE may not have their RQ job yet (it is being queued).
+    settled = timezone.now() - timedelta(seconds=GRACE_SECONDS)
+    rows = Job.objects.filter(status__in=OPEN, created__lt=settled).order_by("created", "pk")
+    if now_only is not None:
+        rows = rows.filter(pk__in=now_only)
+    done: set[int] = set()
+    for job in rows:
+        if job.pk in done:
+            continue
+        report.checked += 1
+        job.refresh_from_db()
+        if job.status not in OPEN:
+            continue
+        rq_job = fetch_rq(job.rq_id)
+        state = rq_job.get_status(refresh=False) if rq_job is not None else None
+        if state == JobStatus.FAILED:
+            _mark_failed(job, _last_line(rq_job), report)
+            continue
+        if state == JobStatus.FINISHED:
+            # The function returned; only the row's last update was lost.
+            continue
+        if is_live(job):
+            continue
+        if job.kind in ROUTES:
+            _drop_rq(job.rq_id)
+            resume_chain(job, message="queued again by reconcile (its RQ job was lost)")
+            for j in chain_jobs(job):
+                done.add(j.pk)
+            report.requeued.append(job.pk)
+        else:
+            if requeue_other(job, message="queued again by reconcile (its RQ job was lost)"):
+                report.requeued.append(job.pk)
+    return report
+
+
+def reconcile_once_among_workers(ttl: int = 25) -> Report | None:
+    """reconcile() unless another process is doing it right now."""
+    conn = django_rq.get_connection("default")
+    if not conn.set(LOCK, "1", nx=True, ex=ttl):
+        return None
+    try:
+        return reconcile()
+    finally:
+        conn.delete(LOCK)
