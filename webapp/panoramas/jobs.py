@@ -27,6 +27,7 @@ from . import storage
 from .models import Frame, Job, Panorama, Pyramid, Stack, Status
 from .progress import Reporter
 from .signals import pyramid_published
+from .sky_merge import merge_sky_stacks, split_sky_stacks
 
 
 def _lock(name: str, timeout: int):
@@ -187,6 +188,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
         for s in Stack.objects.filter(subpanorama__panorama=pano).order_by("subpanorama__order", "row", "col")
         if s.output_path and storage.absolute(s.output_path).exists()
     ]
+    stacks, sky_stacks = split_sky_stacks(stacks)  # the sky capture is merged in last
     if not stacks:
         raise ValueError(f"panorama {pano.slug}: no rendered stacks to composite")
     paths = [storage.absolute(s.output_path) for s in stacks]
@@ -194,7 +196,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     sp.setdefault("projection", pano.projection)
     sp.setdefault("wrap", pano.wrap)
     params = StitchParams.from_dict(sp)
-    chash = recipe_hash({"stitch": params.to_dict()}, *[s.recipe_hash for s in stacks])
+    chash = recipe_hash({"stitch": params.to_dict()}, *[s.recipe_hash for s in stacks + sky_stacks])
     rel = storage.rel_composite(pano.pk, chash)
     out = storage.absolute(rel)
     region = job.params.get("region")
@@ -238,6 +240,10 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
                 )
             for d in res.dropped:
                 rep.log(f"dropped {d['file']}: {d['reason']}")
+        if sky_stacks:
+            rep(0.95, f"merging the sky capture ({len(sky_stacks)} stacks)")
+            patched = storage.absolute(base_rel) if result["partial"] else None
+            result["sky"] = merge_sky_stacks(out, sky_stacks, pano.scale, params.bits, patched, result.get("region"))
     layout = json.loads(layout_path_for(out).read_text())
     Panorama.objects.filter(pk=pano.pk).update(
         composite_path=rel,
