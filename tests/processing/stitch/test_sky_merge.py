@@ -24,7 +24,7 @@ from processing.stitch.layers import (
 from processing.stitch.pipeline import Layout, StitchParams, layout_from_json, render_region, stitch_files
 from processing.stitch.project import Canvas
 from processing.stitch.registration import load_placements
-from processing.synth.synth_pano import cube_views, write_views
+from tests.processing._sky_helpers import synthetic_captures
 from tests.processing._stitch_helpers import SHARED, texture
 
 MEADOW = SHARED / "photos" / "meadow_cubemap_2048x12288.jpg"
@@ -85,20 +85,6 @@ def test_sky_weights_keep_the_transition_out_of_the_tower() -> None:
     assert np.all(np.abs(np.diff(row)) < 0.5)  # a gradual transition
 
 
-def _synthetic_captures(tmp: Path, face: int = 128, view: int = 160) -> tuple[list[Path], list[Path], Path, Path]:
-    """Ground (horizon ring) and sky (40-degree ring + zenith at 0.7x exposure)
-    views of a textured synthetic sphere."""
-    cube = np.concatenate([texture(face, face, seed=k) for k in range(6)], 0)
-    size = (view, view * 3 // 4)
-    g = cube_views(cube, size, 65.0, 40.0, pitches=(0.0,), zenith=False, nadir=False, exposure_sigma=0.03)
-    s = cube_views(cube, size, 65.0, 50.0, pitches=(40.0,), zenith=True, nadir=False, exposure_sigma=0.03, seed=1)
-    for v in s:
-        v.image = np.clip(v.image * 0.7, 0, 1)
-        v.name = "sky_" + v.name
-    gd, sd = write_views(g, tmp / "ground"), write_views(s, tmp / "sky")
-    return sorted(gd.glob("view_*.png")), sorted(sd.glob("sky_*.png")), gd, sd
-
-
 def _read(path: Path) -> np.ndarray:
     import tifffile
 
@@ -108,7 +94,7 @@ def _read(path: Path) -> np.ndarray:
 def test_rerender_of_a_ground_region_leaves_the_sky(tmp_path: Path) -> None:
     from processing.stitch.composite import patch_composite
 
-    gfiles, sfiles, gd, sd = _synthetic_captures(tmp_path)
+    gfiles, sfiles, gd, sd = synthetic_captures(tmp_path)
     params = StitchParams(projection="equirectangular", wrap=True, nfeatures=600, bits=8, block=256)
     res = stitch_files(gfiles, tmp_path / "g.tif", params, load_placements(gd / "rig.csv"))
     assert res.placed == len(gfiles)
@@ -147,7 +133,7 @@ def test_rerender_of_a_ground_region_leaves_the_sky(tmp_path: Path) -> None:
 
 
 def test_subpanoramas_rendered_apart_merge(tmp_path: Path) -> None:
-    gfiles, _, gd, _ = _synthetic_captures(tmp_path, view=128)
+    gfiles, _, gd, _ = synthetic_captures(tmp_path, view=128)
     params = StitchParams(projection="equirectangular", wrap=True, nfeatures=600, bits=8, seams="voronoi", block=256)
     stitch_files(gfiles, tmp_path / "g.png", params, load_placements(gd / "rig.csv"))
     lay = layout_from_json(tmp_path / "g.png.layout.json")
@@ -170,7 +156,7 @@ def test_subpanoramas_rendered_apart_merge(tmp_path: Path) -> None:
 def test_stitch_command_with_sky(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from processing.__main__ import main
 
-    gfiles, _, gd, sd = _synthetic_captures(tmp_path, view=128)
+    gfiles, _, gd, sd = synthetic_captures(tmp_path, view=128)
     out = tmp_path / "o.png"
     # a bad sky folder fails at once, before the ground is stitched
     assert main(["stitch", str(gd), "-o", str(out), "--sky", str(tmp_path / "nope")]) == 2
