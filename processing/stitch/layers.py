@@ -48,6 +48,8 @@ from .sky import feather_weight, merge_layers
 Progress = Callable[[str, int, int], None]
 SKY_VERSION = 1
 CLIP = 0.97  # samples at or above this are treated as clipped (no exposure evidence)
+WELL_EXPOSED = 0.9  # above this a JPEG's tone curve bends: no exposure evidence
+WB_LIMIT = 0.05  # the sky's white balance follows the ground's by at most this much
 KNEE = 0.5  # highlight roll-off of an exposure-matched sky starts here
 
 
@@ -71,8 +73,8 @@ class SkyMergeParams:
     proxy_mp: float = 0.5  # feature proxies
     nfeatures: int = 2000
     exposure_mp: float = 2.0  # proxy canvas for exposure and weights
-    feather_deg: float = 3.0  # width of the transition inside the sky
-    erode_deg: float = 0.4  # keep the transition this far from the sky's edge (buildings)
+    feather_deg: float = 1.5  # width of the transition inside the sky
+    erode_deg: float = 0.2  # keep the transition this far from the sky's edge (buildings)
     min_inliers: int = 15
 
 
@@ -247,13 +249,16 @@ def ground_sky_mask(rgb: np.ndarray, alpha: np.ndarray, wrap: bool) -> np.ndarra
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
     lum = 0.299 * r + 0.587 * g + 0.114 * b
     blue = np.clip((b - np.maximum(r, g)) * 6 + 0.5, 0, 1)
-    bright = np.clip((lum - 0.45) * 4, 0, 1)
+    # bright sky is white or grey (overcast, haze); a sunlit wall is tinted
+    sat = (img.max(axis=2) - img.min(axis=2)) / np.maximum(img.max(axis=2), 1e-3)
+    bright = np.clip((lum - 0.45) * 4, 0, 1) * np.clip((0.16 - sat) * 12, 0, 1)
     gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
     ks = max(3, round(rgb.shape[0] / 150) | 1)
     grad = cv2.blur(np.hypot(gx, gy), (ks, ks))
     smooth = np.clip(1.0 - grad * 8, 0, 1)
     hard = ((np.maximum(blue, bright) * smooth > 0.5) & valid).astype(np.uint8)
+    hard = cv2.morphologyEx(hard, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # cut thin leaks into walls
     # the hole above the ground: per column, the uncovered rows above the first covered one
     first = np.where(valid.any(0), valid.argmax(0), valid.shape[0])
     hole = np.arange(valid.shape[0])[:, None] < first[None, :]
@@ -289,15 +294,27 @@ def sky_weights(
     s_alpha: np.ndarray,
     pc: Canvas,
     params: SkyMergeParams,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(sky weight, ground sky mask) on the proxy canvas."""
+    """(sky weight, ground sky mask) on the proxy canvas; MASK: the ground's
+    sky (default: ground_sky_mask of the ground alone)."""
     feather = max(2.0, math.radians(params.feather_deg) * pc.sv)
     erode = max(1.5, math.radians(params.erode_deg) * pc.sv)
     pad = int(2 * feather + erode + 2)
     gval = g_alpha > 0.5
     sval = s_alpha > 0.5
-    mask = ground_sky_mask(g_rgb, g_alpha, pc.wrap)
-    inner = np.clip((_inside_distance(mask, pc.wrap, pad) - erode) / feather, 0, 1)
+    if mask is None:
+        mask = ground_sky_mask(g_rgb, g_alpha, pc.wrap)
+    inside = _inside_distance(mask, pc.wrap, pad)
+    inner = np.clip((inside - erode) / feather, 0, 1)
+    # where the ground's sky is clipped it holds nothing to keep: the sky
+    # takes over right up to the eroded edge, by the local share of clipped
+    # sky (so the switch is gradual where the clipping ends)
+    k = int(feather) | 1
+    m32 = mask.astype(np.float32)
+    clipped = ((g_rgb.min(axis=2) >= CLIP) & mask).astype(np.float32)
+    share = cv2.blur(clipped, (k, k)) / np.maximum(cv2.blur(m32, (k, k)), 1e-6)
+    inner = np.maximum(inner, (inside > erode) * np.clip(share, 0, 1))
     # next to the ground's own border the sky takes over gradually
     border = 1.0 - np.clip(_inside_distance(gval, pc.wrap, pad) / feather, 0, 1)
     w = np.maximum(inner, border)
@@ -309,15 +326,21 @@ def sky_weights(
 def _match_gain(
     g: np.ndarray, ga: np.ndarray, s: np.ndarray, sa: np.ndarray, mask: np.ndarray
 ) -> tuple[list[float], int]:
-    """Per-channel gain sky -> ground from the unclipped pixels both show
-    (preferably the ground's sky); log-ratio median, robust to misfits."""
-    both = (ga > 0.99) & (sa > 0.99) & (g.max(2) < CLIP) & (s.max(2) < CLIP) & (g.min(2) > 0.02) & (s.min(2) > 0.02)
+    """Per-channel gain sky -> ground from the well-exposed pixels both show
+    (preferably the ground's sky): log-ratio median, robust to misfits. Near
+    white the camera's tone curve bends, so those pixels are left out; the
+    white balance correction is limited to WB_LIMIT around the exposure gain
+    (a tinted estimate must not tint the whole sky)."""
+    ok = (g.max(2) < WELL_EXPOSED) & (s.max(2) < WELL_EXPOSED) & (g.min(2) > 0.02) & (s.min(2) > 0.02)
+    both = (ga > 0.99) & (sa > 0.99) & ok
     sel = both & mask if (both & mask).sum() >= 200 else both
     n = int(sel.sum())
     if n < 50:
         return [1.0, 1.0, 1.0], n
-    lr = np.log(g[sel]) - np.log(s[sel])
-    return [float(np.exp(np.median(lr[:, c]))) for c in range(3)], n
+    lr = np.median(np.log(g[sel]) - np.log(s[sel]), axis=0)
+    ev = float(lr.mean())
+    lr = np.clip(lr, ev - math.log1p(WB_LIMIT), ev + math.log1p(WB_LIMIT))
+    return [float(np.exp(x)) for x in lr], n
 
 
 def plan_sky_merge(
@@ -343,6 +366,25 @@ def plan_sky_merge(
     if not cams:
         raise InputError(sky_files[0].parent, "no sky image could be registered to the ground panorama")
     t1 = time.perf_counter()
+    sm = plan_from_cameras(composite, ground, sky_files, cams, thumbs, params)
+    sm.info.update(
+        sky_images=len(sky_files),
+        dropped=[{"file": sky_files[j].name, "reason": r} for j, r in sorted(dropped.items())],
+        rms_px=round(rms, 3),
+        seconds_register=round(t1 - t0, 2),
+    )
+    return sm
+
+
+def plan_from_cameras(
+    composite: Path,
+    ground: Layout,
+    sky_files: Sequence[Path],
+    cams: dict[int, Camera],
+    thumbs: dict[int, np.ndarray],
+    params: SkyMergeParams,
+) -> SkyMerge:
+    """Exposure and weights for sky images already placed on the ground canvas."""
     cv = ground.canvas
     f = min(1.0, math.sqrt(params.exposure_mp * 1e6 / (cv.width * cv.height)))
     pc = cv.scaled(f)
@@ -355,8 +397,8 @@ def plan_sky_merge(
         rel = np.ones((len(order), 3))
     g_rgb, g_alpha = read_proxy(composite, pc)
     s_rgb, s_alpha = _paste(warps, rel, pc)
-    w, mask = sky_weights(g_rgb, g_alpha, s_alpha, pc, params)
-    gain, n_px = _match_gain(g_rgb, g_alpha, s_rgb, s_alpha, mask)
+    g_mask = ground_sky_mask(g_rgb, g_alpha, pc.wrap)
+    gain, n_px = _match_gain(g_rgb, g_alpha, s_rgb, s_alpha, g_mask)
     # gains above 1 would clip the sky the capture was made for: render at
     # gain / scale and roll the highlights off after (tone_map)
     full = np.asarray([[rel[i][c] * gain[c] for c in range(3)] for i in range(len(order))])
@@ -364,23 +406,26 @@ def plan_sky_merge(
     sv = s_alpha > 0.99
     lit = (s_rgb * np.asarray(gain, np.float32)).max(axis=2)[sv]
     white = float(np.percentile(lit, 99.9)) if lit.size else 1.0
+    knee = max(KNEE, 3.0 - 2.0 * white)  # a sky just above white is rolled off over a short span only
+    # The ground's coverage often ends on a bright wall that touches the hole
+    # above it; the sky capture sees the roof line there. Its own sky
+    # (connected to the top) must agree wherever it looks.
+    s_toned = tone_map(s_rgb * np.asarray(gain, np.float32), 1.0, white, knee)
+    s_mask = ground_sky_mask(s_toned, s_alpha, pc.wrap)
+    mask = g_mask & (s_mask | (s_alpha <= 0.5))
+    w, _ = sky_weights(g_rgb, g_alpha, s_alpha, pc, params, mask)
     layers = [
         Layer(str(sky_files[j]), cams[j], footprint(cams[j], cv), tuple(float(x / scale) for x in full[i]))  # type: ignore[arg-type]
         for i, j in enumerate(order)
     ]
     layout = Layout(cv, layers, ground.bands, ground.block, None)
     info = {
-        "sky_images": len(sky_files),
         "placed": len(cams),
-        "dropped": [{"file": sky_files[j].name, "reason": r} for j, r in sorted(dropped.items())],
         "exposure_gain": [round(x, 4) for x in gain],
         "exposure_pixels": n_px,
-        # a sky just above white is rolled off over a short span only
-        "tone": {"scale": round(scale, 5), "white": round(white, 4), "knee": round(max(KNEE, 3.0 - 2.0 * white), 4)},
-        "rms_px": round(rms, 3),
+        "tone": {"scale": round(scale, 5), "white": round(white, 4), "knee": round(knee, 4)},
         "sky_fraction_replaced": round(float((w > 0.5).mean()), 4),
         "filled_fraction": round(float(((g_alpha <= 0.5) & (s_alpha > 0.5)).mean()), 4),
-        "seconds_register": round(t1 - t0, 2),
     }
     return SkyMerge(layout, w, info)
 
