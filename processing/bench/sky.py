@@ -57,18 +57,31 @@ def seam_band(composite: Path) -> np.ndarray:
     return (w > 0.05) & (w < 0.95)
 
 
-def seam_structure(grad: np.ndarray, band: np.ndarray, covered: np.ndarray) -> dict[str, float]:
-    """Gradient along the band relative to all covered pixels, and the share of
-    the band on the strongest 10 % of gradients (structure, e.g. buildings)."""
-    b = band & covered
-    if not b.any():
-        return {"seam_px": 0, "seam_gradient_ratio": float("nan"), "seam_on_structure": float("nan")}
+def seam_structure(grad: np.ndarray, band: np.ndarray, covered: np.ndarray, margin_px: int) -> dict[str, Any]:
+    """Where the ground/sky transition lies, on the ground's covered pixels:
+    the band's mean gradient relative to all covered pixels and the share of
+    the band on the strongest 10 % of gradients (structure, e.g. buildings).
+    Reported for the whole band and for the part chosen inside the ground's
+    sky (more than MARGIN_PX from the ground's own border; nearer, the
+    transition is forced by the end of the ground's coverage)."""
     strong = float(np.percentile(grad[covered], 90))
-    return {
-        "seam_px": int(b.sum()),
-        "seam_gradient_ratio": round(float(grad[b].mean() / max(grad[covered].mean(), 1e-9)), 3),
-        "seam_on_structure": round(float((grad[b] > strong).mean()), 4),
-    }
+    mean = max(float(grad[covered].mean()), 1e-9)
+    k = 2 * margin_px + 1
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    out: dict[str, Any] = {}
+    for name, b in (("seam", band & covered), ("sky_seam", band & inner)):
+        out[f"{name}_px"] = int(b.sum())
+        out[f"{name}_gradient_ratio"] = round(float(grad[b].mean() / mean), 3) if b.any() else float("nan")
+        out[f"{name}_on_structure"] = round(float((grad[b] > strong).mean()), 4) if b.any() else float("nan")
+    return out
+
+
+def _margin(composite: Path) -> int:
+    from ..stitch.layers import SkyMergeParams, load_sky
+
+    cv = load_sky(composite).layout.canvas
+    p = SkyMergeParams()
+    return math.ceil(math.radians(p.feather_deg + p.erode_deg) * cv.sv) + 2
 
 
 def meadow_truth(views_dir: Path, layout_path: Path, cube: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -141,7 +154,7 @@ def meadow_case(work: Path, face: int = 512, view: int = 480, joint: bool = True
         "seconds_ground": round(t1 - t0, 2),
         "seconds_sky_merge": round(t2 - t1, 2),
     }
-    out.update(seam_structure(_gradient(gt), seam_band(work / "merged.tif"), gcov))
+    out.update(seam_structure(_gradient(gt), seam_band(work / "merged.tif"), gcov, _margin(work / "merged.tif")))
     if joint:
         rig = {**load_placements(gd / "rig.csv"), **load_placements(sd / "rig.csv")}
         t3 = time.perf_counter()
@@ -208,7 +221,8 @@ def durlach_case(work: Path, max_mp: float = 20.0) -> dict[str, Any]:
         "seconds_ground": round(t1 - t0, 2),
         "seconds_sky_merge": round(t2 - t1, 2),
     }
-    out.update(seam_structure(_gradient(m_rgb), seam_band(work / "merged.tif"), gcov))
+    # no truth here: the gradient of the ground composite itself (its buildings)
+    out.update(seam_structure(_gradient(g_rgb), seam_band(work / "merged.tif"), gcov, _margin(work / "merged.tif")))
     return out
 
 

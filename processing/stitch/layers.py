@@ -140,6 +140,11 @@ def register_sky(
     Returns (cameras by sky index, dropped {sky index: reason}, sky
     thumbnails by index, rms px of the joint registration)."""
     params = params or SkyMergeParams()
+    # the sky meets the top row of the ground: only those images are matched again
+    tops = np.array([L.footprint[1] for L in ground.layers], np.float64)
+    hmed = float(np.median([L.footprint[3] - L.footprint[1] for L in ground.layers]))
+    top_row = [L for L, t in zip(ground.layers, tops, strict=True) if t <= tops.min() + hmed]
+    ground = Layout(ground.canvas, top_row, ground.bands, ground.block)
     gpaths = [Path(L.path) for L in ground.layers]
     names = [f"g{k:05d}_{p.name}" for k, p in enumerate(gpaths)] + [
         f"s{k:05d}_{p.name}" for k, p in enumerate(sky_files)
@@ -635,7 +640,7 @@ def merge_subpanoramas(layouts: Sequence[Layout], out_path: str | Path, feather:
         raise InputError("-", "no sub-panoramas")
     cv = layouts[0].canvas
     for L in layouts[1:]:
-        if replace(L.canvas) != cv:
+        if L.canvas != cv:
             raise InputError(out_path, "sub-panoramas are not on one canvas")
     from .pipeline import render_region
 
