@@ -52,6 +52,9 @@ def test_import_capture_sky_attaches_one_sky_subpanorama(env) -> None:
     # the sky sub-panorama cannot silently turn into ground
     with pytest.raises(CommandError, match="sky capture"):
         _import("holm", str(env.root / "B"), "--subpanorama", "sky")
+    with pytest.raises(CommandError, match="ground stacks"):  # nor ground into sky
+        ground = SubPanorama.objects.filter(panorama__slug="holm", is_sky=False).first()
+        _import("holm", str(env.root / "B"), "--sky", "--subpanorama", ground.name)
 
 
 def test_admin_import_page_offers_the_sky_option(env, client, django_user_model) -> None:

@@ -246,8 +246,9 @@ def import_capture(
                 existing_subs[sp_name] = sp
                 next_order += 1
             if sky != sp.is_sky:
-                if not sky and sp.stacks.exists():
-                    raise ImportRootError(f"{sp_name}: this sub-panorama holds the sky capture; import with --sky")
+                if sp.stacks.exists():  # never turn stacks of the ground into sky or back
+                    what = "the sky capture; import with --sky" if sp.is_sky else "ground stacks; choose another name"
+                    raise ImportRootError(f"{sp_name}: this sub-panorama holds {what}")
                 SubPanorama.objects.filter(pk=sp.pk).update(is_sky=sky)
                 sp.is_sky = sky
             for b in bursts:
