@@ -62,8 +62,8 @@ def seam_structure(grad: np.ndarray, band: np.ndarray, covered: np.ndarray, marg
     the band's mean gradient relative to all covered pixels and the share of
     the band on the strongest 10 % of gradients (structure, e.g. buildings).
     Reported for the whole band and for the part chosen inside the ground's
-    sky (more than MARGIN_PX from the ground's own border; nearer, the
-    transition is forced by the end of the ground's coverage)."""
+    sky (more than MARGIN_PX from the ground's own border; nearer, it is the
+    cut along the end of the ground's coverage)."""
     strong = float(np.percentile(grad[covered], 90))
     mean = max(float(grad[covered].mean()), 1e-9)
     k = 2 * margin_px + 1
@@ -81,7 +81,7 @@ def _margin(composite: Path) -> int:
 
     cv = load_sky(composite).layout.canvas
     p = SkyMergeParams()
-    return math.ceil(math.radians(p.feather_deg + p.erode_deg) * cv.sv) + 2
+    return math.ceil(math.radians(p.border_deg + p.feather_deg) * cv.sv) + 2
 
 
 def meadow_truth(views_dir: Path, layout_path: Path, cube: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

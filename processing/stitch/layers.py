@@ -75,6 +75,7 @@ class SkyMergeParams:
     exposure_mp: float = 2.0  # proxy canvas for exposure and weights
     feather_deg: float = 1.5  # width of the transition inside the sky
     erode_deg: float = 0.2  # keep the transition this far from the sky's edge (buildings)
+    border_deg: float = 4.0  # the cut along the ground's top border may run this deep into the ground
     min_inliers: int = 15
 
 
@@ -300,9 +301,11 @@ def sky_weights(
     pc: Canvas,
     params: SkyMergeParams,
     mask: np.ndarray | None = None,
+    s_rgb: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sky weight, ground sky mask) on the proxy canvas; MASK: the ground's
-    sky (default: ground_sky_mask of the ground alone)."""
+    sky (default: ground_sky_mask of the ground alone); S_RGB: the matched sky
+    layer, to cut along the ground's top border where nothing differs."""
     feather = max(2.0, math.radians(params.feather_deg) * pc.sv)
     erode = max(1.5, math.radians(params.erode_deg) * pc.sv)
     pad = int(2 * feather + erode + 2)
@@ -322,10 +325,77 @@ def sky_weights(
     inner = np.maximum(inner, (inside > erode) * np.clip(share, 0, 1))
     # next to the ground's own border the sky takes over gradually
     border = 1.0 - np.clip(_inside_distance(gval, pc.wrap, pad) / feather, 0, 1)
+    if s_rgb is not None:
+        border = _border_cut(g_rgb, gval, s_rgb, sval, pc, params, border)
     w = np.maximum(inner, border)
     sky_edge = feather_weight(sval.astype(np.float32), feather / 2, pc.wrap)
     w = np.where(gval, w * sky_edge, sval.astype(np.float32))
     return w.astype(np.float32), mask
+
+
+def _top_cut(cost: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Per column, the row of a cut from left to right (moving at most one row
+    between columns) of least summed cost inside ALLOWED; -1 where a column
+    allows nothing (the path restarts after such a gap)."""
+    h, w = cost.shape
+    big = np.float32(1e9)
+    c = np.where(allowed, cost, big).astype(np.float32)
+    acc = c[:, 0].copy()
+    back = np.zeros((h, w), np.int8)
+    for x in range(1, w):
+        if not allowed[:, x - 1].any():
+            acc = np.zeros(h, np.float32)
+        up = np.concatenate([[big], acc[:-1]])
+        down = np.concatenate([acc[1:], [big]])
+        stack = np.stack([up, acc, down])
+        k = np.argmin(stack, axis=0)
+        acc = c[:, x] + stack[k, np.arange(h)]
+        back[:, x] = k.astype(np.int8) - 1
+    cut = np.full(w, -1, np.int32)
+    y = int(np.argmin(acc))
+    for x in range(w - 1, -1, -1):
+        if allowed[:, x].any():
+            if not allowed[y, x]:
+                y = int(np.argmin(np.where(allowed[:, x], c[:, x], big)))
+            cut[x] = y
+            y = int(np.clip(y + int(back[y, x]), 0, h - 1))
+    return cut
+
+
+def _border_cut(
+    g_rgb: np.ndarray,
+    gval: np.ndarray,
+    s_rgb: np.ndarray,
+    sval: np.ndarray,
+    pc: Canvas,
+    params: SkyMergeParams,
+    fallback: np.ndarray,
+) -> np.ndarray:
+    """Sky weight near the ground's top border: where the sky capture also
+    covers the first BORDER_DEG of the ground, the switch follows a cut of
+    least structure and least difference (not straight through a wall);
+    elsewhere FALLBACK (a ramp at the border)."""
+    h, w = gval.shape
+    depth = max(3, round(math.radians(params.border_deg) * pc.sv))
+    first = np.where(gval.any(0), gval.argmax(0), h)
+    rows = np.arange(h)[:, None]
+    allowed = gval & sval & (rows >= first[None, :]) & (rows < first[None, :] + depth)
+    if not allowed.any():
+        return fallback
+    lum_g = g_rgb @ np.float32([0.299, 0.587, 0.114])
+    lum_s = np.clip(s_rgb, 0, 1) @ np.float32([0.299, 0.587, 0.114])
+
+    def grad(a: np.ndarray) -> np.ndarray:
+        return np.hypot(cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3))
+
+    clipped = g_rgb.min(axis=2) >= CLIP  # nothing of the ground to keep there
+    cost = grad(lum_g) + grad(lum_s) + 2.0 * np.abs(lum_g - lum_s)
+    cost = np.where(clipped, 0.0, cost).astype(np.float32) + 1e-3
+    cut = _top_cut(cost, allowed)
+    # a wide, soft switch across the cut: exposure differences fade out
+    f = max(2.0, math.radians(params.feather_deg) * pc.sv)
+    ramp = np.clip((cut[None, :].astype(np.float32) - rows + 0.5) / f + 0.5, 0, 1)
+    return np.where((cut >= 0)[None, :] & (rows < first[None, :] + depth + f), ramp, fallback).astype(np.float32)
 
 
 def _match_gain(
@@ -418,7 +488,7 @@ def plan_from_cameras(
     s_toned = tone_map(s_rgb * np.asarray(gain, np.float32), 1.0, white, knee)
     s_mask = ground_sky_mask(s_toned, s_alpha, pc.wrap)
     mask = g_mask & (s_mask | (s_alpha <= 0.5))
-    w, _ = sky_weights(g_rgb, g_alpha, s_alpha, pc, params, mask)
+    w, _ = sky_weights(g_rgb, g_alpha, s_alpha, pc, params, mask, s_toned)
     layers = [
         Layer(str(sky_files[j]), cams[j], footprint(cams[j], cv), tuple(float(x / scale) for x in full[i]))  # type: ignore[arg-type]
         for i, j in enumerate(order)
