@@ -177,8 +177,11 @@ def test_stitch_command_with_sky(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_meadow_sky_merge_against_truth(tmp_path: Path) -> None:
     from processing.bench.sky import meadow_case
 
-    q = meadow_case(tmp_path, face=256, view=320, joint=False)
+    q = meadow_case(tmp_path, face=256, view=256, joint=False)
     assert q["sky_placed"] == q["sky_images"], q
     assert q["coverage_merged"] > q["coverage_ground"] + 0.3, q
     assert q["psnr_merged_db"] > 29.0 and q["psnr_filled_sky_db"] > 27.5, q
-    assert q["seam_gradient_ratio"] < 0.85, q  # the transition lies in smoother-than-average sky
+    # the overall level is a free choice; after one global gain the sky costs the ground nothing
+    assert q["psnr_merged_db_global_gain"] > q["psnr_ground_db"] - 0.5, q
+    assert q["seam_gradient_ratio"] < 0.85, q  # the transitions lie in smoother-than-average content
+    assert q["sky_seam_px"] > 0 and q["sky_seam_on_structure"] < 0.02, q  # inside the sky: not on structure
