@@ -93,6 +93,19 @@ def sky_paths_for(composite: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".sky.json"), p.with_name(p.name + ".sky.npy")
 
 
+def ground_path_for(composite: str | Path) -> Path:
+    """Where the ground alone is rendered before the sky is merged into COMPOSITE."""
+    p = Path(composite)
+    return p.with_name(f".{p.stem}.ground{p.suffix}")
+
+
+def remove_ground(ground: str | Path) -> None:
+    """Delete a ground-only render and its layout files (after the merge)."""
+    g = Path(ground)
+    for q in (g, g.with_name(g.name + ".layout.json"), g.with_name(g.name + ".layout.json.seams.npy")):
+        q.unlink(missing_ok=True)
+
+
 def has_sky(composite: str | Path) -> bool:
     j, w = sky_paths_for(composite)
     return j.is_file() and w.is_file()
@@ -652,15 +665,16 @@ def merge_sky_capture(
     if out == composite:  # read the ground from a copy while the output replaces it
         src = composite.with_name(f".{composite.name}.ground{composite.suffix}")
         shutil.copyfile(composite, src)
+    # the files beside OUT first, OUT itself last: OUT there means all is there
+    save_sky(sm, out)
+    if out != composite:
+        lp = composite.with_name(composite.name + ".layout.json")
+        layout_to_json(layout_from_json(lp), out.with_name(out.name + ".layout.json"))
     try:
         write_merged(src, sm, out, bits, progress)
     finally:
         if src != composite:
             src.unlink(missing_ok=True)
-    if out != composite:
-        lp = composite.with_name(composite.name + ".layout.json")
-        layout_to_json(layout_from_json(lp), out.with_name(out.name + ".layout.json"))
-    save_sky(sm, out)
     return {**sm.info, "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -670,10 +684,13 @@ def remerge_sky_rect(
     rect: tuple[int, int, int, int],
     bits: int = 8,
     replacements: dict[str, str] | None = None,
+    out_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """After a partial re-render of the ground (composite.patch_composite
     wrote COMPOSITE from BASE with RECT re-rendered), merge BASE's stored sky
-    into RECT again, so the sky is exactly as it was; the sky files are copied
+    into RECT again, so the sky is exactly as it was. The result goes to
+    OUT_PATH (default: COMPOSITE, replaced) with the layout and the sky files
+    beside it, written before it; the sky files are copied
     beside COMPOSITE. A base without a sky merge: nothing to do.
     REPLACEMENTS: sky image paths swapped for re-rendered ones (same place)."""
     import pyvips
@@ -696,9 +713,13 @@ def remerge_sky_rect(
     fmt = "uchar" if bits == 8 else "ushort"
     vp = pyvips.Image.new_from_memory(patch.tobytes(), x1 - x0, y1 - y0, 4, fmt)
     merged = img.insert(vp.copy(interpretation=img.interpretation), x0, y0)
-    with atomic_path(composite) as tmp:
+    out = Path(out_path) if out_path else composite
+    save_sky(sm, out)
+    if out != composite:
+        lp = composite.with_name(composite.name + ".layout.json")
+        layout_to_json(layout_from_json(lp), out.with_name(out.name + ".layout.json"))
+    with atomic_path(out) as tmp:
         merged.tiffsave(str(tmp), tile=True, tile_width=256, tile_height=256, bigtiff=True, compression="deflate")
-    save_sky(sm, composite)
     return {"sky": True, "rect": [x0, y0, x1 - x0, y1 - y0]}
 
 

@@ -129,6 +129,10 @@ def test_composite_job_merges_the_sky_and_rerender_keeps_it(settings, tmp_path: 
     m = _rgba(base)
     assert (m[..., 3] > 0).mean() > 0.55  # ground ring + sky: far more than the ground's ~0.3
     assert load_sky(base).info["placed"] == len(sfiles)
+    # the ground was rendered beside it and is gone; running the job again reuses the composite
+    assert sorted(p.name for p in base.parent.iterdir() if p.name.startswith(".")) == []
+    again = run_composite(Job.objects.create(kind=Job.Kind.COMPOSITE, panorama=pano).pk)
+    assert again["reused"] is True and again["sky"]["reused"] is True
 
     # one ground stack re-rendered (brighter) in its own folder, then a region job
     width = m.shape[1]
@@ -150,6 +154,7 @@ def test_composite_job_merges_the_sky_and_rerender_keeps_it(settings, tmp_path: 
     pano.refresh_from_db()
     new = media / pano.composite_path
     assert new != base and base.exists()  # versions are immutable
+    assert not [p for p in new.parent.iterdir() if p.name.startswith(".")]
     p = _rgba(new)
     x0, y0, w, h = res2["region"]
     x1, y1 = x0 + w, y0 + h

@@ -27,7 +27,7 @@ from . import storage
 from .models import Frame, Job, Panorama, Pyramid, Stack, Status
 from .progress import Reporter
 from .signals import pyramid_published
-from .sky_merge import merge_sky_stacks, split_sky_stacks
+from .sky_merge import ground_target, merge_sky_stacks, split_sky_stacks
 
 
 def _lock(name: str, timeout: int):
@@ -202,6 +202,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     region = job.params.get("region")
     base_rel = job.params.get("base_composite")
     result: dict[str, Any] = {"composite": rel, "recipe_hash": chash, "partial": False}
+    ground_out = ground_target(out, sky_stacks)  # with a sky capture the merge writes OUT
     with _lock(f"composite:{pano.pk}:{chash}", settings.TERAPAN_JOB_TIMEOUTS["composite"]):
         if out.exists() and layout_path_for(out).exists():
             result["reused"] = True
@@ -215,7 +216,9 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
                 if str(p.parent) in by_dir and by_dir[str(p.parent)] != str(p)
             }
             rep(0.1, f"re-blending {region} with {len(replacements)} new stack(s)")
-            info = patch_composite(storage.absolute(base_rel), replacements, tuple(region), out, bits=params.bits)
+            info = patch_composite(
+                storage.absolute(base_rel), replacements, tuple(region), ground_out, bits=params.bits
+            )
             result.update(partial=True, region=info["rect"], width=info["width"], height=info["height"])
         else:
             # The stitcher keys placements by file name (stack outputs have unique hash names).
@@ -229,7 +232,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
                 for s, p in zip(stacks, paths, strict=True)
                 if s.yaw is not None
             }
-            res = stitch_files(paths, out, params, placements=placements or None, progress=_stitch_progress(rep))
+            res = stitch_files(paths, ground_out, params, placements=placements or None, progress=_stitch_progress(rep))
             result.update(res.summary())
             result["timings"] = res.timings
             by_name = {c["file"]: c["bbox"] for c in res.cameras}

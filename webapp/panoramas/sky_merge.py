@@ -29,6 +29,15 @@ def split_sky_stacks(stacks: Sequence[Stack]) -> tuple[list[Stack], list[Stack]]
     return ground, sky
 
 
+def ground_target(out: Path, sky: Sequence[Stack]) -> Path:
+    """Where the composite job renders the ground: OUT itself without a sky
+    capture, else a hidden file beside it that the merge turns into OUT (so
+    OUT, once there, always holds the sky)."""
+    from processing.stitch.layers import ground_path_for
+
+    return ground_path_for(out) if sky else out
+
+
 def merge_sky_stacks(
     out: Path,
     sky: Sequence[Stack],
@@ -37,21 +46,26 @@ def merge_sky_stacks(
     patched_from: Path | None = None,
     rect: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Merge the sky stacks into composite OUT (see module docstring).
+    """Merge the sky stacks into composite OUT from the ground rendered at
+    ground_target(OUT) (see module docstring); a reused OUT is left alone.
 
-    patched_from/rect: OUT was just written from composite PATCHED_FROM with
-    RECT (x, y, w, h) re-rendered."""
-    from processing.stitch.layers import has_sky, load_sky, merge_sky_capture, remerge_sky_rect
+    patched_from/rect: the ground was just written from composite
+    PATCHED_FROM with RECT (x, y, w, h) re-rendered."""
+    from processing.stitch.layers import has_sky, load_sky, merge_sky_capture, remerge_sky_rect, remove_ground
 
+    ground = ground_target(out, sky)
+    if out.exists() and has_sky(out):
+        remove_ground(ground)
+        return {"sky": True, "reused": True}
     paths = [storage.absolute(s.output_path) for s in sky]
     if patched_from is not None and rect is not None and has_sky(patched_from):
         # A re-rendered sky stack replaces its old output at the same place.
         old = [L.path for L in load_sky(patched_from).layout.layers]
         by_dir = {str(Path(p).parent): p for p in old}
         repl = {by_dir[str(p.parent)]: str(p) for p in paths if by_dir.get(str(p.parent), str(p)) != str(p)}
-        return remerge_sky_rect(patched_from, out, tuple(int(v) for v in rect), bits, repl)  # type: ignore[arg-type]
-    if has_sky(out):
-        return {"sky": True, "reused": True}
+        info = remerge_sky_rect(patched_from, ground, tuple(int(v) for v in rect), bits, repl, out)  # type: ignore[arg-type]
+        remove_ground(ground)
+        return info
     placements = {
         p.name: Placement(
             yaw=s.yaw, pitch=s.pitch or 0.0, roll=0.0, focal=s.focal_px * float(scale) if s.focal_px else None
@@ -59,5 +73,6 @@ def merge_sky_stacks(
         for s, p in zip(sky, paths, strict=True)
         if s.yaw is not None
     }
-    info = merge_sky_capture(out, paths, sky_placements=placements or None, bits=bits)
+    info = merge_sky_capture(ground, paths, out, sky_placements=placements or None, bits=bits)
+    remove_ground(ground)
     return {"sky": True, **info}
