@@ -12,6 +12,7 @@ BENCHES = {
     "upscale": "EDSR settings against ground truth",
     "edsr": "EDSR on Set5/Set14/B100 against bicubic",
     "stitch": "stitching against OpenStitching and ground truth",
+    "sky": "the sky capture merged into a ground panorama, against ground truth",
     "pyramid": "Deep Zoom writing against plain dzsave",
     "serve": "tile serving load test on loopback",
     "api": "review API and tiles under concurrent clients (gunicorn on loopback)",

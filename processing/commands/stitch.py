@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gain", action="store_true", help="no gain compensation")
     p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
     p.add_argument("--lens-k1", action="store_true", help="estimate radial lens distortion (k1) per lens")
+    p.add_argument("--sky", metavar="DIR", help="folder of a separately shot sky capture to merge in last")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     files = [p for p in list_images(src, args.glob) if not any(fnmatch(p.name, e) for e in args.exclude)]
     if not files:
         raise InputError(src, "no images left after --exclude")
+    sky = _sky_capture(args) if args.sky else None  # a bad sky folder fails before the long stitch
     pl_path = Path(args.placements) if args.placements else find_placements_file(src)
     placements = load_placements(pl_path) if pl_path else None
     try:
@@ -81,6 +83,26 @@ def run(args: argparse.Namespace) -> int:
     )
     for d in res.dropped:
         print(f"dropped {d['file']}: {d['reason']}", file=sys.stderr)
+    summary = res.summary()
+    if sky is not None:
+        from ..stitch.layers import merge_sky_capture
+
+        summary["sky"] = merge_sky_capture(args.out, sky[0], sky_placements=sky[1], bits=args.bits)
+        s = summary["sky"]
+        print(f"sky: {s['placed']}/{s['sky_images']} placed, gain {s['exposure_gain']} -> {args.out}", file=sys.stderr)
+        for d in s["dropped"]:
+            print(f"dropped sky {d['file']}: {d['reason']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(res.summary()))
+        print(json.dumps(summary))
     return 0
+
+
+def _sky_capture(args: argparse.Namespace) -> tuple[list[Path], dict | None]:
+    """The sky images of --sky DIR and their placements file, if any."""
+    from ..stitch.pipeline import list_images
+    from ..stitch.registration import find_placements_file, load_placements
+
+    d = Path(args.sky)
+    files = list_images(d)
+    pl = find_placements_file(d)
+    return files, (load_placements(pl) if pl else None)

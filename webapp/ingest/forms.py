@@ -17,6 +17,10 @@ class ImportForm(forms.Form):
     subpanorama = forms.CharField(
         max_length=100, required=False, help_text="put every frame into this sub-panorama (default: one per folder)"
     )
+    sky = forms.BooleanField(
+        required=False,
+        help_text="a separately shot sky capture: one sub-panorama (default 'sky') merged into the ground panorama last",
+    )
     columns = forms.IntegerField(min_value=1, max_value=100000, required=False, help_text="grid columns")
     gap = forms.FloatField(min_value=0.01, max_value=86400, required=False, help_text="burst gap, seconds")
     dry_run = forms.BooleanField(required=False, initial=True, help_text="only show the plan")

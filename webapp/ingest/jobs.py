@@ -70,6 +70,7 @@ def run_ingest(job_pk: int) -> dict[str, Any]:
             angles_csv=p.get("angles") or None,
             params=services.make_params(columns=p.get("columns"), gap=p.get("gap")),
             progress=progress,
+            sky=bool(p.get("sky")),
         )
     except Exception as e:
         rep.fail(f"{type(e).__name__}: {e}")

@@ -29,6 +29,8 @@ from processing.capture.ingest import (
 )
 from webapp.panoramas.models import Frame, Panorama, Stack, SubPanorama
 
+SKY_SUBPANORAMA = "sky"
+
 #: progress(stage, done, total): stage is "count", "scan", "bursts", "repeats" or "import".
 Progress = Callable[[str, int, int], None]
 
@@ -185,14 +187,21 @@ def import_capture(
     stop_after: int | None = None,
     checksums: bool = True,
     title: str | None = None,
+    sky: bool = False,
 ) -> dict[str, Any]:
     """Scan ROOT, plan the stacks and (unless dry_run) write the rows.
+
+    sky=True: ROOT is a separately shot sky capture: all its frames go into one
+    sub-panorama (SUBPANORAMA, default "sky") marked is_sky, which the
+    composite job merges into the ground panorama last.
 
     Returns the plan (processing.capture.ingest.CapturePlan.to_dict) plus, for a real
     import, what was created. stop_after=N raises ImportInterrupted after N
     bursts were written (a test hook for resuming).
     """
     params = params or IngestParams()
+    if sky:
+        subpanorama = subpanorama or SKY_SUBPANORAMA
     root = Path(os.path.realpath(root))
     if not root.is_dir():
         raise ImportRootError(f"{root}: not a folder")
@@ -214,7 +223,7 @@ def import_capture(
             progress=plan_progress,
         )
         result = plan.to_dict()
-        result.update(slug=slug, dry_run=dry_run, params=params.to_dict())
+        result.update(slug=slug, dry_run=dry_run, params=params.to_dict(), sky=sky)
         if dry_run:
             return result
 
@@ -236,6 +245,12 @@ def import_capture(
                 sp, _ = SubPanorama.objects.get_or_create(panorama=pano, name=sp_name, defaults={"order": next_order})
                 existing_subs[sp_name] = sp
                 next_order += 1
+            if sky != sp.is_sky:
+                if sp.stacks.exists():  # never turn stacks of the ground into sky or back
+                    what = "the sky capture; import with --sky" if sp.is_sky else "ground stacks; choose another name"
+                    raise ImportRootError(f"{sp_name}: this sub-panorama holds {what}")
+                SubPanorama.objects.filter(pk=sp.pk).update(is_sky=sky)
+                sp.is_sky = sky
             for b in bursts:
                 if stop_after is not None and bursts_written >= stop_after:
                     raise ImportInterrupted(f"stopped after {bursts_written} bursts")

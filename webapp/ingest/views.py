@@ -52,6 +52,7 @@ def index(request: HttpRequest) -> HttpResponse:
                     "slug": d["slug"],
                     "folder": d["folder"],
                     "subpanorama": d["subpanorama"],
+                    "sky": d["sky"],
                     "dry_run": d["dry_run"],
                     "columns": d["columns"],
                     "gap": d["gap"],

@@ -29,6 +29,7 @@ from .models import Frame, Job, Panorama, Pyramid, Stack, Status
 from .pipeline import fail_dependents
 from .progress import Reporter
 from .signals import pyramid_published
+from .sky_merge import ground_target, merge_sky_stacks, split_sky_stacks
 
 
 class ChainError(ValueError):
@@ -261,6 +262,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     pano = job.panorama
     assert pano is not None
     stacks = _composite_inputs(job, rep)
+    stacks, sky_stacks = split_sky_stacks(stacks)  # the sky capture is merged in last
     if not stacks:
         raise ValueError(f"panorama {pano.slug}: no rendered stacks to composite")
     paths = [storage.absolute(s.output_path) for s in stacks]
@@ -268,12 +270,13 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     sp.setdefault("projection", pano.projection)
     sp.setdefault("wrap", pano.wrap)
     params = StitchParams.from_dict(sp)
-    chash = recipe_hash({"stitch": params.to_dict()}, *[s.recipe_hash for s in stacks])
+    chash = recipe_hash({"stitch": params.to_dict()}, *[s.recipe_hash for s in stacks + sky_stacks])
     rel = storage.rel_composite(pano.pk, chash)
     out = storage.absolute(rel)
     region = job.params.get("region")
     base_rel = job.params.get("base_composite")
     result: dict[str, Any] = {"composite": rel, "recipe_hash": chash, "partial": False}
+    ground_out = ground_target(out, sky_stacks)  # with a sky capture the merge writes OUT
     with lease(f"composite:{pano.pk}:{chash}", settings.TERAPAN_JOB_TIMEOUTS["composite"]):
         _remove_dead_temporaries(out.parent, f".{out.stem}.")
         _writing(job, out)
@@ -289,7 +292,9 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
                 if str(p.parent) in by_dir and by_dir[str(p.parent)] != str(p)
             }
             rep(0.1, f"re-blending {region} with {len(replacements)} new stack(s)")
-            info = patch_composite(storage.absolute(base_rel), replacements, tuple(region), out, bits=params.bits)
+            info = patch_composite(
+                storage.absolute(base_rel), replacements, tuple(region), ground_out, bits=params.bits
+            )
             result.update(partial=True, region=info["rect"], width=info["width"], height=info["height"])
         else:
             # The stitcher keys placements by file name (stack outputs have unique hash names).
@@ -303,7 +308,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
                 for s, p in zip(stacks, paths, strict=True)
                 if s.yaw is not None
             }
-            res = stitch_files(paths, out, params, placements=placements or None, progress=_stitch_progress(rep))
+            res = stitch_files(paths, ground_out, params, placements=placements or None, progress=_stitch_progress(rep))
             result.update(res.summary())
             result["timings"] = res.timings
             by_name = {c["file"]: c["bbox"] for c in res.cameras}
@@ -314,6 +319,10 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
                 )
             for d in res.dropped:
                 rep.log(f"dropped {d['file']}: {d['reason']}")
+        if sky_stacks:
+            rep(0.95, f"merging the sky capture ({len(sky_stacks)} stacks)")
+            patched = storage.absolute(base_rel) if result["partial"] else None
+            result["sky"] = merge_sky_stacks(out, sky_stacks, pano.scale, params.bits, patched, result.get("region"))
     layout = json.loads(layout_path_for(out).read_text())
     Panorama.objects.filter(pk=pano.pk).update(
         composite_path=rel,

@@ -62,6 +62,9 @@ class SubPanorama(models.Model):
     panorama = models.ForeignKey(Panorama, on_delete=models.CASCADE, related_name="subpanoramas")
     name = models.CharField(max_length=100)
     order = models.PositiveIntegerField(default=0)
+    is_sky = models.BooleanField(
+        default=False, help_text="a separately shot sky capture: merged into the ground panorama last"
+    )
 
     class Meta:
         ordering = ["panorama", "order", "name"]

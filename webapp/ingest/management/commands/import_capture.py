@@ -21,6 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("slug", help="panorama slug (created if missing)")
         parser.add_argument("dir", help="capture folder")
         parser.add_argument("--subpanorama", help="put every frame into this one sub-panorama")
+        parser.add_argument(
+            "--sky",
+            action="store_true",
+            help="DIR is a separately shot sky capture: one sub-panorama (default 'sky') merged into the ground last",
+        )
         parser.add_argument("--dry-run", action="store_true", help="only print the plan; write nothing")
         parser.add_argument("--json", action="store_true", help="print the plan/result as JSON on the last line")
         parser.add_argument("--angles", help="CSV with columns stack, yaw, pitch (optional subpanorama)")
@@ -65,6 +70,7 @@ class Command(BaseCommand):
                 stop_after=o["stop_after"],
                 checksums=not o["no_checksums"],
                 title=o["title"],
+                sky=o["sky"],
             )
         except services.ImportInterrupted as e:
             raise CommandError(f"{e}; run the same command again to resume") from e
@@ -81,7 +87,7 @@ class Command(BaseCommand):
     def _summary(self, r: dict[str, Any]) -> None:
         w = self.stdout.write
         w(
-            f"{'plan for' if r['dry_run'] else 'imported into'} {r['slug']}: {r['stacks_found']} stacks, "
+            f"{'plan for' if r['dry_run'] else 'imported into'} {r['slug']}{' (sky capture)' if r.get('sky') else ''}: {r['stacks_found']} stacks, "
             f"{r['frames_placed']} frames from {r['files_scanned']} files"
         )
         for sp in r["subpanoramas"]:
