@@ -162,6 +162,10 @@ def test_export_limits_and_bad_input(make_pano, client_for, settings):
     assert "outside" in export(c, pano.slug, x=5000, y=0, w=10, h=10).json()["error"]
     assert "format" in export(c, pano.slug, format="gif").json()["error"]
     assert "number" in export(c, pano.slug, x="abc").json()["error"]
+    # Infinities and overflowing numbers are bad input too, not a server error.
+    for bad in ({"w": "inf"}, {"width": "1e400"}, {"height": "-inf"}, {"x": "nan"}):
+        r = export(c, pano.slug, **bad)
+        assert r.status_code == 400 and "number" in r.json()["error"], bad
 
 
 def test_export_busy_answers_503(make_pano, client_for, monkeypatch):
@@ -210,6 +214,9 @@ def test_export_page_opens_a_linked_view(make_pano, client_for):
     assert page.context["config"]["initial"] == {"format": "jpg", "x": 10, "y": 5, "w": 290, "h": 50}
     bad = client_for(None).get(reverse("sharing:export", args=[pano.slug]), {"x": "a", "y": 5, "w": 4, "h": 5})
     assert bad.status_code == 200 and bad.context["config"]["initial"] == {"format": "jpg"}
+    for junk in ("inf", "1e400", "nan"):
+        bad = client_for(None).get(reverse("sharing:export", args=[pano.slug]), {"x": junk, "y": 5, "w": 4, "h": 5})
+        assert bad.status_code == 200 and bad.context["config"]["initial"] == {"format": "jpg"}, junk
 
 
 def test_export_older_version_members_only(make_pano, client_for):
@@ -309,6 +316,11 @@ def test_iiif_sizes_and_regions(make_pano, client_for):
         ("a,b,c,d", "max", "0", "default", "jpg", 400),
         ("full", "0,", "0", "default", "jpg", 400),
         ("full", "!10,", "0", "default", "jpg", 400),
+        ("full", "pct:inf", "0", "default", "jpg", 400),
+        ("full", "pct:nan", "0", "default", "jpg", 400),
+        ("full", "pct:1e400", "0", "default", "jpg", 400),
+        ("pct:0,0," + "9" * 400 + ",10", "max", "0", "default", "jpg", 400),
+        ("0,0," + "9" * 400 + ",10", "max", "0", "default", "jpg", 400),
     ],
 )
 def test_iiif_bad_requests(make_pano, client_for, region, size, rotation, quality, fmt, status):

@@ -197,12 +197,15 @@ def export_page(request: HttpRequest, slug: str) -> HttpResponse:
         initial.update(x=x, y=y, w=w, h=h, region=request.GET["region"])
     elif all(request.GET.get(k) for k in "xywh"):
         # A view passed on from the viewer: ?x=&y=&w=&h= in panorama pixels.
-        try:
-            x, y, w, h = clip_rect(geometry(pyr), tuple(int(float(request.GET[k])) for k in "xywh"))
-        except (ValueError, ExportError):
-            pass  # a bad link opens the whole panorama instead
-        else:
-            initial.update(x=x, y=y, w=w, h=h)
+        # A bad link (text, nan, infinities, off the image) opens the whole panorama instead.
+        rect = tuple(_finite_int(request.GET[k]) for k in "xywh")
+        if None not in rect:
+            try:
+                x, y, w, h = clip_rect(geometry(pyr), rect)
+            except ExportError:
+                pass
+            else:
+                initial.update(x=x, y=y, w=w, h=h)
     if request.GET.get("format") in ("png", "jpg", "tif"):
         initial["format"] = request.GET["format"]
     max_pixels, max_side = _limits()
@@ -224,10 +227,18 @@ def _int_param(request: HttpRequest, name: str, default: int | None) -> int | No
     raw = request.GET.get(name, "")
     if raw == "":
         return default
+    value = _finite_int(raw)
+    if value is None:
+        raise ExportError(f"{name} must be a number, not {raw[:40]!r}")
+    return value
+
+
+def _finite_int(raw: str) -> int | None:
+    """RAW as an integer (decimals truncated); None for text, nan and infinities (1e400 too)."""
     try:
         return int(float(raw))
-    except ValueError as e:
-        raise ExportError(f"{name} must be a number, not {raw!r}") from e
+    except (ValueError, OverflowError):
+        return None
 
 
 @require_safe
