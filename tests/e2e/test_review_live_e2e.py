@@ -359,3 +359,31 @@ def test_compare_page_honours_its_link(browser, setup):  # noqa: F811
     assert page.locator("#zoom-readout").inner_text().strip() == "80 %"
     ctx.close()
     assert not real_errors(), json.dumps(real_errors())
+
+
+def tap(page, point, cdp):
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": point[0], "y": point[1]}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_polygon_by_finger_taps_on_a_phone(browser, setup):  # noqa: F811
+    """Each tap adds a corner (Annotorious kept only the first: a tap sends no mousemove); a double tap closes it."""
+    from webapp.review.models import Region
+
+    CONSOLE_ERRORS.clear()
+    ctx, page = open_viewer(browser, setup, "rita", PHONE, has_touch=True, is_mobile=True)
+    page.tap("#draw-tools button[data-tool=polygon]")
+    cdp = page.context.new_cdp_session(page)
+    for fx, fy in ((0.3, 0.6), (0.6, 0.62), (0.5, 0.8)):
+        tap(page, osd_point(page, fx, fy), cdp)
+        page.wait_for_timeout(250)
+    tap(page, osd_point(page, 0.3, 0.78), cdp)
+    page.wait_for_timeout(100)
+    tap(page, osd_point(page, 0.3, 0.78), cdp)
+    page.wait_for_function("() => document.body.dataset.regions === '1'")
+    poly = Region.objects.get()
+    points = {p for p in poly.target["selector"]["value"].split('"')[1].split()}
+    assert len(points) >= 4, poly.target
+    assert poly.w > 80 and poly.h > 100, poly.bbox
+    ctx.close()
+    assert not real_errors(), real_errors()

@@ -532,6 +532,37 @@
       }
     }
     T.setTool = setTool;
+
+    // Polygons by finger: Annotorious turns a tap into mousedown/mouseup but adds
+    // a polygon corner where the last mousemove was, and a tap sends none, so
+    // every tap after the first was lost. Move the rubber band to the finger
+    // first; a double tap closes the polygon as a double-click does.
+    const layer = viewer.canvas.querySelector("svg.a9s-annotationlayer");
+    let lastTap = null;
+    function polygonDrawing() {
+      const active = document.querySelector("#draw-tools button.active");
+      return !!active && active.dataset.tool === "polygon";
+    }
+    function mouseAt(type, touch) {
+      layer.dispatchEvent(new MouseEvent(type, { clientX: touch.clientX, clientY: touch.clientY, bubbles: true, cancelable: true }));
+    }
+    if (layer) {
+      layer.addEventListener("touchstart", function (e) {
+        if (polygonDrawing() && e.touches.length === 1) mouseAt("mousemove", e.touches[0]);
+      }, true);
+      layer.addEventListener("touchend", function (e) {
+        const t = e.changedTouches[0];
+        if (!t || !polygonDrawing()) { lastTap = null; return; }
+        const now = Date.now();
+        if (lastTap && now - lastTap.time < 450 && Math.hypot(t.clientX - lastTap.x, t.clientY - lastTap.y) < 24) {
+          lastTap = null;
+          mouseAt("dblclick", t);
+        } else {
+          lastTap = { time: now, x: t.clientX, y: t.clientY };
+        }
+      }, true);
+    }
+
     tools.forEach(function (b) {
       b.addEventListener("click", function () {
         setTool(b.classList.contains("active") ? null : b.dataset.tool);
