@@ -387,3 +387,22 @@ def test_polygon_by_finger_taps_on_a_phone(browser, setup):  # noqa: F811
     assert poly.w > 80 and poly.h > 100, poly.bbox
     ctx.close()
     assert not real_errors(), real_errors()
+
+
+def test_compare_controls_fit_a_phone(browser, setup):  # noqa: F811
+    """Every compare control is on screen at 390 px (html's overflow-x: hidden hid "Curtain" past the edge)."""
+    CONSOLE_ERRORS.clear()
+    ctx, page = new_page(browser, setup["cookies"]("eddie"), size=PHONE)
+    page.goto(f"{setup['url']}/p/{setup['pano'].slug}/compare/")
+    page.wait_for_function("() => document.body.dataset.osdOpen === '1'")
+    outside = page.evaluate(
+        """() => [...document.querySelectorAll('.toolbar > *, .toolbar label, .toolbar button')]
+             .filter(e => e.getBoundingClientRect().right > innerWidth + 1).map(e => e.textContent.trim())"""
+    )
+    assert outside == [], outside
+    page.click("input[value=curtain]")
+    assert page.locator("#compare.curtain").count() == 1
+    pane = page.locator("#osd-a").bounding_box()
+    assert pane["height"] > 500 and pane["y"] + pane["height"] <= PHONE[1] + 1, pane
+    ctx.close()
+    assert not real_errors(), real_errors()
