@@ -406,3 +406,19 @@ def test_compare_controls_fit_a_phone(browser, setup):  # noqa: F811
     assert pane["height"] > 500 and pane["y"] + pane["height"] <= PHONE[1] + 1, pane
     ctx.close()
     assert not real_errors(), real_errors()
+
+
+def test_removed_member_is_told_and_polling_stops(browser, setup):  # noqa: F811
+    """Removed from the panorama (or signed out elsewhere) with the viewer open: said so once, no endless 403s."""
+    from webapp.panoramas.models import Membership
+
+    CONSOLE_ERRORS.clear()
+    ctx, page = open_viewer(browser, setup, "rita", DESKTOP)
+    Membership.objects.filter(user__username="rita").delete()
+    page.wait_for_function("() => document.getElementById('live').textContent === 'no access'", timeout=LIVE_S)
+    assert "no longer have access" in page.locator("#review-error").inner_text()
+    polls = page.evaluate("document.body.dataset.polls")
+    page.wait_for_timeout(4000)  # more than one poll interval
+    assert page.evaluate("document.body.dataset.polls") == polls
+    ctx.close()
+    assert not real_errors(), real_errors()

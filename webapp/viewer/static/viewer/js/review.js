@@ -36,6 +36,7 @@
   let replyTo = null; // comment id
   let cursor = cfg.cursor || 0;
   let loaded = false;
+  let accessLost = false; // signed out or removed: the changes poll stops
 
   function showError(msg) {
     if (!errBox) return;
@@ -375,16 +376,19 @@
       if (live) { live.textContent = "live"; live.classList.remove("error"); }
     } catch (e) {
       const live = $("live");
-      if (live) { live.textContent = "offline, retrying"; live.classList.add("error"); }
+      // Signed out (another tab) or removed from the panorama: retrying cannot help.
+      if (e.status === 401 || e.status === 403 || e.status === 404) accessLost = true;
+      if (live) { live.textContent = accessLost ? "no access" : "offline, retrying"; live.classList.add("error"); }
+      if (accessLost) showError("You no longer have access to this panorama's review (signed out, or your role was removed). Sign in again and reload the page.");
     }
     document.body.dataset.polls = String(parseInt(document.body.dataset.polls || "0", 10) + 1);
     schedule();
   }
   function schedule() {
-    if (!polling && !document.hidden) polling = setTimeout(poll, POLL_MS);
+    if (!polling && !document.hidden && !accessLost) polling = setTimeout(poll, POLL_MS);
   }
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden) { if (polling) clearTimeout(polling); polling = null; poll(); }
+    if (!document.hidden && !accessLost) { if (polling) clearTimeout(polling); polling = null; poll(); }
   });
 
   // ---- notifications -------------------------------------------------------
