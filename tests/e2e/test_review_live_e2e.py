@@ -422,3 +422,38 @@ def test_removed_member_is_told_and_polling_stops(browser, setup):  # noqa: F811
     assert page.evaluate("document.body.dataset.polls") == polls
     ctx.close()
     assert not real_errors(), real_errors()
+
+
+def test_long_names_and_words_stay_inside_the_panel(browser, setup, django_user_model):  # noqa: F811
+    """A 150-character username (Django's limit) and a long unbroken comment do not run out of the review panel."""
+    from webapp.panoramas.models import Membership
+    from webapp.review.models import Comment, Region
+
+    CONSOLE_ERRORS.clear()
+    name = "u" * 150
+    long = django_user_model.objects.create_user(name)
+    Membership.objects.create(user=long, panorama=setup["pano"], role="reviewer")
+    sel = {
+        "type": "FragmentSelector",
+        "conformsTo": "http://www.w3.org/TR/media-frags/",
+        "value": "xywh=pixel:100,300,300,200",
+    }
+    region = Region.objects.create(
+        panorama=setup["pano"], version=1, target={"selector": sel}, x=100, y=300, w=300, h=200, author=long
+    )
+    Comment.objects.create(region=region, author=long, body="W" * 600)
+    for size in (DESKTOP, PHONE):
+        ctx, page = open_viewer(browser, setup, "rita", size, f"#region={region.pk}")
+        page.wait_for_function("() => document.getElementById('thread').textContent.includes('WWWW')")
+        if not page.locator("#review-panel").is_visible():
+            page.click("#panel-toggle")
+        page.wait_for_timeout(400)  # the drawer slides in
+        out = page.evaluate(
+            """() => { const p = document.getElementById('review-panel').getBoundingClientRect();
+                 return [...document.querySelectorAll('#review-panel *')].filter(e => {
+                   const b = e.getBoundingClientRect(); return b.width > 0 && b.right > p.right + 1; })
+                 .map(e => e.tagName + '.' + e.className); }"""
+        )
+        assert out == [], (size, out)
+        ctx.close()
+    assert not real_errors(), real_errors()
