@@ -460,3 +460,31 @@ def test_long_names_and_words_stay_inside_the_panel(browser, setup, django_user_
         assert out == [], (size, out)
         ctx.close()
     assert not real_errors(), real_errors()
+
+
+def test_resize_by_finger_on_a_phone_does_not_pan(browser, setup):  # noqa: F811
+    """Dragging a handle by touch resizes by the whole drag (OpenSeadragon used to pan under the finger too)."""
+    from webapp.review.models import Region
+
+    CONSOLE_ERRORS.clear()
+    ctx, page = open_viewer(browser, setup, "rita", PHONE, has_touch=True, is_mobile=True)
+    page.tap("#draw-tools button[data-tool=rect]")
+    touch_drag(page, osd_point(page, 0.2, 0.2), osd_point(page, 0.6, 0.35))
+    page.wait_for_selector("#review-panel #region-list li")
+    page.click("#panel-close")
+    page.wait_for_function("() => !document.body.classList.contains('drawer-open')")
+    page.wait_for_timeout(1000)  # the viewport settles after the drawer
+    region = Region.objects.get()
+    view = page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
+    handles = page.locator(".a9s-annotation.selected .a9s-handle")
+    boxes = [handles.nth(i).bounding_box() for i in range(handles.count())]
+    corner = max(boxes, key=lambda b: b["x"] + b["y"])
+    start = (corner["x"] + corner["width"] / 2, corner["y"] + corner["height"] / 2)
+    touch_drag(page, start, (start[0] + 50, start[1] + 60))
+    page.wait_for_function("() => Number(document.body.dataset.shapeSaves || 0) >= 1")
+    resized = Region.objects.get()
+    grow_w, grow_h = (resized.w - region.w) * view["z"], (resized.h - region.h) * view["z"]  # in screen pixels
+    assert abs(grow_w - 50) < 8 and abs(grow_h - 60) < 8, (region.bbox, resized.bbox, view)
+    assert page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})") == view
+    ctx.close()
+    assert not real_errors(), real_errors()

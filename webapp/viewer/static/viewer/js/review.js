@@ -537,6 +537,29 @@
     }
     T.setTool = setTool;
 
+    // Resizing or moving the selected region by finger: OpenSeadragon sees the
+    // touch's pointer events before Annotorious sees its touch events, and
+    // panned the image under the finger, eating much of the change. No panning
+    // while a finger holds the selected shape or one of its handles, nor a
+    // flick when it lets go (restored after OpenSeadragon's drag-end).
+    let holdingShape = false;
+    const touchPan = { dragToPan: viewer.gestureSettingsTouch.dragToPan, flickEnabled: viewer.gestureSettingsTouch.flickEnabled };
+    window.addEventListener("pointerdown", function (e) {
+      if (e.pointerType !== "touch" || !e.target.closest) return;
+      if (e.target.closest(".a9s-annotation.selected")) {
+        holdingShape = true;
+        viewer.gestureSettingsTouch.dragToPan = false;
+        viewer.gestureSettingsTouch.flickEnabled = false;
+      }
+    }, true);
+    function releaseShape() {
+      if (!holdingShape) return;
+      holdingShape = false;
+      setTimeout(function () { Object.assign(viewer.gestureSettingsTouch, touchPan); }, 0);
+    }
+    window.addEventListener("pointerup", releaseShape, true);
+    window.addEventListener("pointercancel", releaseShape, true);
+
     // Polygons by finger: Annotorious turns a tap into mousedown/mouseup but adds
     // a polygon corner where the last mousemove was, and a tap sends none, so
     // every tap after the first was lost. Move the rubber band to the finger
