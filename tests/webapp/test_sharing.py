@@ -186,6 +186,29 @@ def test_export_busy_answers_503(make_pano, client_for, monkeypatch):
     assert export(client_for(None), pano.slug, width=30).status_code == 200
 
 
+def test_iiif_large_images_share_the_export_slots(make_pano, client_for, monkeypatch):
+    """Anyone may ask a public panorama for full/max (up to the export limit): large IIIF
+    images wait for an export slot like exports do; tiles never wait."""
+    import threading
+
+    from webapp.sharing import views
+
+    pano = make_pano()
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(views, "_EXPORT_SLOTS", slots)
+    monkeypatch.setattr(views, "EXPORT_WAIT_S", 0.2)
+    monkeypatch.setattr(views, "IIIF_FREE_PIXELS", 64 * 64)
+    slots.acquire()  # an export holds the only slot
+    try:
+        r = client_for(None).get(iiif_url(pano.slug, "full", "max"))
+        assert r.status_code == 503 and r["Retry-After"] == "10"
+        assert client_for(None).get(iiif_url(pano.slug, "0,0,64,64", "64,")).status_code == 200
+    finally:
+        slots.release()
+    assert client_for(None).get(iiif_url(pano.slug, "full", "max")).status_code == 200
+    assert slots.acquire(timeout=0)  # released after the render
+
+
 @pytest.mark.parametrize("who", ALL)
 def test_export_permissions_private(make_pano, client_for, who):
     pano = make_pano(public=False)

@@ -168,6 +168,7 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
 # time per process, the others are told to retry instead of queueing memory.
 _EXPORT_SLOTS = threading.BoundedSemaphore(settings.TERAPAN_EXPORT_CONCURRENCY)
 EXPORT_WAIT_S = 10.0
+IIIF_FREE_PIXELS = 1 << 20  # IIIF images up to this size (tiles) need no export slot
 
 
 def _limits() -> tuple[int, int]:
@@ -361,11 +362,21 @@ def iiif_image(request: HttpRequest, slug: str, region: str, size: str, rotation
     if etag in request.headers.get("If-None-Match", ""):
         resp = HttpResponse(status=304)
     else:
+        # Tiles render at once; a large size (full/max is up to the export limit) takes
+        # an export slot, as anyone may ask for it on a public panorama.
+        big = ow * oh > IIIF_FREE_PIXELS
+        if big and not _EXPORT_SLOTS.acquire(timeout=EXPORT_WAIT_S):
+            resp = HttpResponse("the server is busy with other large images; try again in a moment\n", status=503)
+            resp["Retry-After"] = "10"
+            return _iiif_headers(resp, pyr, public)
         try:
             pixels = render_region(pyr.abs_path, geo, rect, ow, oh)
+            data = encode_jpeg(pixels, quality=90)
         except InputError as e:
             raise Http404(str(e)) from e
-        data = encode_jpeg(pixels, quality=90)
+        finally:
+            if big:
+                _EXPORT_SLOTS.release()
         resp = HttpResponse(data, content_type=ctype)
     resp["ETag"] = etag
     return _iiif_headers(resp, pyr, public)
