@@ -82,7 +82,11 @@ def api_status(page, url, body, method="POST"):
 
 
 def no_horizontal_scroll(page):
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    from .test_site_e2e import OUTSIDE_JS
+
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1") and not page.evaluate(
+        OUTSIDE_JS
+    )
 
 
 def real_errors():
@@ -359,3 +363,129 @@ def test_compare_page_honours_its_link(browser, setup):  # noqa: F811
     assert page.locator("#zoom-readout").inner_text().strip() == "80 %"
     ctx.close()
     assert not real_errors(), json.dumps(real_errors())
+
+
+def tap(page, point, cdp):
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": point[0], "y": point[1]}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_polygon_by_finger_taps_on_a_phone(browser, setup):  # noqa: F811
+    """Each tap adds a corner (Annotorious kept only the first: a tap sends no mousemove); a double tap closes it."""
+    from webapp.review.models import Region
+
+    CONSOLE_ERRORS.clear()
+    ctx, page = open_viewer(browser, setup, "rita", PHONE, has_touch=True, is_mobile=True)
+    page.tap("#draw-tools button[data-tool=polygon]")
+    cdp = page.context.new_cdp_session(page)
+    for fx, fy in ((0.3, 0.6), (0.6, 0.62), (0.5, 0.8)):
+        tap(page, osd_point(page, fx, fy), cdp)
+        page.wait_for_timeout(250)
+    tap(page, osd_point(page, 0.3, 0.78), cdp)
+    page.wait_for_timeout(100)
+    tap(page, osd_point(page, 0.3, 0.78), cdp)
+    page.wait_for_function("() => document.body.dataset.regions === '1'")
+    poly = Region.objects.get()
+    points = {p for p in poly.target["selector"]["value"].split('"')[1].split()}
+    assert len(points) >= 4, poly.target
+    assert poly.w > 80 and poly.h > 100, poly.bbox
+    ctx.close()
+    assert not real_errors(), real_errors()
+
+
+def test_compare_controls_fit_a_phone(browser, setup):  # noqa: F811
+    """Every compare control is on screen at 390 px (html's overflow-x: hidden hid "Curtain" past the edge)."""
+    CONSOLE_ERRORS.clear()
+    ctx, page = new_page(browser, setup["cookies"]("eddie"), size=PHONE)
+    page.goto(f"{setup['url']}/p/{setup['pano'].slug}/compare/")
+    page.wait_for_function("() => document.body.dataset.osdOpen === '1'")
+    outside = page.evaluate(
+        """() => [...document.querySelectorAll('.toolbar > *, .toolbar label, .toolbar button')]
+             .filter(e => e.getBoundingClientRect().right > innerWidth + 1).map(e => e.textContent.trim())"""
+    )
+    assert outside == [], outside
+    page.click("input[value=curtain]")
+    assert page.locator("#compare.curtain").count() == 1
+    pane = page.locator("#osd-a").bounding_box()
+    assert pane["height"] > 500 and pane["y"] + pane["height"] <= PHONE[1] + 1, pane
+    ctx.close()
+    assert not real_errors(), real_errors()
+
+
+def test_removed_member_is_told_and_polling_stops(browser, setup):  # noqa: F811
+    """Removed from the panorama (or signed out elsewhere) with the viewer open: said so once, no endless 403s."""
+    from webapp.panoramas.models import Membership
+
+    CONSOLE_ERRORS.clear()
+    ctx, page = open_viewer(browser, setup, "rita", DESKTOP)
+    Membership.objects.filter(user__username="rita").delete()
+    page.wait_for_function("() => document.getElementById('live').textContent === 'no access'", timeout=LIVE_S)
+    assert "no longer have access" in page.locator("#review-error").inner_text()
+    polls = page.evaluate("document.body.dataset.polls")
+    page.wait_for_timeout(4000)  # more than one poll interval
+    assert page.evaluate("document.body.dataset.polls") == polls
+    ctx.close()
+    assert not real_errors(), real_errors()
+
+
+def test_long_names_and_words_stay_inside_the_panel(browser, setup, django_user_model):  # noqa: F811
+    """A 150-character username (Django's limit) and a long unbroken comment do not run out of the review panel."""
+    from webapp.panoramas.models import Membership
+    from webapp.review.models import Comment, Region
+
+    CONSOLE_ERRORS.clear()
+    name = "u" * 150
+    long = django_user_model.objects.create_user(name)
+    Membership.objects.create(user=long, panorama=setup["pano"], role="reviewer")
+    sel = {
+        "type": "FragmentSelector",
+        "conformsTo": "http://www.w3.org/TR/media-frags/",
+        "value": "xywh=pixel:100,300,300,200",
+    }
+    region = Region.objects.create(
+        panorama=setup["pano"], version=1, target={"selector": sel}, x=100, y=300, w=300, h=200, author=long
+    )
+    Comment.objects.create(region=region, author=long, body="W" * 600)
+    for size in (DESKTOP, PHONE):
+        ctx, page = open_viewer(browser, setup, "rita", size, f"#region={region.pk}")
+        page.wait_for_function("() => document.getElementById('thread').textContent.includes('WWWW')")
+        if not page.locator("#review-panel").is_visible():
+            page.click("#panel-toggle")
+        page.wait_for_timeout(400)  # the drawer slides in
+        out = page.evaluate(
+            """() => { const p = document.getElementById('review-panel').getBoundingClientRect();
+                 return [...document.querySelectorAll('#review-panel *')].filter(e => {
+                   const b = e.getBoundingClientRect(); return b.width > 0 && b.right > p.right + 1; })
+                 .map(e => e.tagName + '.' + e.className); }"""
+        )
+        assert out == [], (size, out)
+        ctx.close()
+    assert not real_errors(), real_errors()
+
+
+def test_resize_by_finger_on_a_phone_does_not_pan(browser, setup):  # noqa: F811
+    """Dragging a handle by touch resizes by the whole drag (OpenSeadragon used to pan under the finger too)."""
+    from webapp.review.models import Region
+
+    CONSOLE_ERRORS.clear()
+    ctx, page = open_viewer(browser, setup, "rita", PHONE, has_touch=True, is_mobile=True)
+    page.tap("#draw-tools button[data-tool=rect]")
+    touch_drag(page, osd_point(page, 0.2, 0.2), osd_point(page, 0.6, 0.35))
+    page.wait_for_selector("#review-panel #region-list li")
+    page.click("#panel-close")
+    page.wait_for_function("() => !document.body.classList.contains('drawer-open')")
+    page.wait_for_timeout(1000)  # the viewport settles after the drawer
+    region = Region.objects.get()
+    view = page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
+    handles = page.locator(".a9s-annotation.selected .a9s-handle")
+    boxes = [handles.nth(i).bounding_box() for i in range(handles.count())]
+    corner = max(boxes, key=lambda b: b["x"] + b["y"])
+    start = (corner["x"] + corner["width"] / 2, corner["y"] + corner["height"] / 2)
+    touch_drag(page, start, (start[0] + 50, start[1] + 60))
+    page.wait_for_function("() => Number(document.body.dataset.shapeSaves || 0) >= 1")
+    resized = Region.objects.get()
+    grow_w, grow_h = (resized.w - region.w) * view["z"], (resized.h - region.h) * view["z"]  # in screen pixels
+    assert abs(grow_w - 50) < 8 and abs(grow_h - 60) < 8, (region.bbox, resized.bbox, view)
+    assert page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})") == view
+    ctx.close()
+    assert not real_errors(), real_errors()

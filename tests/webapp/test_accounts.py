@@ -249,3 +249,30 @@ def test_new_invitation_replaces_a_pending_one(make_pano, client_for):
     assert Invitation.objects.filter(panorama=pano).count() == 1
     assert Invitation.objects.get(panorama=pano).role == "editor"
     assert client_for(None).get(first).status_code == 404
+
+
+def test_title_with_a_line_break_breaks_no_email(make_pano, client_for, users, django_capture_on_commit_callbacks):
+    """A crafted title with CR/LF is saved on one line, and an older such title does not make
+    invitations or mention e-mails fail (BadHeaderError, a 500 after the comment was saved)."""
+    from webapp.panoramas.models import Panorama
+
+    pano = make_pano(public=False)
+    url = reverse("accounts:presentation", args=[pano.slug])
+    form = {"title": "Fjord\r\nBcc: x@evil.example", "description": "", "credits": "", "embed_origins": ""}
+    assert client_for("owner").post(url, form).status_code == 302
+    pano.refresh_from_db()
+    assert pano.title == "Fjord Bcc: x@evil.example"
+    Panorama.objects.filter(pk=pano.pk).update(title="Fjord\nsecond line")  # as the admin or old data may hold it
+    r = client_for("owner").post(
+        reverse("accounts:invite", args=[pano.slug]), {"who": "new@example.org", "role": "viewer"}
+    )
+    assert r.status_code == 302 and mail.outbox[-1].subject == "Invitation to review Fjord second line on Terapan"
+    users["editor"].email = "ed@example.org"
+    users["editor"].save()
+    from .test_review import make_region, post
+
+    rid = make_region(client_for, pano)["terapan"]["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        r = post(client_for("reviewer"), reverse("review:comments", kwargs={"pk": rid}), {"body": "@editor look"})
+    assert r.status_code == 201
+    assert "Fjord second line" in mail.outbox[-1].subject and "\n" not in mail.outbox[-1].subject

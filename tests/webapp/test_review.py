@@ -108,6 +108,14 @@ def test_input_validation_400s(make_pano, client_for):
         assert post(c, curl, {"body": body}).status_code == 400, body
     surl = reverse("review:status", kwargs={"pk": region["terapan"]["id"]})
     assert post(client_for("editor"), surl, {"status": "bogus"}).status_code == 400
+    assert post(client_for("editor"), surl, {"status": ["open"]}).status_code == 400  # unhashable, not a 500
+    # A lone surrogate (valid JSON escape, not Unicode) is refused, whichever field holds it.
+    for data in ({"body": "\ud800 junk"}, {"body": "ok", "note": ["\udfff"]}):
+        raw = json.dumps(data)  # ensure_ascii keeps the escape as the six characters \ud800
+        r = c.post(curl, raw, content_type="application/json")
+        assert r.status_code == 400 and "surrogate" in r.json()["error"], data
+    r = post(c, curl, {"body": "x", "parent": 2**64})
+    assert r.status_code == 400 and "parent" in r.json()["error"]
     assert client_for("viewer").get(annos_url(pano) + "?status=bogus").status_code == 400
 
 

@@ -133,6 +133,7 @@ def test_mentions_notify_members_by_page_badge_and_mail(
     assert post(client_for("editor"), read_url, {"ids": [note_id]}).json() == {"marked": 1, "unread": 0}
     assert post(client_for("reviewer"), read_url, {"all": True}).json()["unread"] == 0
     assert post(client_for("editor"), read_url, {"ids": "1"}).status_code == 400
+    assert post(client_for("editor"), read_url, {"ids": [2**64]}).status_code == 400  # beyond any key: no 500
     assert client_for(None).get(reverse("review:notifications")).status_code == 403
     assert reply.status_code == 201
 

@@ -162,6 +162,10 @@ def test_export_limits_and_bad_input(make_pano, client_for, settings):
     assert "outside" in export(c, pano.slug, x=5000, y=0, w=10, h=10).json()["error"]
     assert "format" in export(c, pano.slug, format="gif").json()["error"]
     assert "number" in export(c, pano.slug, x="abc").json()["error"]
+    # Infinities and overflowing numbers are bad input too, not a server error.
+    for bad in ({"w": "inf"}, {"width": "1e400"}, {"height": "-inf"}, {"x": "nan"}):
+        r = export(c, pano.slug, **bad)
+        assert r.status_code == 400 and "number" in r.json()["error"], bad
 
 
 def test_export_busy_answers_503(make_pano, client_for, monkeypatch):
@@ -180,6 +184,29 @@ def test_export_busy_answers_503(make_pano, client_for, monkeypatch):
     finally:
         slots.release()
     assert export(client_for(None), pano.slug, width=30).status_code == 200
+
+
+def test_iiif_large_images_share_the_export_slots(make_pano, client_for, monkeypatch):
+    """Anyone may ask a public panorama for full/max (up to the export limit): large IIIF
+    images wait for an export slot like exports do; tiles never wait."""
+    import threading
+
+    from webapp.sharing import views
+
+    pano = make_pano()
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(views, "_EXPORT_SLOTS", slots)
+    monkeypatch.setattr(views, "EXPORT_WAIT_S", 0.2)
+    monkeypatch.setattr(views, "IIIF_FREE_PIXELS", 64 * 64)
+    slots.acquire()  # an export holds the only slot
+    try:
+        r = client_for(None).get(iiif_url(pano.slug, "full", "max"))
+        assert r.status_code == 503 and r["Retry-After"] == "10"
+        assert client_for(None).get(iiif_url(pano.slug, "0,0,64,64", "64,")).status_code == 200
+    finally:
+        slots.release()
+    assert client_for(None).get(iiif_url(pano.slug, "full", "max")).status_code == 200
+    assert slots.acquire(timeout=0)  # released after the render
 
 
 @pytest.mark.parametrize("who", ALL)
@@ -210,6 +237,9 @@ def test_export_page_opens_a_linked_view(make_pano, client_for):
     assert page.context["config"]["initial"] == {"format": "jpg", "x": 10, "y": 5, "w": 290, "h": 50}
     bad = client_for(None).get(reverse("sharing:export", args=[pano.slug]), {"x": "a", "y": 5, "w": 4, "h": 5})
     assert bad.status_code == 200 and bad.context["config"]["initial"] == {"format": "jpg"}
+    for junk in ("inf", "1e400", "nan"):
+        bad = client_for(None).get(reverse("sharing:export", args=[pano.slug]), {"x": junk, "y": 5, "w": 4, "h": 5})
+        assert bad.status_code == 200 and bad.context["config"]["initial"] == {"format": "jpg"}, junk
 
 
 def test_export_older_version_members_only(make_pano, client_for):
@@ -309,6 +339,11 @@ def test_iiif_sizes_and_regions(make_pano, client_for):
         ("a,b,c,d", "max", "0", "default", "jpg", 400),
         ("full", "0,", "0", "default", "jpg", 400),
         ("full", "!10,", "0", "default", "jpg", 400),
+        ("full", "pct:inf", "0", "default", "jpg", 400),
+        ("full", "pct:nan", "0", "default", "jpg", 400),
+        ("full", "pct:1e400", "0", "default", "jpg", 400),
+        ("pct:0,0," + "9" * 400 + ",10", "max", "0", "default", "jpg", 400),
+        ("0,0," + "9" * 400 + ",10", "max", "0", "default", "jpg", 400),
     ],
 )
 def test_iiif_bad_requests(make_pano, client_for, region, size, rotation, quality, fmt, status):

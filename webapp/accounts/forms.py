@@ -40,3 +40,7 @@ class PresentationForm(forms.ModelForm):
             "credits": forms.Textarea(attrs={"rows": 2}),
         }
         labels = {"embed_origins": "Sites allowed to embed it"}
+
+    def clean_title(self) -> str:
+        # One line: the title goes into e-mail subjects, where a line break is refused.
+        return " ".join(self.cleaned_data["title"].split())

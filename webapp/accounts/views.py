@@ -76,6 +76,8 @@ def _owned_panorama(request: HttpRequest, slug: str) -> Panorama:
 
 
 def _mail(subject: str, template: str, context: dict, to: str) -> None:
+    # A title with a line break (admin, older data) must not make the invitation fail.
+    subject = " ".join(subject.split())
     send_mail(subject, render_to_string(template, context), settings.DEFAULT_FROM_EMAIL, [to])
 
 

@@ -78,7 +78,7 @@ def notify(comment: Comment, request: Any = None) -> list[Notification]:
 def _mail(notes: list[Notification], comment: Comment, url: str) -> None:
     who = comment.author.get_username() if comment.author else "someone"
     pano = comment.region.panorama
-    title = pano.title or pano.slug
+    title = " ".join((pano.title or pano.slug).split())  # one line: a subject refuses line breaks
     for note in notes:
         if not note.user.email:
             continue

@@ -95,6 +95,11 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(400, f"invalid JSON: {str(e)[:200]}") from e
     if not isinstance(data, dict):
         raise ApiError(400, "JSON body must be an object")
+    try:
+        # JSON may escape lone surrogates (\ud800) that no database can store.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ApiError(400, "invalid JSON: a string holds a lone surrogate (not Unicode text)") from e
     return data
 
 
@@ -355,7 +360,7 @@ def _parent_comment(region: Region, raw: Any) -> Comment | None:
     """The comment replied to: None, or the id of a comment on the same region."""
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int):
+    if not _is_id(raw):
         raise ApiError(400, "parent must be a comment id (integer)")
     parent = region.comments.select_related("author").filter(pk=raw).first()
     if parent is None:
@@ -472,6 +477,13 @@ def notifications(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"unread": unread, "items": items})
 
 
+MAX_ID = 2**63 - 1  # the largest primary key any database here stores
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+
+
 @api(["POST"])
 def notifications_read(request: HttpRequest) -> JsonResponse:
     """Mark notifications read: {"ids": [..]} or {"all": true}."""
@@ -481,7 +493,7 @@ def notifications_read(request: HttpRequest) -> JsonResponse:
     qs = _my_notifications(request.user).filter(read__isnull=True)
     if data.get("all") is True:
         pass
-    elif isinstance(data.get("ids"), list) and all(isinstance(i, int) and not isinstance(i, bool) for i in data["ids"]):
+    elif isinstance(data.get("ids"), list) and all(_is_id(i) for i in data["ids"]):
         qs = qs.filter(pk__in=data["ids"][:500])
     else:
         raise ApiError(400, 'send {"ids": [notification ids]} or {"all": true}')
@@ -497,7 +509,7 @@ def status(request: HttpRequest, pk: int) -> JsonResponse:
     role = _require(request, region.panorama, "editor")
     data = _json_body(request)
     new = data.get("status")
-    if new not in EDITOR_STATUSES:
+    if not isinstance(new, str) or new not in EDITOR_STATUSES:
         raise ApiError(400, f"status must be one of {sorted(EDITOR_STATUSES)}")
     old = region.status
     region.status = new

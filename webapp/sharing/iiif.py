@@ -76,6 +76,8 @@ def parse_region(raw: str, width: int, height: int) -> Rect:
         x, y, w, h = x * width / 100, y * height / 100, w * width / 100, h * height / 100
     elif not all(float(v).is_integer() for v in (x, y, w, h)):
         raise IIIFError(400, f"region {raw!r}: pixel regions are integers")
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise IIIFError(400, f"region {raw[:60]!r} has a number too large")
     x0, y0 = round(x), round(y)
     x1, y1 = min(width, round(x + w)), min(height, round(y + h))
     if w <= 0 or h <= 0:
@@ -104,8 +106,8 @@ def parse_size(raw: str, rw: int, rh: int, max_area: int, max_side: int) -> tupl
             n = float(s[4:])
         except ValueError as e:
             raise IIIFError(400, f"size {raw!r}: pct:n needs a number") from e
-        if n <= 0:
-            raise IIIFError(400, f"size {raw!r} must be above zero")
+        if not math.isfinite(n) or n <= 0:
+            raise IIIFError(400, f"size {raw[:60]!r} must be a finite number above zero")
         w, h = round(rw * n / 100), round(rh * n / 100)
     else:
         confined = s.startswith("!")

@@ -168,6 +168,7 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
 # time per process, the others are told to retry instead of queueing memory.
 _EXPORT_SLOTS = threading.BoundedSemaphore(settings.TERAPAN_EXPORT_CONCURRENCY)
 EXPORT_WAIT_S = 10.0
+IIIF_FREE_PIXELS = 1 << 20  # IIIF images up to this size (tiles) need no export slot
 
 
 def _limits() -> tuple[int, int]:
@@ -197,12 +198,15 @@ def export_page(request: HttpRequest, slug: str) -> HttpResponse:
         initial.update(x=x, y=y, w=w, h=h, region=request.GET["region"])
     elif all(request.GET.get(k) for k in "xywh"):
         # A view passed on from the viewer: ?x=&y=&w=&h= in panorama pixels.
-        try:
-            x, y, w, h = clip_rect(geometry(pyr), tuple(int(float(request.GET[k])) for k in "xywh"))
-        except (ValueError, ExportError):
-            pass  # a bad link opens the whole panorama instead
-        else:
-            initial.update(x=x, y=y, w=w, h=h)
+        # A bad link (text, nan, infinities, off the image) opens the whole panorama instead.
+        rect = tuple(_finite_int(request.GET[k]) for k in "xywh")
+        if None not in rect:
+            try:
+                x, y, w, h = clip_rect(geometry(pyr), rect)
+            except ExportError:
+                pass
+            else:
+                initial.update(x=x, y=y, w=w, h=h)
     if request.GET.get("format") in ("png", "jpg", "tif"):
         initial["format"] = request.GET["format"]
     max_pixels, max_side = _limits()
@@ -224,10 +228,18 @@ def _int_param(request: HttpRequest, name: str, default: int | None) -> int | No
     raw = request.GET.get(name, "")
     if raw == "":
         return default
+    value = _finite_int(raw)
+    if value is None:
+        raise ExportError(f"{name} must be a number, not {raw[:40]!r}")
+    return value
+
+
+def _finite_int(raw: str) -> int | None:
+    """RAW as an integer (decimals truncated); None for text, nan and infinities (1e400 too)."""
     try:
         return int(float(raw))
-    except ValueError as e:
-        raise ExportError(f"{name} must be a number, not {raw!r}") from e
+    except (ValueError, OverflowError):
+        return None
 
 
 @require_safe
@@ -350,11 +362,21 @@ def iiif_image(request: HttpRequest, slug: str, region: str, size: str, rotation
     if etag in request.headers.get("If-None-Match", ""):
         resp = HttpResponse(status=304)
     else:
+        # Tiles render at once; a large size (full/max is up to the export limit) takes
+        # an export slot, as anyone may ask for it on a public panorama.
+        big = ow * oh > IIIF_FREE_PIXELS
+        if big and not _EXPORT_SLOTS.acquire(timeout=EXPORT_WAIT_S):
+            resp = HttpResponse("the server is busy with other large images; try again in a moment\n", status=503)
+            resp["Retry-After"] = "10"
+            return _iiif_headers(resp, pyr, public)
         try:
             pixels = render_region(pyr.abs_path, geo, rect, ow, oh)
+            data = encode_jpeg(pixels, quality=90)
         except InputError as e:
             raise Http404(str(e)) from e
-        data = encode_jpeg(pixels, quality=90)
+        finally:
+            if big:
+                _EXPORT_SLOTS.release()
         resp = HttpResponse(data, content_type=ctype)
     resp["ETag"] = etag
     return _iiif_headers(resp, pyr, public)

@@ -36,6 +36,7 @@
   let replyTo = null; // comment id
   let cursor = cfg.cursor || 0;
   let loaded = false;
+  let accessLost = false; // signed out or removed: the changes poll stops
 
   function showError(msg) {
     if (!errBox) return;
@@ -375,16 +376,19 @@
       if (live) { live.textContent = "live"; live.classList.remove("error"); }
     } catch (e) {
       const live = $("live");
-      if (live) { live.textContent = "offline, retrying"; live.classList.add("error"); }
+      // Signed out (another tab) or removed from the panorama: retrying cannot help.
+      if (e.status === 401 || e.status === 403 || e.status === 404) accessLost = true;
+      if (live) { live.textContent = accessLost ? "no access" : "offline, retrying"; live.classList.add("error"); }
+      if (accessLost) showError("You no longer have access to this panorama's review (signed out, or your role was removed). Sign in again and reload the page.");
     }
     document.body.dataset.polls = String(parseInt(document.body.dataset.polls || "0", 10) + 1);
     schedule();
   }
   function schedule() {
-    if (!polling && !document.hidden) polling = setTimeout(poll, POLL_MS);
+    if (!polling && !document.hidden && !accessLost) polling = setTimeout(poll, POLL_MS);
   }
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden) { if (polling) clearTimeout(polling); polling = null; poll(); }
+    if (!document.hidden && !accessLost) { if (polling) clearTimeout(polling); polling = null; poll(); }
   });
 
   // ---- notifications -------------------------------------------------------
@@ -532,6 +536,60 @@
       }
     }
     T.setTool = setTool;
+
+    // Resizing or moving the selected region by finger: OpenSeadragon sees the
+    // touch's pointer events before Annotorious sees its touch events, and
+    // panned the image under the finger, eating much of the change. No panning
+    // while a finger holds the selected shape or one of its handles, nor a
+    // flick when it lets go (restored after OpenSeadragon's drag-end).
+    let holdingShape = false;
+    const touchPan = { dragToPan: viewer.gestureSettingsTouch.dragToPan, flickEnabled: viewer.gestureSettingsTouch.flickEnabled };
+    window.addEventListener("pointerdown", function (e) {
+      if (e.pointerType !== "touch" || !e.target.closest) return;
+      if (e.target.closest(".a9s-annotation.selected")) {
+        holdingShape = true;
+        viewer.gestureSettingsTouch.dragToPan = false;
+        viewer.gestureSettingsTouch.flickEnabled = false;
+      }
+    }, true);
+    function releaseShape() {
+      if (!holdingShape) return;
+      holdingShape = false;
+      setTimeout(function () { Object.assign(viewer.gestureSettingsTouch, touchPan); }, 0);
+    }
+    window.addEventListener("pointerup", releaseShape, true);
+    window.addEventListener("pointercancel", releaseShape, true);
+
+    // Polygons by finger: Annotorious turns a tap into mousedown/mouseup but adds
+    // a polygon corner where the last mousemove was, and a tap sends none, so
+    // every tap after the first was lost. Move the rubber band to the finger
+    // first; a double tap closes the polygon as a double-click does.
+    const layer = viewer.canvas.querySelector("svg.a9s-annotationlayer");
+    let lastTap = null;
+    function polygonDrawing() {
+      const active = document.querySelector("#draw-tools button.active");
+      return !!active && active.dataset.tool === "polygon";
+    }
+    function mouseAt(type, touch) {
+      layer.dispatchEvent(new MouseEvent(type, { clientX: touch.clientX, clientY: touch.clientY, bubbles: true, cancelable: true }));
+    }
+    if (layer) {
+      layer.addEventListener("touchstart", function (e) {
+        if (polygonDrawing() && e.touches.length === 1) mouseAt("mousemove", e.touches[0]);
+      }, true);
+      layer.addEventListener("touchend", function (e) {
+        const t = e.changedTouches[0];
+        if (!t || !polygonDrawing()) { lastTap = null; return; }
+        const now = Date.now();
+        if (lastTap && now - lastTap.time < 450 && Math.hypot(t.clientX - lastTap.x, t.clientY - lastTap.y) < 24) {
+          lastTap = null;
+          mouseAt("dblclick", t);
+        } else {
+          lastTap = { time: now, x: t.clientX, y: t.clientY };
+        }
+      }, true);
+    }
+
     tools.forEach(function (b) {
       b.addEventListener("click", function () {
         setTool(b.classList.contains("active") ? null : b.dataset.tool);
