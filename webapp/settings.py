@@ -15,7 +15,13 @@ from django.core.exceptions import ImproperlyConfigured
 from .env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("TERAPAN_VAR_DIR", str(BASE_DIR / "var")))
+_VAR = BASE_DIR / "var"
+if os.environ.get("PYTEST_VERSION"):
+    # A test session (pytest-django imports these settings before conftest.py
+    # can set TERAPAN_VAR_DIR): its own embedded Redis and test database, as
+    # conftest.py expects, never the checkout's (a running demo's) server.
+    _VAR = _VAR / f"test-{os.getpid()}"
+VAR_DIR = Path(env_str("TERAPAN_VAR_DIR", str(_VAR)))
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_str("SECRET_KEY")

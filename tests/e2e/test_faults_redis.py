@@ -60,6 +60,9 @@ def test_sigkill_of_redis_mid_chain_then_chain_completes(fault_env, settings) ->
     try:
         wait_done([j.pk for j in plan.all_jobs()], timeout=180)
         recovery = time.monotonic() - t0
+        print(f"\nrestart at {time.strftime('%H:%M:%S')} minus {recovery:.0f} s; the jobs' logs:")
+        for j in Job.objects.filter(pk__in=[x.pk for x in plan.all_jobs()]).order_by("pk"):
+            print(f"  {j.kind} #{j.pk}: " + " | ".join(ln for ln in j.log.splitlines() if "Traceback" not in ln)[-400:])
     finally:
         stop_workers(workers)
     pano.refresh_from_db()

@@ -199,8 +199,8 @@ def in_queue(rq_job: RQJob) -> bool:
 
 def is_live(job: Job) -> bool:
     """Something in RQ will still run (or is running) JOB: queued in its
-    queue, scheduled (a retry), deferred (waiting on others), or started by a
-    worker that is alive."""
+    queue, scheduled (a retry), deferred on rows that are still open, or
+    started by a worker that is alive."""
     rq_job = fetch_rq(job.rq_id)
     if rq_job is None:
         return False
@@ -209,6 +209,11 @@ def is_live(job: Job) -> bool:
         return worker_alive(rq_job.worker_name)
     if state == JobStatus.QUEUED:
         return in_queue(rq_job)
+    if state == JobStatus.DEFERRED:
+        # Waiting on rows that have all finished means RQ missed their end (a
+        # Redis crash can lose a job's last second): it would wait forever.
+        after = job.params.get("after", [])
+        return not after or Job.objects.filter(pk__in=after, status__in=OPEN).exists()
     return state in LIVE_RQ_STATES
 
 
@@ -222,7 +227,9 @@ def is_running(job: Job) -> bool:
 
 
 def _reset(job: Job, message: str) -> None:
-    Job.objects.filter(pk=job.pk).update(status=Status.QUEUED, error="", message=message, ended=None)
+    stamp = timezone.now().strftime("%H:%M:%S")
+    log = (Job.objects.filter(pk=job.pk).values_list("log", flat=True).first() or "") + f"[{stamp}] {message}\n"
+    Job.objects.filter(pk=job.pk).update(status=Status.QUEUED, error="", message=message, ended=None, log=log[-20000:])
     job.status = Status.QUEUED
     if job.stack_id:
         Stack.objects.filter(pk=job.stack_id).update(status=Status.QUEUED, progress=0.0)
@@ -230,26 +237,26 @@ def _reset(job: Job, message: str) -> None:
 
 def resume_chain(job: Job, message: str = "queued again") -> int:
     """Queue again the unfinished rows of JOB's chain that nothing runs; the rows
-    after one queued again are queued again too (they wait on it). Returns how many."""
+    waiting on one queued again are queued again too (their RQ dependencies
+    named the old job). Returns how many."""
     if job.kind not in ROUTES:
         return requeue_other(job, message)
-    n = 0
-    rest = False
+    again: set[int] = set()
     for j in chain_jobs(job):
         if j.status == Status.DONE:
             continue
-        if j.status == Status.CANCELED and j.pk != job.pk and not rest:
+        waits_on_new = any(int(pk) in again for pk in j.params.get("after", []))
+        if j.status == Status.CANCELED and j.pk != job.pk and not waits_on_new:
             continue  # canceled by someone: only an explicit retry of it brings it back
         if j.status == Status.FAILED and is_running(j):
             continue  # a run already under way (it sets the row running)
-        if not rest and j.status in OPEN and is_live(j):
+        if not waits_on_new and j.status in OPEN and is_live(j):
             continue
         _drop_rq(j.rq_id or rq_job_id(j))
         _reset(j, message)
         enqueue_job(j)
-        rest = True
-        n += 1
-    return n
+        again.add(j.pk)
+    return len(again)
 
 
 def requeue_other(job: Job, message: str = "queued again") -> int:

@@ -14,7 +14,6 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import django_rq
 from django.utils import timezone
 from rq.job import JobStatus
 
@@ -31,7 +30,7 @@ from .pipeline import (
     resume_chain,
 )
 
-LOCK = "terapan:reconcile"
+LOCK_NAME = "reconcile"
 GRACE_SECONDS = 10
 
 
@@ -105,12 +104,13 @@ def reconcile(now_only: list[int] | None = None) -> Report:
     return report
 
 
-def reconcile_once_among_workers(ttl: int = 25) -> Report | None:
-    """reconcile() unless another process is doing it right now."""
-    conn = django_rq.get_connection("default")
-    if not conn.set(LOCK, "1", nx=True, ex=ttl):
-        return None
+def reconcile_once_among_workers() -> Report | None:
+    """reconcile() unless another live process is doing it right now (a lease:
+    one left by a worker killed mid-reconcile is broken at once)."""
+    from .leases import LeaseTimeout, lease
+
     try:
-        return reconcile()
-    finally:
-        conn.delete(LOCK)
+        with lease(LOCK_NAME, wait_seconds=0):
+            return reconcile()
+    except LeaseTimeout:
+        return None
