@@ -63,6 +63,18 @@ class FuseParams(StageParams):
     deblur_nsr: float = 0.1
     deblur_sigma: float = 0.35
     deblur_taps: int = 5  # FIR half-size of the truncated Wiener filter
+    # Matched deconvolution (see `matched_deblur`): the blur is the fusion
+    # kernel (known) and the optics (deblur_optics, output px), the noise-to-
+    # signal ratio deblur_nsr_base + deblur_nsr_k x (fused noise)^2, the noise
+    # measured from the frames' differences to the master.
+    deblur_matched: bool = True
+    deblur_optics: float = 0.75
+    deblur_nsr_base: float = 0.03
+    deblur_nsr_k: float = 700.0
+    # Where the reference itself disagrees with the median (something moved,
+    # an occlusion), the result follows the reference: the output is in the
+    # reference frame's coordinates and time (see `anchor_to_reference`).
+    anchor_reference: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in ("kernel", "naive"):
@@ -373,6 +385,46 @@ def make_master(
     return np.clip(_unsharp(out, p.master_radius, p.master_sharpen), 0.0, 1.0)
 
 
+def anchor_to_reference(master: np.ndarray, frames: list[FrameInput], params: FuseParams | None = None) -> np.ndarray:
+    """Make the reference (frames[0]) win where it disagrees with the median.
+
+    The median removes whatever moved during the burst, but the output is the
+    scene as the reference saw it. The reference's own robustness weight
+    (255 where its local mean agrees with the master's within its noise) is
+    the trust map T: the master becomes the reference where T is low, the
+    other frames' robustness is multiplied by T (they show the scene at
+    another moment there), and the reference is trusted everywhere. Runs on
+    host arrays after either master path, so CPU and GPU stay equal.
+    """
+    p = params or FuseParams()
+    ref = frames[0]
+    if not (p.anchor_reference and p.robust) or ref.robust is None:
+        return master
+    trust = ref.robust
+    ref.robust = np.full_like(trust, 255)
+    if int(trust.min()) == 255:
+        return master
+    for fr in frames[1:]:
+        if fr.robust is not None:
+            fr.robust = cv2.multiply(fr.robust, trust, scale=1 / 255)
+    h, w = master.shape[:2]
+    out = master.copy()
+    for y0, r in _strips(h, 256):
+        t = trust[y0 : y0 + r]
+        if int(t.min()) == 255:
+            continue
+        mx, my = frame_maps(ref, 1.0, w, y0, r)
+        v = _read(
+            ref,
+            np.ascontiguousarray(np.broadcast_to(mx, (r, w))),
+            np.ascontiguousarray(np.broadcast_to(my, (r, w))),
+            cv2.INTER_LINEAR,
+        )[0]
+        a = (1.0 - t.astype(np.float32) * np.float32(1 / 255))[..., None]
+        out[y0 : y0 + r] += a * (np.clip(v, 0.0, 1.0) - out[y0 : y0 + r])
+    return out
+
+
 def frame_noise(img: np.ndarray) -> float:
     """Per-pixel noise sigma of one frame in the sqrt (stabilised) domain."""
     from .sharpness import noise_sigma
@@ -663,6 +715,35 @@ def deblur(img: np.ndarray, scale: float, params: FuseParams | None = None) -> n
         return img
     k = wiener_kernel(scale, p.deblur_sigma, p.deblur_nsr, p.deblur_taps)
     return np.clip(cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT), 0.0, 1.0)
+
+
+def burst_noise(frames: list[FrameInput], params: FuseParams | None = None) -> float:
+    """Per-pixel noise of one frame in the stabilised (sqrt) grey domain,
+    measured over time: each frame's sigma (set by make_master) is the robust
+    spread of its local-mean (robust_window^2 px) differences to the master,
+    so one pixel's noise is about robust_window times that. The median over
+    the frames (the master's own noise is small beside one frame's)."""
+    p = params or FuseParams()
+    sig = [fr.sigma for fr in frames if math.isfinite(fr.sigma)]
+    return float(np.median(sig)) * max(1, p.robust_window) if sig else 0.0
+
+
+def matched_deblur(frames: list[FrameInput], scale: float, params: FuseParams | None = None) -> FuseParams:
+    """FuseParams whose deconvolution matches this burst (see FuseParams):
+    Gaussian part sqrt((S x edge kernel)^2 + optics^2) output px, NSR from the
+    measured noise averaged over the frames. Unchanged when deblur_matched is
+    off or the frames carry no noise figure (no master yet)."""
+    p = params or FuseParams()
+    if not p.deblur_matched or p.deblur_nsr <= 0:
+        return p
+    noise = burst_noise(frames, p)
+    if noise <= 0:
+        return p
+    ks = max(p.kernel_sigma, p.density_k / math.sqrt(max(1, len(frames))))
+    sigma = math.sqrt((scale * ks) ** 2 + p.deblur_optics**2)
+    fused = noise / math.sqrt(max(1, len(frames)))
+    nsr = p.deblur_nsr_base + p.deblur_nsr_k * fused * fused
+    return p.replace(deblur_sigma=round(sigma, 4), deblur_nsr=round(nsr, 5), deblur_taps=max(p.deblur_taps, 7))
 
 
 def fuse(

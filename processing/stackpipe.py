@@ -43,7 +43,7 @@ from .color import ColorParams, dehaze, estimate_tca, match_to_reference
 from .develop import DevelopParams, develop_uint16, encode
 from .errors import InputError, ProcessingError
 from .flow import FlowParams, compute_flow
-from .fuse import FrameInput, FuseParams, deblur, fuse, make_master
+from .fuse import FrameInput, FuseParams, anchor_to_reference, deblur, fuse, make_master, matched_deblur
 from .imageio import is_image_path, quantize16_consuming
 from .sharpen import SharpenParams, unsharp_mask
 from .sharpness import SharpnessParams, central_crop, rank_frames, sharpness_score
@@ -478,6 +478,7 @@ def _process_stack(
         master = make_master_xp(inputs, ref_size, p.fuse, xp, devf, lambda f, m: report(0.4 + 0.1 * f, m))
     else:
         master = make_master(inputs, ref_size, p.fuse, lambda f, m: report(0.4 + 0.1 * f, m))
+    master = anchor_to_reference(master, inputs, p.fuse)  # inputs[0] is the reference
     times["master"] = time.perf_counter() - t0
     cpu["master"] = time.process_time() - c0
 
@@ -532,6 +533,7 @@ def _process_stack(
         backend.synchronize(xp)
     else:
         out = fuse(inputs, fuse_scale, out_size, master, p.fuse, lambda f, m: report(0.6 + 0.3 * f, m))
+    deblur_params = matched_deblur(inputs, fuse_scale, p.fuse)
     del inputs, devf
     for fr in frames:
         fr.image = fr.on_device = None
@@ -552,10 +554,10 @@ def _process_stack(
     if p.fuse.method == "kernel":
         t0, c0 = time.perf_counter(), time.process_time()
         if on_device:
-            out = deblur_xp(out, fuse_scale, p.fuse, xp)
+            out = deblur_xp(out, fuse_scale, deblur_params, xp)
             backend.synchronize(xp)
         else:
-            out = deblur(out, fuse_scale, p.fuse)
+            out = deblur(out, fuse_scale, deblur_params)
         times["deblur"] = time.perf_counter() - t0
         cpu["deblur"] = time.process_time() - c0
     if use_model:
@@ -618,6 +620,7 @@ def _process_stack(
         "aligned_during_develop": early,
         "gpu_fused_kernel": _fused_kernel_used() if on_device else None,
         "library_threads": backend.library_threads(),
+        "deblur": {"sigma": deblur_params.deblur_sigma, "nsr": deblur_params.deblur_nsr},
     }
     if tca is not None:
         metrics["tca"] = [round(tca[0], 6), round(tca[1], 6)]
