@@ -268,30 +268,92 @@ def fuse_mosaics(
     return np.clip(out, 0.0, 1.0), info
 
 
-def finish(lin: np.ndarray, info: dict, frames: int, scale: float, p: BayerParams | None = None) -> np.ndarray:
-    """sRGB encoding and the deconvolution matched to the kernel and noise
-    (fuse.matched_deblur's rule)."""
+def finish(
+    lin: np.ndarray, info: dict, frames: int, scale: float, p: BayerParams | None = None, encoding: str = "srgb"
+) -> np.ndarray:
+    """ENCODING (srgb, or linear: the stack's convention for RAW bursts) and
+    the deconvolution matched to the kernel and noise (fuse.matched_deblur's rule)."""
     p = p or BayerParams()
     sigma = math.sqrt((scale * info["kernel_sigma_mosaic_px"]) ** 2 + p.deblur_optics**2)
     fused = info["noise"] / math.sqrt(max(1, frames))
     nsr = p.deblur_nsr_base + p.deblur_nsr_k * fused * fused
     fp = FuseParams(deblur_sigma=sigma, deblur_nsr=nsr, deblur_taps=7)
-    return deblur(encode(lin, "srgb"), scale, fp)
+    return deblur(encode(lin, encoding), scale, fp)
 
 
 def fuse_raw_burst(
-    frames: list[RawFrame], scale: float, params: BayerParams | None = None, align: al.AlignParams | None = None
+    frames: list[RawFrame],
+    scale: float,
+    params: BayerParams | None = None,
+    align: al.AlignParams | None = None,
+    encoding: str = "srgb",
+    reasons: dict[int, str] | None = None,
 ) -> np.ndarray:
-    """A RAW burst (frames[0] the reference) to sRGB float32 at S x its size:
+    """A RAW burst (frames[0] the reference) to float32 at S x its size:
     align on the grey proxies, fuse from the mosaics, encode, deconvolve.
-    Frames that do not align are left out; fewer than 2 is an InputError."""
+    Frames that do not align are left out (their reasons go to REASONS by
+    index); fewer than 2 is an InputError."""
     p = params or BayerParams()
     greys = [grey_proxy(f.balanced()) for f in frames]
     found = align_raw(greys, align)
+    del greys
     keep = [i for i, t in enumerate(found) if not isinstance(t, str)]
+    if reasons is not None:
+        reasons.update({i: f"alignment failed: {t}" for i, t in enumerate(found) if isinstance(t, str)})
     if len(keep) < 2:
         why = "; ".join(f"{frames[i].name or i}: {t}" for i, t in enumerate(found) if isinstance(t, str))
         raise InputError(frames[0].name or None, f"need at least 2 RAW frames that align ({why})")
     ts = [found[i] for i in keep]
     lin, info = fuse_mosaics([frames[i] for i in keep], ts, scale, p)  # type: ignore[misc]
-    return finish(lin, info, len(keep), scale, p)
+    return finish(lin, info, len(keep), scale, p, encoding)
+
+
+def process_raw_stack(
+    paths: list[Path], scale: float, reference: str | None = None, params: BayerParams | None = None
+) -> tuple[np.ndarray, list[dict]]:
+    """`stack --bayer`: the RAW files of a burst fused from their mosaics, in
+    linear light (the stack's convention for RAW). The reference is the first
+    file in name order unless REFERENCE names another; unreadable files and
+    frames of another size are skipped with a reason (a named reference that
+    cannot be read is an InputError). Returns the image and one record per file."""
+    paths = sorted((Path(x) for x in paths), key=lambda x: x.name)
+    records = [{"file": q.name, "kept": False, "reason": ""} for q in paths]
+    ref_i = 0
+    if reference is not None:
+        names = [q.name for q in paths]
+        if Path(reference).name not in names:
+            raise InputError(reference, "the reference is not among the frames")
+        ref_i = names.index(Path(reference).name)
+    order = [ref_i] + [i for i in range(len(paths)) if i != ref_i]
+    frames: list[RawFrame] = []
+    idx: list[int] = []
+    for i in order:
+        try:
+            fr = read_raw(paths[i])
+        except InputError as e:
+            if i == ref_i and reference is not None:
+                raise
+            records[i]["reason"] = f"unreadable: {e.reason}"
+            continue
+        if frames and fr.mosaic.shape != frames[0].mosaic.shape:
+            records[i]["reason"] = f"mosaic {fr.mosaic.shape[1]}x{fr.mosaic.shape[0]} differs from the reference's"
+            continue
+        if frames and fr.pattern != frames[0].pattern:
+            records[i]["reason"] = f"CFA pattern {fr.pattern} differs from the reference's {frames[0].pattern}"
+            continue
+        frames.append(fr)
+        idx.append(i)
+    folder = paths[0].parent if paths else Path(".")
+    if len(frames) < 2:
+        bad = "; ".join(f"{r['file']}: {r['reason']}" for r in records if r["reason"])
+        raise InputError(
+            folder, f"need at least 2 readable Bayer RAW frames (found {len(frames)})" + (f" ({bad})" if bad else "")
+        )
+    reasons: dict[int, str] = {}
+    out = fuse_raw_burst(frames, scale, params, encoding="linear", reasons=reasons)
+    for k, i in enumerate(idx):
+        if k in reasons:
+            records[i]["reason"] = reasons[k]
+        else:
+            records[i]["kept"] = True
+    return out, records
