@@ -31,7 +31,7 @@ import numpy as np
 
 from . import fuse_cuda, gpu
 from .backend import to_host
-from .fuse import FrameInput, FuseParams, frame_noise, kernel_sigma_map, wiener_kernel
+from .fuse import FrameInput, FuseParams, fusion_noise, kernel_sigma_map, wiener_kernel
 from .metrics import psnr
 
 Progress = Callable[[float, str], None]
@@ -410,7 +410,7 @@ def fuse_xp(
     if p.method != "kernel":
         raise ValueError("fuse_xp: only the kernel method runs on the device")
     if noise is None:
-        noise = frame_noise(frames[0].image)
+        noise = fusion_noise(frames, p)
     ks = max(p.kernel_sigma, p.density_k / math.sqrt(max(1, len(frames))))
     p = p.replace(kernel_sigma=ks, kernel_sigma_flat=max(ks, p.kernel_sigma_flat))
     smap = kernel_sigma_map(master, noise, p) if p.kernel_sigma_flat > p.kernel_sigma else None

@@ -44,6 +44,7 @@ from .develop import DevelopParams, develop_uint16, encode
 from .errors import InputError, ProcessingError
 from .flow import FlowParams, compute_flow
 from .fuse import FrameInput, FuseParams, anchor_to_reference, deblur, fuse, make_master, matched_deblur
+from .fusion_check import choose_fusion
 from .imageio import is_image_path, quantize16_consuming
 from .sharpen import SharpenParams, unsharp_mask
 from .sharpness import SharpnessParams, central_crop, rank_frames, sharpness_score
@@ -515,6 +516,14 @@ def _process_stack(
     use_model = upscale_model and scale > MODEL_ROUTE_SCALE
     fuse_scale = MODEL_ROUTE_SCALE if use_model else scale
     out_size = (round(fuse_scale * ref_size[0]), round(fuse_scale * ref_size[1]))
+    # Safety net: held-out frames choose between the kernel fusion and the
+    # median of the aligned frames (fusion_check); the median is the CPU path.
+    safety = choose_fusion(inputs, master, fuse_scale, p.fuse, ref.encoding) if p.fuse.safety_net else None
+    master_on_device = on_device
+    fuse_p = p.fuse  # the recipe keeps the asked method; the metrics say which ran
+    if safety is not None and safety["method"] == "naive":
+        fuse_p = p.fuse.replace(method="naive")
+        on_device = False
     if on_device:
         from .fuse_gpu import deblur_xp, fuse_xp, unsharp_mask_xp
 
@@ -524,7 +533,7 @@ def _process_stack(
             fuse_scale,
             out_size,
             master,
-            p.fuse,
+            fuse_p,
             xp,
             devf,
             lambda f, m: report(0.6 + 0.3 * f, m),
@@ -532,12 +541,12 @@ def _process_stack(
         )
         backend.synchronize(xp)
     else:
-        out = fuse(inputs, fuse_scale, out_size, master, p.fuse, lambda f, m: report(0.6 + 0.3 * f, m))
-    deblur_params = matched_deblur(inputs, fuse_scale, p.fuse)
+        out = fuse(inputs, fuse_scale, out_size, master, fuse_p, lambda f, m: report(0.6 + 0.3 * f, m))
+    deblur_params = matched_deblur(inputs, fuse_scale, fuse_p)
     del inputs, devf
     for fr in frames:
         fr.image = fr.on_device = None
-    if on_device:
+    if on_device or master_on_device:
         backend.release_pool(xp)  # the frames' device copies go back before the model needs memory
     times["fuse"] = time.perf_counter() - t0
     cpu["fuse"] = time.process_time() - c0
@@ -551,7 +560,7 @@ def _process_stack(
     # Back to the reference's encoding; deconvolution and sharpening act on
     # the encoded image (measured: +0.3 dB over linear on clean bursts).
     out = encode(out, ref.encoding)  # on the device too (same 16-bit table)
-    if p.fuse.method == "kernel":
+    if fuse_p.method == "kernel":
         t0, c0 = time.perf_counter(), time.process_time()
         if on_device:
             out = deblur_xp(out, fuse_scale, deblur_params, xp)
@@ -621,6 +630,7 @@ def _process_stack(
         "gpu_fused_kernel": _fused_kernel_used() if on_device else None,
         "library_threads": backend.library_threads(),
         "deblur": {"sigma": deblur_params.deblur_sigma, "nsr": deblur_params.deblur_nsr},
+        "safety_net": safety,
     }
     if tca is not None:
         metrics["tca"] = [round(tca[0], 6), round(tca[1], 6)]

@@ -70,7 +70,7 @@ PHOTOS = [
     Photo("b100-067", "sky", "sr/B100/img_067.png"),
     Photo("meadow-sky", "sky", "photos/meadow_cubemap_2048x12288.jpg", (0, 4096, 2048, 2048), 4.0),
     Photo("saw", "texture", "photos/saw_2725x2225.jpg", None, 2.0),
-    Photo("saw-corner", "texture", "photos/saw_2725x2225.jpg", (0, 0, 1200, 1000), 2.0),
+    Photo("saw-wood", "texture", "photos/saw_2725x2225.jpg", (1500, 1200, 1200, 1000), 2.0),
     Photo("baboon", "texture", "sr/Set14/baboon.png"),
     Photo("zebra", "texture", "sr/Set14/zebra.png"),
 ]
@@ -131,7 +131,11 @@ def _stack(folder: str, scale: int, params) -> tuple[np.ndarray, dict]:
 
     t0 = time.perf_counter()
     res = process_stack(list_frames(folder), scale, params, upscale_model=False)
-    return res.image, {"frames_fused": res.metrics["frames_fused"], "seconds": round(time.perf_counter() - t0, 2)}
+    info = {"frames_fused": res.metrics["frames_fused"], "seconds": round(time.perf_counter() - t0, 2)}
+    if params.fuse.method == "kernel":
+        info["deblur"] = res.metrics.get("deblur")
+        info["safety_net"] = res.metrics.get("safety_net")
+    return res.image, info
 
 
 def rgb_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> dict:
