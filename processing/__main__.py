@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import InputError, ProcessingError, one_line
+from .io.errors import InputError, ProcessingError, one_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("stack", "fuse a burst of frames into one super-resolved image"),
@@ -41,7 +41,7 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .safety import harden
+    from .io.safety import harden
 
     harden()  # before any command module can import a decoder
     parser, args = build_parser(argv)

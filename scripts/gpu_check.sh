@@ -42,7 +42,7 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 bench=("$py" -m processing bench sr --gt "$gt" --frames 20 --no-write)
-step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/processing/test_gpu.py tests/processing/test_fuse_cuda.py tests/processing/test_jpeg_decode.py
+step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/processing/stack/test_gpu.py tests/processing/stack/test_fuse_cuda.py tests/processing/io/test_jpeg_decode.py
 step target_45mp_x4 300 "${bench[@]}" --device gpu --megapixels 45 --scale 4 --upscale-model --repeat 2
 step unfused_45mp_x4 300 env TERAPAN_GPU_FUSED=0 "${bench[@]}" --device gpu --megapixels 45 --scale 4 --upscale-model --repeat 2
 step pair_12mp_x2 300 "${bench[@]}" --device gpu,cpu --megapixels 12 --scale 2 --lib-threads one,native

@@ -48,7 +48,7 @@ import numpy as np, pyvips
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
-from processing.pyramid import PyramidParams, build_pyramid, level_grid, num_levels
+from processing.tiles.pyramid import PyramidParams, build_pyramid, level_grid, num_levels
 from webapp.panoramas.models import Membership, Panorama, Pyramid
 from webapp.review.models import Comment, Region
 

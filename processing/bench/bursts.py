@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..develop import linear_to_srgb, srgb_to_linear
+from ..stack.develop import linear_to_srgb, srgb_to_linear
 
 SUPERSAMPLE = 2
 

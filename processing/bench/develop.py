@@ -45,10 +45,10 @@ def _best(fn: Callable[[], Any], n: int) -> tuple[float, Any]:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image, ImageOps
 
-    from .. import stackpipe
-    from ..develop import _U8_TO_LINEAR_U16
-    from ..imageio import _jpeg_opencv, load_image
-    from ..warp import proxy
+    from ..io.imageio import _jpeg_opencv, load_image
+    from ..stack import pipeline as stackpipe
+    from ..stack.develop import _U8_TO_LINEAR_U16
+    from ..stack.warp import proxy
 
     cv2.setNumThreads(args.cv_threads)
     photo, _ = load_image(args.gt)

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_set(model: Any, scale: int, paths: list[Path], ssim: bool) -> dict[str, float]:
-    from ..train import bicubic_down, bicubic_up, mod_crop, psnr_y, read_rgb8, sr_image, ssim_y
+    from ..upscale.train import bicubic_down, bicubic_up, mod_crop, psnr_y, read_rgb8, sr_image, ssim_y
 
     rows: dict[str, list[float]] = {k: [] for k in ("psnr", "psnr_bicubic", "ssim", "ssim_bicubic", "lr_mae")}
     for p in paths:
@@ -68,8 +68,8 @@ def _eval_set(model: Any, scale: int, paths: list[Path], ssim: bool) -> dict[str
 
 def _speed(model: Any, scale: int, side: int, params: Any) -> dict[str, float]:
     """Output MP/s: raw model call on one window, and the tiled upscale_array path."""
-    from ..edsr import predict
-    from ..upscale import upscale_array
+    from ..upscale.edsr import predict
+    from ..upscale.upscale import upscale_array
 
     rng = np.random.default_rng(0)
     import cv2
@@ -90,9 +90,9 @@ def _speed(model: Any, scale: int, side: int, params: Any) -> dict[str, float]:
 
 
 def _tiled_vs_whole(model: Any, scale: int, paths: list[Path], params: Any) -> dict[str, float]:
-    from ..edsr import predict
-    from ..train import bicubic_down, mod_crop, read_rgb8
-    from ..upscale import upscale_array
+    from ..upscale.edsr import predict
+    from ..upscale.train import bicubic_down, mod_crop, read_rgb8
+    from ..upscale.upscale import upscale_array
 
     diffs, maxd = [], 0.0
     for p in paths:
@@ -107,9 +107,9 @@ def _tiled_vs_whole(model: Any, scale: int, paths: list[Path], params: Any) -> d
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..edsr import default_weights, load_model
-    from ..errors import InputError
-    from ..upscale import UpscaleParams
+    from ..io.errors import InputError
+    from ..upscale.edsr import default_weights, load_model
+    from ..upscale.upscale import UpscaleParams
 
     data = Path(args.data)
     if not data.is_dir():
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         "sets": {},
     }
     for name in [x.strip() for x in args.sets.split(",") if x.strip()]:
-        from ..train import list_images
+        from ..upscale.train import list_images
 
         paths = list_images([data / name])
         if args.limit:

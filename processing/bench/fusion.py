@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..io.errors import InputError
 from .bursts import BurstSpec, make_burst
 from .common import emit, peak_rss_mb
 
@@ -93,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_photo(ph: Photo, data: Path) -> np.ndarray:
-    from ..imageio import load_image
+    from ..io.imageio import load_image
 
     img, _ = load_image(data / ph.path)
     if ph.box is not None:
@@ -106,14 +106,14 @@ def load_photo(ph: Photo, data: Path) -> np.ndarray:
 
 
 def _score(img: np.ndarray, gt: np.ndarray) -> dict:
-    from ..metrics import psnr, ssim
+    from ..io.metrics import psnr, ssim
 
     return {"psnr": round(psnr(img, gt, BORDER), 3), "ssim": round(ssim(img, gt, BORDER), 4)}
 
 
 def tuned_unsharp(img: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, dict]:
     """The unsharp mask (amount 0..4, radius 0.6..2.5) with the best PSNR."""
-    from ..metrics import psnr
+    from ..io.metrics import psnr
 
     best = (psnr(img, gt, BORDER), 0.0, 1.0, img)
     for radius in (0.6, 0.9, 1.3, 1.8, 2.5):
@@ -127,7 +127,7 @@ def tuned_unsharp(img: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def _stack(folder: str, scale: int, params) -> tuple[np.ndarray, dict]:
-    from ..stackpipe import list_frames, process_stack
+    from ..stack.pipeline import list_frames, process_stack
 
     t0 = time.perf_counter()
     res = process_stack(list_frames(folder), scale, params, upscale_model=False)
@@ -139,10 +139,10 @@ def _stack(folder: str, scale: int, params) -> tuple[np.ndarray, dict]:
 
 
 def rgb_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> dict:
-    from ..fuse import FuseParams
-    from ..imageio import write_image
-    from ..sharpen import SharpenParams
-    from ..stackpipe import StackParams
+    from ..io.imageio import write_image
+    from ..stack.fuse import FuseParams
+    from ..stack.pipeline import StackParams
+    from ..stack.sharpen import SharpenParams
 
     burst = make_burst(photo, spec, max_side)
     gt = burst.gt
@@ -170,7 +170,7 @@ def rgb_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> di
 
 def raw_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> dict:
     """Bayer fusion against develop-then-fuse on the same RAW burst."""
-    from ..bayer import RawFrame, fuse_raw_burst
+    from ..stack.bayer import RawFrame, fuse_raw_burst
 
     burst = make_burst(photo, spec, max_side, raw=True)
     gt = burst.gt
@@ -190,13 +190,13 @@ def raw_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> di
 def develop_then_fuse(frames, scale: int) -> np.ndarray:
     """Demosaic each RAW frame (OpenCV's edge-aware Bayer), encode, fuse
     through the stack pipeline (the route RAW files take today)."""
-    from ..bayer import demosaic
-    from ..imageio import write_image
+    from ..io.imageio import write_image
+    from ..stack.bayer import demosaic
 
     with tempfile.TemporaryDirectory() as td:
         for i, fr in enumerate(frames):
             write_image(Path(td) / f"f_{i:03d}.png", demosaic(fr, encode=True))
-        from ..stackpipe import StackParams
+        from ..stack.pipeline import StackParams
 
         out, _ = _stack(td, scale, StackParams())
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..ingest import IngestParams, plan_capture, scan_capture
+from ..capture.ingest import IngestParams, plan_capture, scan_capture
 from .common import emit, peak_rss_mb
 
 T0 = calendar.timegm((2024, 3, 1, 10, 0, 0, 0, 0, 0))

@@ -25,7 +25,7 @@ import json, resource, sys, time
 mode, src, out, tile, overlap, q = sys.argv[1:7]
 import pyvips
 if mode != "plain":
-    from processing.pyramid import PyramidParams, build_pyramid
+    from processing.tiles.pyramid import PyramidParams, build_pyramid
 t0 = time.perf_counter()  # imports excluded: both sides pay only for the work
 if mode == "plain":
     im = pyvips.Image.new_from_file(src, access="sequential")

@@ -63,7 +63,7 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from processing.pyramid import PyramidParams, build_pyramid, level_grid, num_levels
+    from processing.tiles.pyramid import PyramidParams, build_pyramid, level_grid, num_levels
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     work = Path(tempfile.mkdtemp(prefix="terapan-bench-serve-"))

@@ -1,7 +1,7 @@
 """python -m processing bench sr: stack super-resolution against ground truth.
 
 Quality mode (default): bursts are synthesised from a crop of a real photo
-(processing.synth: homography jitter, pixel integration at 1/S, shot + read
+(processing.synth.synth: homography jitter, pixel integration at 1/S, shot + read
 noise), written as 16-bit PNGs and fused through the real pipeline
 (process_stack). For each noise level and frame count N it reports PSNR/SSIM
 (sRGB, 8 px border shaved) of (a) bicubic upscaling of the reference frame,
@@ -92,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _reg_rms(frames: list[dict], truth: list[np.ndarray], w: int, h: int) -> float | None:
-    from ..warp import apply_h
+    from ..stack.warp import apply_h
 
     gx, gy = np.meshgrid(np.linspace(0, w - 1, 64), np.linspace(0, h - 1, 64))
     errs = []
@@ -106,12 +106,12 @@ def _reg_rms(frames: list[dict], truth: list[np.ndarray], w: int, h: int) -> flo
 
 
 def _quality(args: argparse.Namespace) -> dict:
-    from ..fuse import FuseParams
-    from ..imageio import load_image
-    from ..metrics import psnr, ssim
-    from ..sharpen import SharpenParams
-    from ..stackpipe import StackParams, list_frames, process_stack
-    from ..synth import make_burst, write_burst
+    from ..io.imageio import load_image
+    from ..io.metrics import psnr, ssim
+    from ..stack.fuse import FuseParams
+    from ..stack.pipeline import StackParams, list_frames, process_stack
+    from ..stack.sharpen import SharpenParams
+    from ..synth.synth import make_burst, write_burst
 
     photo, _ = load_image(args.gt)
     if args.gt_reduce > 1:
@@ -171,8 +171,8 @@ def _quality(args: argparse.Namespace) -> dict:
 
 
 def _devices(args: argparse.Namespace) -> list[str]:
-    from ..backend import gpu_available
-    from ..errors import InputError
+    from ..device.backend import gpu_available
+    from ..io.errors import InputError
 
     devs = [d.strip().lower() for d in (args.device or "cpu").split(",") if d.strip()]
     bad = [d for d in devs if d not in ("cpu", "gpu")]
@@ -219,7 +219,7 @@ def _speed_frames(big: np.ndarray, n: int, seed: int, noise: float, folder: Path
 
 
 def _speed(args: argparse.Namespace) -> list[dict]:
-    from ..imageio import load_image
+    from ..io.imageio import load_image
 
     devices = _devices(args)
     n = max(int(x) for x in args.frames.split(","))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    from ..imageio import write_tiff16
-    from ..safety import harden
-    from ..stackpipe import list_frames, process_stack
+    from ..io.imageio import write_tiff16
+    from ..io.safety import harden
+    from ..stack.pipeline import list_frames, process_stack
 
     harden()
     folder, out, scale, repeat, model = Path(argv[0]), Path(argv[1]), float(argv[2]), int(argv[3]), argv[4] == "1"

@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _child_stitch(files: list[str], out: str, params: dict, placements: str | None) -> None:
-    from processing.registration import load_placements
-    from processing.stitch import StitchParams, stitch_files
+    from processing.stitch.pipeline import StitchParams, stitch_files
+    from processing.stitch.registration import load_placements
 
     pl = load_placements(placements) if placements else None
     res = stitch_files(files, out, StitchParams.from_dict(params), pl)
@@ -185,10 +185,10 @@ def meadow_quality(
     out_dir: Path, pano: Path, layout_path: Path, cube: np.ndarray, from_prior: set[str] | None = None
 ) -> dict:
     """PSNR vs the truth after aligning frames, and camera misalignment (px)."""
-    from processing.project import Camera, canvas_lonlat, rotation_from_ypr
-    from processing.registration import kabsch
-    from processing.stitch import layout_from_json
-    from processing.synth_pano import sample_cube
+    from processing.stitch.pipeline import layout_from_json
+    from processing.stitch.project import Camera, canvas_lonlat, rotation_from_ypr
+    from processing.stitch.registration import kabsch
+    from processing.synth.synth_pano import sample_cube
 
     truth = json.loads((out_dir / "truth.json").read_text())
     lay = layout_from_json(layout_path)
@@ -268,7 +268,7 @@ def hugin_agreement(pano: Path, hugin: Path, W2: int = 4096) -> dict:
     import cv2
     from skimage.metrics import structural_similarity
 
-    from processing.registration import _ratio_matches, kabsch
+    from processing.stitch.registration import _ratio_matches, kabsch
 
     rgb, alpha = read_rgba(pano)
     ref = cv2.imread(str(hugin))[..., ::-1].astype(np.float32) / 255.0
@@ -334,7 +334,7 @@ def hugin_agreement(pano: Path, hugin: Path, W2: int = 4096) -> dict:
 
 
 def _files(d: Path, skip: str = "hugin") -> list[Path]:
-    from processing.imageio import is_image_path
+    from processing.io.imageio import is_image_path
 
     return sorted(p for p in d.iterdir() if is_image_path(p) and skip not in p.name)
 
@@ -372,7 +372,7 @@ def make_big_tiles(
     overlapping tiles agree), JPEG, plus angles.csv with the exact placements."""
     import cv2
 
-    from processing.project import Camera, rotation_from_ypr
+    from processing.stitch.project import Camera, rotation_from_ypr
 
     out.mkdir(parents=True, exist_ok=True)
     f, hfov, n_yaw, n_pitch = big_geometry(gp, tile, hfov, overlap)
@@ -437,7 +437,7 @@ def run(args: argparse.Namespace) -> int:
             params.update(projection="equirectangular", wrap=True)
         out = work / f"{args.set}.tif"
     elif args.set == "meadow":
-        from processing.synth_pano import cube_to_equirect, cube_views, load_cube, write_views
+        from processing.synth.synth_pano import cube_to_equirect, cube_views, load_cube, write_views
 
         src = SHARED / "photos" / "meadow_cubemap_2048x12288.jpg"
         if not src.is_file():

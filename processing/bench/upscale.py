@@ -44,7 +44,7 @@ def _to8(x: np.ndarray) -> np.ndarray:
 
 
 def _truths(data: Path, n: int, crop: int, scale: int) -> list[tuple[str, np.ndarray]]:
-    from ..train import list_images, read_rgb8
+    from ..upscale.train import list_images, read_rgb8
 
     out = []
     saw = data / "photos" / "saw_2725x2225.jpg"
@@ -65,7 +65,7 @@ def _degrade(hr: np.ndarray, scale: int, kind: str, seed: int) -> np.ndarray:
     """Float LR from uint8 HR: bicubic decimation after optical blur; noise/JPEG on LR."""
     import cv2
 
-    from ..train import bicubic_down, jpeg
+    from ..upscale.train import bicubic_down, jpeg
 
     rng = np.random.default_rng(seed)
     x = hr
@@ -81,15 +81,15 @@ def _degrade(hr: np.ndarray, scale: int, kind: str, seed: int) -> np.ndarray:
 
 
 def _score(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float]:
-    from ..train import psnr_y, ssim_y
+    from ..upscale.train import psnr_y, ssim_y
 
     s8 = _to8(sr)
     return psnr_y(s8, hr, scale), ssim_y(s8, hr, scale)
 
 
 def _settings_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from ..train import bicubic_up
-    from ..upscale import UpscaleParams, choose_auto, upscale_array
+    from ..upscale.train import bicubic_up
+    from ..upscale.upscale import UpscaleParams, choose_auto, upscale_array
 
     s = args.scale
     base = UpscaleParams(scale=s, weights=args.weights)
@@ -137,11 +137,11 @@ def _settings_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
     """x4 from a synthetic burst: where should the model come in?"""
-    from ..sharpen import SharpenParams, unsharp_mask
-    from ..stackpipe import StackParams, process_stack
-    from ..synth import make_burst, write_burst
-    from ..train import bicubic_up
-    from ..upscale import UpscaleParams, upscale_array
+    from ..stack.pipeline import StackParams, process_stack
+    from ..stack.sharpen import SharpenParams, unsharp_mask
+    from ..synth.synth import make_burst, write_burst
+    from ..upscale.train import bicubic_up
+    from ..upscale.upscale import UpscaleParams, upscale_array
 
     s = 4
     truths = _truths(Path(args.data), min(args.images, 3), args.crop // s * s, s)
@@ -189,7 +189,7 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
+    from ..io.errors import InputError
 
     if not Path(args.data).is_dir():
         raise InputError(args.data, "shared data folder not found")

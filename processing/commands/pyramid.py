@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import InputError
-from ..pyramid import FORMATS, PyramidParams, build_pyramid
+from ..io.errors import InputError
+from ..tiles.pyramid import FORMATS, PyramidParams, build_pyramid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

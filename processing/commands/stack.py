@@ -2,11 +2,11 @@
 
 Writes OUT atomically by its extension: .tif/.tiff and .png as 16-bit RGB,
 .jpg/.jpeg as 8-bit; exactly round(S x reference size), in the reference
-frame's coordinates (see processing/stackpipe.py). Progress goes to stderr
+frame's coordinates (see processing/stack/pipeline.py). Progress goes to stderr
 (tqdm), closed (its line ended) before any message; frames that were skipped
-are named on stderr with the reason, file names escaped (errors.one_line);
+are named on stderr with the reason, file names escaped (io.errors.one_line);
 --json prints the frames, metrics and recipe on stdout. --bayer fuses RAW
-bursts straight from their mosaics (processing/bayer.py).
+bursts straight from their mosaics (processing/stack/bayer.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def _write(path: Path, img) -> None:
     16-bit codes rounded to 8 bits."""
     import numpy as np
 
-    from ..imageio import write_image
+    from ..io.imageio import write_image
 
     if path.suffix.lower() in (".jpg", ".jpeg") and img.dtype == np.uint16:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
@@ -55,7 +55,7 @@ def _write(path: Path, img) -> None:
 
 
 def _say_skipped(frames: list[dict]) -> None:
-    from ..errors import one_line
+    from ..io.errors import one_line
 
     for fr in frames:
         if not fr.get("kept") and fr.get("reason"):
@@ -63,8 +63,8 @@ def _say_skipped(frames: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..flow import FlowParams
-    from ..stackpipe import StackParams, list_frames, process_stack
+    from ..stack.flow import FlowParams
+    from ..stack.pipeline import StackParams, list_frames, process_stack
 
     if args.output.suffix.lower() not in OUTPUT_EXTS:
         raise InputError(args.output, "output must be a .tif, .tiff, .png, .jpg or .jpeg file")
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=1000, file=sys.stderr, unit="", disable=None, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
-    from ..errors import one_line
+    from ..io.errors import one_line
 
     def progress(frac: float, msg: str) -> None:
         if bar is not None:
@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_bayer(args: argparse.Namespace) -> int:
     import time
 
-    from ..bayer import process_raw_stack
-    from ..imageio import to_uint16
-    from ..stackpipe import list_frames
+    from ..io.imageio import to_uint16
+    from ..stack.bayer import process_raw_stack
+    from ..stack.pipeline import list_frames
 
     t0 = time.perf_counter()
     img, frames = process_raw_stack(list_frames(args.dir), args.scale, args.reference)

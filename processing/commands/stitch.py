@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ..registration import find_placements_file, load_placements
-    from ..stitch import StitchParams, list_images, stitch_files
+    from ..stitch.pipeline import StitchParams, list_images, stitch_files
+    from ..stitch.registration import find_placements_file, load_placements
 
     src = Path(args.dir)
     files = [p for p in list_images(src, args.glob) if not any(fnmatch(p.name, e) for e in args.exclude)]

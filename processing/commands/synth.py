@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def _add_burst(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def _add_burst(sub: argparse._SubParsersAction) -> None:
 
 
 def _crop(gt_path: Path, size: str | None):
-    from ..imageio import load_image
+    from ..io.imageio import load_image
 
     img, _ = load_image(gt_path)
     if not size:
@@ -47,7 +47,7 @@ def _crop(gt_path: Path, size: str | None):
 
 
 def _run_burst(args: argparse.Namespace) -> int:
-    from ..synth import make_burst, write_burst
+    from ..synth.synth import make_burst, write_burst
 
     if args.frames < 1 or args.scale <= 0:
         raise InputError(None, "--frames must be >= 1 and --scale > 0")

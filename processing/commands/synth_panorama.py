@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..imageio import load_image, write_image
-    from ..synth_pano import cube_to_equirect, cube_views, load_cube, make_cylinder_views, write_views
+    from ..io.imageio import load_image, write_image
+    from ..synth.synth_pano import cube_to_equirect, cube_views, load_cube, make_cylinder_views, write_views
 
     out = Path(args.out)
     if args.cube:

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,14 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainConfig, train
+    from ..upscale.train import TrainConfig, train
 
     data = list(args.data) + list(args.extra_photos)
     blocks, filters, res_scale, skip = args.blocks, args.filters, 0.1, args.skip
     finetune_from = None
     degradation = args.degradation
     if args.finetune:
-        from ..edsr import default_weights, read_sidecar
+        from ..upscale.edsr import default_weights, read_sidecar
 
         base = Path(args.from_) if args.from_ else default_weights(args.scale)
         if not base.is_file():

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..upscale import UpscaleParams, upscale_file
+    from ..upscale.upscale import UpscaleParams, upscale_file
 
     src = Path(args.input)
     if not src.is_file():

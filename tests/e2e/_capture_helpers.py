@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def make_panorama(root: Path, slug: str, n_stacks: int = 10, frames: int = 3, view_height: int = 240, seed: int = 5):  # noqa: ANN201
-    from processing.demo_capture import DemoCaptureParams, build_capture
+    from processing.synth.demo_capture import DemoCaptureParams, build_capture
     from webapp.panoramas.models import Frame, Panorama, Stack, SubPanorama
 
     manifest = build_capture(

@@ -52,7 +52,7 @@ def _wait(job_pk: int, timeout: float = 300) -> None:
 
 
 def test_region_rerender_rewrites_only_its_tiles(env: Path) -> None:
-    from processing.pyramid import read_dzi, tiles_for_rect
+    from processing.tiles.pyramid import read_dzi, tiles_for_rect
     from webapp.panoramas.models import Job
     from webapp.panoramas.pipeline import enqueue_render
     from webapp.panoramas.rerender import execute, plan_rerender

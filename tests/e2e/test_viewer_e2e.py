@@ -1,7 +1,7 @@
 """The viewer in a real browser: tiles drawn, deeper levels on zoom, deep links, review.
 
 Debian's Chromium (/usr/bin/chromium) through Playwright against pytest-django's
-live_server, with a real pyramid built by processing.pyramid.build_pyramid.
+live_server, with a real pyramid built by processing.tiles.pyramid.build_pyramid.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processing.pyramid import PyramidParams, build_pyramid, num_levels
+from processing.tiles.pyramid import PyramidParams, build_pyramid, num_levels
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):

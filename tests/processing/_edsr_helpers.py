@@ -14,7 +14,7 @@ def tiny_weights(folder: Path, scale: int, blocks: int = 2, filters: int = 8, se
     """Random tiny EDSR saved with its sidecar (fast, for geometry tests)."""
     import keras
 
-    from processing.edsr import architecture, build_edsr, write_sidecar
+    from processing.upscale.edsr import architecture, build_edsr, write_sidecar
 
     keras.utils.set_random_seed(seed)
     m = build_edsr(scale, blocks, filters)

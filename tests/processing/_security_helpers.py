@@ -135,9 +135,10 @@ def fuzz_worker_main() -> None:
     import sys
 
     faulthandler.enable()
-    from processing import develop, imageio
-    from processing.errors import InputError
-    from processing.safety import harden, limit_resources
+    from processing.io import imageio
+    from processing.io.errors import InputError
+    from processing.io.safety import harden, limit_resources
+    from processing.stack import develop
 
     harden()
     limit_resources(max_rss_bytes=int(os.environ.get("FUZZ_MAX_BYTES", 4 * 2**30)))

@@ -34,7 +34,7 @@ def gt_image(size: int = 256) -> np.ndarray:
     if photo.exists():
         import cv2
 
-        from processing.imageio import load_image
+        from processing.io.imageio import load_image
 
         img, _ = load_image(photo)
         # Reduced 2x: the photo is soft at 100 %; the reduction makes it

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processing.pyramid import PyramidParams, build_pyramid
+from processing.tiles.pyramid import PyramidParams, build_pyramid
 
 ROLES = ("viewer", "reviewer", "editor")
 W, H = 300, 200

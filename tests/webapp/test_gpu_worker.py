@@ -15,10 +15,10 @@ from . import _gpu_worker_jobs
 
 
 def test_gpu_worker_keeps_one_warm_process(monkeypatch) -> None:
-    from processing import safety
+    from processing.io import safety
 
     # harden() changes process-wide decoder state (tested in subprocesses in
-    # tests/processing/test_safety.py): here, only that each job calls it.
+    # tests/processing/io/test_safety.py): here, only that each job calls it.
     hardened = []
     monkeypatch.setattr(safety, "harden", lambda *a, **k: hardened.append(os.getpid()))
     conn = django_rq.get_connection("default")

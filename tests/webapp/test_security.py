@@ -75,7 +75,7 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory) -> Any:
     from django.contrib.auth import get_user_model
     from django.test import override_settings
 
-    from processing.pyramid import PyramidParams, build_pyramid
+    from processing.tiles.pyramid import PyramidParams, build_pyramid
     from webapp.panoramas.models import Frame, Job, Membership, Panorama, Pyramid, Stack, SubPanorama
     from webapp.panoramas.models import Status as St
 

@@ -10,8 +10,8 @@ from typing import Any
 import django_rq
 from django.conf import settings
 
-from processing.atomic import atomic_path
-from processing.ingest import preview_image
+from processing.capture.ingest import preview_image
+from processing.io.atomic import atomic_path
 from webapp.panoramas.models import Job, Stack, Status
 from webapp.panoramas.progress import Reporter
 
@@ -143,7 +143,7 @@ def make_thumbnails(stack_ids: list[int], job_pk: int | None = None) -> dict[str
 
 
 def _raw_exts() -> set[str]:
-    from processing.imageio import RAW_EXTS
+    from processing.io.imageio import RAW_EXTS
 
     return RAW_EXTS
 

@@ -1,6 +1,6 @@
 """Import a capture folder into Panorama / SubPanorama / Stack / Frame rows.
 
-The image side (scan, bursts, repeats, placement) is processing.ingest; here
+The image side (scan, bursts, repeats, placement) is processing.capture.ingest; here
 rows are written. Originals are only read. Every burst is written in its own
 transaction with unique keys (sub-panorama name, stack name, frame path), so
 an import killed half-way leaves whole bursts only, and running it again
@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from processing.ingest import (
+from processing.capture.ingest import (
     Burst,
     IngestParams,
     ScanCache,
@@ -188,7 +188,7 @@ def import_capture(
 ) -> dict[str, Any]:
     """Scan ROOT, plan the stacks and (unless dry_run) write the rows.
 
-    Returns the plan (processing.ingest.CapturePlan.to_dict) plus, for a real
+    Returns the plan (processing.capture.ingest.CapturePlan.to_dict) plus, for a real
     import, what was created. stop_after=N raises ImportInterrupted after N
     bursts were written (a test hook for resuming).
     """

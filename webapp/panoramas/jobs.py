@@ -20,8 +20,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from processing.errors import InputError
-from processing.params import recipe_hash
+from processing.io.errors import InputError
+from processing.io.params import recipe_hash
 
 from . import storage
 from .models import Frame, Job, Panorama, Pyramid, Stack, Status
@@ -91,8 +91,8 @@ def run_stack(job_pk: int) -> dict[str, Any]:
 
 
 def _stack_body(job: Job, rep: Reporter) -> dict[str, Any]:
-    from processing.imageio import write_tiff16
-    from processing.stackpipe import StackParams, process_stack
+    from processing.io.imageio import write_tiff16
+    from processing.stack.pipeline import StackParams, process_stack
 
     stack = job.stack
     assert stack is not None
@@ -175,9 +175,9 @@ def _stitch_progress(rep: Reporter):  # noqa: ANN202
 
 
 def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
-    from processing.composite import layout_path_for, patch_composite
-    from processing.registration import Placement
-    from processing.stitch import StitchParams, stitch_files
+    from processing.stitch.composite import layout_path_for, patch_composite
+    from processing.stitch.pipeline import StitchParams, stitch_files
+    from processing.stitch.registration import Placement
 
     pano = job.panorama
     assert pano is not None
@@ -266,7 +266,7 @@ def publish(pyr: Pyramid) -> None:
 
 
 def _pyramid_body(job: Job, rep: Reporter) -> dict[str, Any]:
-    from processing.pyramid import PyramidParams, build_pyramid, update_pyramid
+    from processing.tiles.pyramid import PyramidParams, build_pyramid, update_pyramid
 
     pano = Panorama.objects.select_related("published_pyramid").get(pk=job.panorama_id)
     if not pano.composite_path or not storage.absolute(pano.composite_path).exists():

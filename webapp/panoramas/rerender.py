@@ -50,7 +50,7 @@ def merge_recipe(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> 
 
 
 def validate_recipe(recipe: dict[str, Any]) -> None:
-    from processing.stackpipe import StackParams
+    from processing.stack.pipeline import StackParams
 
     try:
         StackParams.from_dict(recipe)
@@ -153,7 +153,7 @@ def plan_rerender(
     frac = 1.0 if plan.region is None or not width else (plan.region[2] * plan.region[3]) / (width * height)
     plan.estimate_seconds = round(_estimate(pano, len(plan.stacks), frac), 1)
     if pyr is not None:
-        from processing.pyramid import count_tiles, tiles_for_rect
+        from processing.tiles.pyramid import count_tiles, tiles_for_rect
 
         plan.tiles_estimate = (
             count_tiles(width, height, pyr.tile_size)

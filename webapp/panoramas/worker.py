@@ -14,7 +14,7 @@ from rq.queue import Queue
 
 class TerapanWorker(Worker):
     def main_work_horse(self, job: Job, queue: Queue):  # noqa: ANN201 - RQ's signature
-        from processing.safety import harden, limit_resources
+        from processing.io.safety import harden, limit_resources
 
         harden()
         mem_mb = settings.TERAPAN_JOB_MAX_MEMORY_MB
@@ -42,7 +42,7 @@ class TerapanGPUWorker(SimpleWorker):
     """
 
     def execute_job(self, job: Job, queue: Queue):  # noqa: ANN201 - RQ's signature
-        from processing.safety import harden
+        from processing.io.safety import harden
 
         harden()
         try:
@@ -55,7 +55,7 @@ def release_device_memory() -> None:
     """Free CuPy's cached device and pinned blocks, where CuPy is in use."""
     import sys
 
-    from processing.backend import release_pool
+    from processing.device.backend import release_pool
 
     cupy = sys.modules.get("cupy")
     if cupy is not None:

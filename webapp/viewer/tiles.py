@@ -23,7 +23,7 @@ from django.http import (
 )
 from django.views.decorators.http import require_safe
 
-from processing.pyramid import level_grid, num_levels
+from processing.tiles.pyramid import level_grid, num_levels
 from webapp.panoramas.models import Pyramid
 
 from .permissions import can_view_pyramid

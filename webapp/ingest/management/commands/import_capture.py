@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from processing.errors import InputError
+from processing.io.errors import InputError
 from webapp.ingest import services
 
 

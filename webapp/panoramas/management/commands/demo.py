@@ -1,7 +1,7 @@
 """python manage.py demo: build a demo panorama through the real job chain, serve it.
 
 Synthetic bursts are made from real photographs (../shared/data where present,
-else scikit-image's bundled photos) by processing.demo_capture; this command
+else scikit-image's bundled photos) by processing.synth.demo_capture; this command
 only records them in the database, starts real RQ workers, enqueues the real
 chain and waits with a progress bar.
 """
@@ -105,7 +105,7 @@ class Command(BaseCommand):
         return user, password
 
     def _build(self, user: Any, opts: dict[str, Any]) -> Panorama:
-        from processing.demo_capture import DemoCaptureParams, build_capture
+        from processing.synth.demo_capture import DemoCaptureParams, build_capture
 
         if opts["view_height"] < 64 or opts["stacks"] < 4 or opts["frames"] < 2:
             raise CommandError("need --view-height >= 64, --stacks >= 4 and --frames >= 2")

@@ -1,0 +1,855 @@
+"""Registration of a rotating-rig panorama.
+
+SIFT features on downscaled proxies, pairwise matching (RootSIFT, ratio
+test) with geometric verification (RANSAC homography, inlier count and
+OpenCV-style confidence), initial rotations from priors or a maximum spanning
+tree of pairwise rotations, then a global bundle adjustment of rotation
+(3 params) and focal length per image over ray-direction residuals
+(scipy.optimize.least_squares) and wave correction (level horizon).
+Images that match nothing are placed from their priors when given, otherwise
+they are dropped with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from ..io.errors import InputError
+from ..io.imageio import load_image
+from .project import Camera, rotation_from_ypr
+
+NO_MATCH = "no matches to the main component"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Approximate pointing of one image (degrees; focal in pixels of the original)."""
+
+    yaw: float | None = None
+    pitch: float | None = None
+    roll: float | None = 0.0
+    focal: float | None = None
+
+    @property
+    def has_angles(self) -> bool:
+        return self.yaw is not None and self.pitch is not None
+
+
+@dataclass
+class Features:
+    width: int
+    height: int
+    pts: np.ndarray  # (N, 2) float64, original-pixel coordinates
+    desc: np.ndarray  # (N, 128) uint8 RootSIFT x 255 (a quarter of float32's memory)
+    exif_focal: float | None = None
+
+
+@dataclass
+class PairMatch:
+    i: int
+    j: int
+    pi: np.ndarray  # inlier points in image i (original pixels)
+    pj: np.ndarray
+    n_matches: int
+    n_inliers: int
+    confidence: float
+    H: np.ndarray = field(repr=False)
+
+
+@dataclass
+class Registration:
+    cameras: dict[int, Camera]
+    dropped: dict[int, str]
+    from_prior: list[int]
+    pairs: list[PairMatch]
+    rms_px: float
+
+
+# ------------------------------------------------------------------ placements
+
+
+def _num(v: str | None) -> float | None:
+    if v is None or str(v).strip() in ("", "-", "nan", "None"):
+        return None
+    return float(v)
+
+
+def load_placements(path: str | Path) -> dict[str, Placement]:
+    """Read approximate placements: a CSV with a header (file/filename/name and
+    any of yaw, pitch, roll, focal) or Parrington-style ``name focal`` lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "placements file not found")
+    text = path.read_text(errors="replace")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    out: dict[str, Placement] = {}
+    if lines and "," in lines[0] and any(k in lines[0].lower() for k in ("yaw", "focal", "pitch")):
+        reader = csv.DictReader(lines)
+        for row in reader:
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            name = row.get("file") or row.get("filename") or row.get("name") or row.get("image")
+            if not name:
+                continue
+            try:
+                out[Path(name).name] = Placement(
+                    _num(row.get("yaw")), _num(row.get("pitch")), _num(row.get("roll")) or 0.0, _num(row.get("focal"))
+                )
+            except ValueError as e:
+                raise InputError(path, f"bad number in row for {name}: {e}") from e
+        return out
+    for ln in lines:
+        parts = ln.replace(",", " ").split()
+        try:
+            vals = [float(x) for x in parts[1:]]
+        except ValueError as e:
+            raise InputError(path, f"bad line {ln!r}") from e
+        if len(vals) == 1:
+            out[Path(parts[0]).name] = Placement(focal=vals[0])
+        elif len(vals) >= 3:
+            out[Path(parts[0]).name] = Placement(
+                vals[0], vals[1], vals[2] if len(vals) > 3 else 0.0, vals[3] if len(vals) > 3 else vals[2]
+            )
+    return out
+
+
+def find_placements_file(directory: Path) -> Path | None:
+    for name in ("angles.csv", "placements.csv", "rig.csv", "image_list.txt"):
+        p = directory / name
+        if p.is_file():
+            return p
+    return None
+
+
+# -------------------------------------------------------------------- features
+
+
+def exif_focal_px(path: Path, width: int, height: int) -> float | None:
+    """Focal length in pixels from EXIF FocalLengthIn35mmFilm (diagonal rule)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            ex = im.getexif().get_ifd(0x8769)
+        f35 = float(ex.get(0xA405) or 0)
+    except Exception:
+        return None
+    if f35 <= 0:
+        return None
+    return f35 * math.hypot(width, height) / math.hypot(36.0, 24.0)
+
+
+def proxy_gray(img: np.ndarray, proxy_mp: float) -> tuple[np.ndarray, float]:
+    h, w = img.shape[:2]
+    f = min(1.0, math.sqrt(proxy_mp * 1e6 / (w * h)))
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+    if f < 1.0:
+        g = cv2.resize(g, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+    g8 = np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8) if g.dtype != np.uint8 else g
+    return g8, g8.shape[1] / w
+
+
+def detect(gray8: np.ndarray, factor: float, width: int, height: int, nfeatures: int = 2000) -> Features:
+    sift = cv2.SIFT_create(nfeatures=nfeatures)
+    kps, desc = sift.detectAndCompute(gray8, None)
+    if len(kps) < nfeatures // 4:
+        # low-contrast content (sky, haze, water): lower the contrast threshold
+        sift = cv2.SIFT_create(nfeatures=nfeatures, contrastThreshold=0.01)
+        kps, desc = sift.detectAndCompute(gray8, None)
+    if desc is None or len(kps) == 0:
+        return Features(width, height, np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+    pts = np.array([k.pt for k in kps], np.float64)
+    # proxy pixel centre -> original pixel centre
+    pts = (pts + 0.5) / factor - 0.5
+    d = desc.astype(np.float32)
+    d /= np.maximum(d.sum(1, keepdims=True), 1e-7)  # RootSIFT
+    d = np.sqrt(d)
+    return Features(width, height, pts.astype(np.float32), np.round(d * 255.0).astype(np.uint8))
+
+
+def features_for_file(path: Path, proxy_mp: float, nfeatures: int = 2000) -> Features:
+    img, info = load_image(path)
+    g, f = proxy_gray(img, proxy_mp)
+    feats = detect(g, f, info.width, info.height, nfeatures)
+    feats.exif_focal = exif_focal_px(path, info.width, info.height)
+    return feats
+
+
+# -------------------------------------------------------------------- matching
+
+
+def _unit(d: np.ndarray) -> np.ndarray:
+    d = d.astype(np.float32)
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-7)
+
+
+def _ratio_matches(a: np.ndarray, b: np.ndarray, ratio: float) -> np.ndarray:
+    """Mutual nearest neighbours passing Lowe's ratio test (dot products of
+    unit RootSIFT vectors: distance^2 = 2 - 2 dot)."""
+    if len(a) < 2 or len(b) < 2:
+        return np.zeros((0, 2), np.int64)
+    a = _unit(a)
+    b = _unit(b)
+    s = a @ b.T
+    back = np.argmax(s, axis=0)
+    rows = np.arange(len(a))
+    i1 = np.argmax(s, axis=1)
+    v1 = s[rows, i1].copy()
+    s[rows, i1] = -2.0
+    v2 = s.max(axis=1)
+    d1 = np.sqrt(np.maximum(2 - 2 * v1, 0))
+    d2 = np.sqrt(np.maximum(2 - 2 * v2, 0))
+    ia = np.nonzero(d1 < ratio * d2)[0]
+    ib = i1[ia]
+    mutual = back[ib] == ia
+    return np.stack([ia[mutual], ib[mutual]], 1)
+
+
+def match_pair(
+    fa: Features,
+    fb: Features,
+    i: int,
+    j: int,
+    ratio: float = 0.8,
+    ransac_px: float = 3.0,
+    proxy_factor: float = 1.0,
+    min_inliers: int = 15,
+    conf_thresh: float = 1.0,
+) -> PairMatch | None:
+    """Match two images and verify with a RANSAC homography.
+
+    Accepted when there are at least ``min_inliers`` inliers and the
+    confidence inliers / (8 + 0.3 matches) (OpenCV's) reaches ``conf_thresh``.
+    """
+    m = _ratio_matches(fa.desc, fb.desc, ratio)
+    if len(m) < min_inliers:
+        return None
+    pa, pb = fa.pts[m[:, 0]].astype(np.float64), fb.pts[m[:, 1]].astype(np.float64)
+    thr = ransac_px / max(proxy_factor, 1e-6)
+    H, mask = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, thr, maxIters=5000, confidence=0.999)
+    if H is None or mask is None:
+        return None
+    inl = mask.ravel().astype(bool)
+    n_in = int(inl.sum())
+    conf = n_in / (8.0 + 0.3 * len(m))
+    if n_in < min_inliers or conf < conf_thresh:
+        return None
+    if abs(np.linalg.det(H[:2, :2] / H[2, 2])) < 0.05:  # degenerate fit
+        return None
+    return PairMatch(i, j, pa[inl], pb[inl], len(m), n_in, conf, H)
+
+
+def _half_diag_deg(c: Camera) -> float:
+    return math.degrees(math.atan(math.hypot(c.width, c.height) / 2 / c.focal))
+
+
+def predicted_overlap(a: Camera, b: Camera, tol_deg: float = 0.0) -> float:
+    """Fraction of the smaller image that the prior cameras say overlaps
+    (b's outline projected into a's image plane, a's frame grown by
+    ``tol_deg`` for the priors' uncertainty). 1.0 when b's outline is partly
+    behind a (very wide views): such pairs are kept."""
+    n = 6
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    w, h = b.width - 1, b.height - 1
+    px = np.concatenate([t * w, np.full(n, w), (1 - t) * w, np.zeros(n)])
+    py = np.concatenate([np.zeros(n), t * h, np.full(n, h), (1 - t) * h])
+    cx, cy = b.center
+    v = np.stack([(px - cx) / b.focal, (py - cy) / b.focal, np.ones_like(px)], 1)
+    c = v @ (a.rot.T @ b.rot).T  # b's camera rays in a's camera frame
+    if (c[:, 2] <= 1e-3).any():
+        return 1.0
+    ax, ay = a.center
+    poly = np.stack([c[:, 0] / c[:, 2] * a.focal + ax, c[:, 1] / c[:, 2] * a.focal + ay], 1).astype(np.float32)
+    g = math.tan(math.radians(tol_deg)) * a.focal
+    rect = np.array([[-g, -g], [a.width + g, -g], [a.width + g, a.height + g], [-g, a.height + g]], np.float32)
+    inter, _ = cv2.intersectConvexConvex(cv2.convexHull(poly), rect)
+    area_b = float(cv2.contourArea(cv2.convexHull(poly)))
+    return float(inter) / max(1.0, min(area_b, float(a.width * a.height)))
+
+
+def candidate_pairs(
+    n: int,
+    cams0: dict[int, Camera] | None,
+    fov_margin: float = 1.3,
+    tol_deg: float = 2.0,
+    max_neighbours: int = 16,
+) -> list[tuple[int, int]]:
+    """Pairs worth matching: all pairs, or where both images have prior
+    angles only those whose prior footprints overlap (neighbour pairs).
+
+    Images with priors are found with a k-d tree on their optical axes
+    (angle within ``fov_margin`` x the sum of half diagonals), then kept
+    when b's prior outline meets a's frame grown by ``tol_deg``; each image
+    keeps its ``max_neighbours`` largest predicted overlaps (a pair stays
+    when either image keeps it), so the number of pairs is O(n) even where
+    views crowd together (near a cylinder's poles). Images without priors
+    are paired with every other image."""
+    from scipy.spatial import cKDTree
+
+    cams0 = cams0 or {}
+    have = sorted(k for k in cams0 if 0 <= k < n)
+    free = [k for k in range(n) if k not in cams0]
+    pairs: set[tuple[int, int]] = set()
+    for a_ in free:
+        for b_ in range(n):
+            if b_ != a_:
+                pairs.add((min(a_, b_), max(a_, b_)))
+    if len(have) >= 2:
+        axes = np.stack([cams0[k].rot[:, 2] for k in have])
+        half = np.array([_half_diag_deg(cams0[k]) for k in have])
+        r_ang = min(180.0, fov_margin * 2 * float(half.max()))
+        chord = 2 * math.sin(math.radians(r_ang) / 2)
+        near = cKDTree(axes).query_pairs(chord, output_type="ndarray")
+        scored: dict[tuple[int, int], float] = {}
+        for p, q in near.tolist():
+            a, b = cams0[have[p]], cams0[have[q]]
+            ang = math.degrees(math.acos(float(np.clip(a.rot[:, 2] @ b.rot[:, 2], -1, 1))))
+            if ang > fov_margin * (half[p] + half[q]):
+                continue
+            if predicted_overlap(a, b, tol_deg) <= 0 and predicted_overlap(b, a, tol_deg) <= 0:
+                continue
+            scored[(have[p], have[q])] = max(predicted_overlap(a, b), predicted_overlap(b, a))
+        by_img: dict[int, list[tuple[float, tuple[int, int]]]] = {}
+        for pr, sc in scored.items():
+            by_img.setdefault(pr[0], []).append((sc, pr))
+            by_img.setdefault(pr[1], []).append((sc, pr))
+        for lst in by_img.values():
+            lst.sort(key=lambda t: (-t[0], t[1]))
+            pairs.update(pr for _sc, pr in lst[:max_neighbours])
+    return sorted(pairs)
+
+
+def match_pairs(
+    feats: Sequence[Features | None],
+    cand: Sequence[tuple[int, int]],
+    proxy_factors: Sequence[float],
+    ratio: float = 0.8,
+    min_inliers: int = 15,
+    conf_thresh: float = 1.0,
+    progress: Callable[[str, int, int], None] | None = None,
+    workers: int | None = None,
+) -> list[PairMatch]:
+    """match_pair over candidate pairs, on threads (BLAS and OpenCV's RANSAC
+    release the GIL); results in the order of ``cand``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(ij: tuple[int, int]) -> PairMatch | None:
+        i, j = ij
+        fi, fj = feats[i], feats[j]
+        if fi is None or fj is None:
+            return None
+        return match_pair(fi, fj, i, j, ratio, 3.0, min(proxy_factors[i], proxy_factors[j]), min_inliers, conf_thresh)
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    out: list[PairMatch] = []
+    chunk = 64
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for c0 in range(0, len(cand), chunk):
+            for pm in ex.map(one, cand[c0 : c0 + chunk]):
+                if pm is not None:
+                    out.append(pm)
+            if progress:
+                progress("match", min(len(cand), c0 + chunk), len(cand))
+    return out
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def focals_from_homography(H: np.ndarray) -> tuple[float, float, bool, bool]:
+    """OpenCV's focalsFromHomography (centred coordinates)."""
+    h = H.ravel()
+
+    def pick(d1: float, d2: float, v1: float, v2: float) -> tuple[float, bool]:
+        if v1 < v2:
+            v1, v2 = v2, v1
+        if v1 > 0 and v2 > 0:
+            return math.sqrt(v1 if abs(d1) > abs(d2) else v2), True
+        if v1 > 0:
+            return math.sqrt(v1), True
+        return 0.0, False
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d1, d2 = h[6] * h[7], (h[7] - h[6]) * (h[7] + h[6])
+        f1, ok1 = pick(d1, d2, -(h[0] * h[1] + h[3] * h[4]) / d1, (h[0] ** 2 + h[3] ** 2 - h[1] ** 2 - h[4] ** 2) / d2)
+        d1, d2 = h[0] * h[3] + h[1] * h[4], h[0] ** 2 + h[1] ** 2 - h[3] ** 2 - h[4] ** 2
+        f0, ok0 = pick(d1, d2, -h[2] * h[5] / d1, (h[5] ** 2 - h[2] ** 2) / d2)
+    return f0, f1, ok0 and math.isfinite(f0), ok1 and math.isfinite(f1)
+
+
+def cam_rays(pts: np.ndarray, cam_w: int, cam_h: int, f: float) -> np.ndarray:
+    cx, cy = (cam_w - 1) / 2.0, (cam_h - 1) / 2.0
+    v = np.stack([(pts[:, 0] - cx) / f, (pts[:, 1] - cy) / f, np.ones(len(pts))], 1)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation Q minimising sum |Q a_k - b_k|^2 (rows are vectors)."""
+    M = b.T @ a
+    U, _, Vt = np.linalg.svd(M)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def _components(n_nodes: list[int], pairs: list[PairMatch]) -> list[list[int]]:
+    parent = {i: i for i in n_nodes}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in pairs:
+        parent[find(p.i)] = find(p.j)
+    comps: dict[int, list[int]] = {}
+    for i in n_nodes:
+        comps.setdefault(find(i), []).append(i)
+    return sorted(comps.values(), key=lambda c: (-len(c), c[0]))
+
+
+def _spanning_tree_rotations(
+    comp: list[int], pairs: list[PairMatch], feats: Sequence[Features], focals: dict[int, float], root: int
+) -> dict[int, np.ndarray]:
+    """Chain pairwise rotations along a maximum spanning tree (by inliers;
+    Prim's algorithm with a heap, O(E log E))."""
+    inc = set(comp)
+    adj: dict[int, list[PairMatch]] = {}
+    for p in pairs:
+        if p.i in inc and p.j in inc:
+            adj.setdefault(p.i, []).append(p)
+            adj.setdefault(p.j, []).append(p)
+    rot = {root: np.eye(3)}
+    heap: list[tuple[int, int, int, PairMatch]] = []
+    tick = 0
+
+    def push(k: int) -> None:
+        nonlocal tick
+        for p in adj.get(k, []):
+            heapq.heappush(heap, (-p.n_inliers, tick, k, p))
+            tick += 1
+
+    push(root)
+    while heap and len(rot) < len(comp):
+        _w, _t, _src, p = heapq.heappop(heap)
+        if (p.i in rot) == (p.j in rot):
+            continue
+        ri = cam_rays(p.pi, feats[p.i].width, feats[p.i].height, focals[p.i])
+        rj = cam_rays(p.pj, feats[p.j].width, feats[p.j].height, focals[p.j])
+        Q = kabsch(ri, rj)  # Q ~ R_j^T R_i
+        if p.i in rot:
+            rot[p.j] = rot[p.i] @ Q.T
+            push(p.j)
+        else:
+            rot[p.i] = rot[p.j] @ Q
+            push(p.i)
+    return rot
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    z = np.zeros(v.shape[:-1])
+    return np.stack(
+        [
+            np.stack([z, -v[..., 2], v[..., 1]], -1),
+            np.stack([v[..., 2], z, -v[..., 0]], -1),
+            np.stack([-v[..., 1], v[..., 0], z], -1),
+        ],
+        -2,
+    )
+
+
+def bundle_adjust(
+    comp: list[int],
+    pairs: list[PairMatch],
+    feats: Sequence[Features],
+    rots: dict[int, np.ndarray],
+    focals: dict[int, float],
+    fixed: int,
+    max_points: int = 150,
+    max_total_points: int = 300_000,
+    focal_prior: dict[int, float] | None = None,
+    optimize_focal: bool = True,
+    iterations: int = 40,
+    huber_px: float = 2.0,
+    focal_weight: float = 30.0,
+    groups: dict[int, int] | None = None,
+    estimate_k1: bool = False,
+    k1_weight: float = 200.0,
+) -> tuple[dict[int, np.ndarray], dict[int, float], dict[tuple[int, int], float], dict[int, float]]:
+    """Ray-direction bundle adjustment (rotation per image + log focal per
+    focal group: images of one lens share a focal when ``groups`` says so,
+    otherwise one focal per image).
+
+    Residual: difference of the two unit world rays of a match, in pixels
+    (times the mean focal), Huber-weighted; Levenberg-Marquardt with an
+    analytic sparse Jacobian, re-linearised around the current rotations.
+    A weak prior keeps focals near their initial values. With
+    ``estimate_k1`` a radial distortion k1 per focal group is adjusted too
+    (pixel = f * xn * (1 + k1 r^2), weak prior towards 0). Returns rotations,
+    focals, the per-pair RMS residual (px) and k1 per image.
+    """
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import spsolve
+
+    idx = {c: k for k, c in enumerate(comp)}
+    rng = np.random.default_rng(0)
+    use = [p for p in pairs if p.i in idx and p.j in idx]
+    if not use:
+        return rots, focals, {}, {c: 0.0 for c in comp}
+    # thousands of pairs: fewer points per pair, so the sparse Jacobian stays
+    # within a few hundred MB (rotations are well determined by ~30 points)
+    max_points = int(np.clip(max_total_points // len(use), 30, max_points))
+    A_i, A_j, P_i, P_j, pair_id = [], [], [], [], []
+    for k, p in enumerate(use):
+        sel = np.arange(p.n_inliers)
+        if len(sel) > max_points:
+            sel = rng.choice(sel, max_points, replace=False)
+        A_i.append(np.full(len(sel), idx[p.i]))
+        A_j.append(np.full(len(sel), idx[p.j]))
+        P_i.append(p.pi[sel])
+        P_j.append(p.pj[sel])
+        pair_id.append(np.full(len(sel), k))
+    ai, aj = np.concatenate(A_i), np.concatenate(A_j)
+    pi, pj = np.concatenate(P_i), np.concatenate(P_j)
+    pid = np.concatenate(pair_id)
+    n, m = len(comp), len(ai)
+    wh = np.array([[feats[c].width, feats[c].height] for c in comp], np.float64)
+    R = np.stack([rots[c] for c in comp])
+    gl = [groups.get(c, -1 - c) if groups else c for c in comp]
+    gids = {g: q for q, g in enumerate(dict.fromkeys(gl))}
+    gidx = np.array([gids[g] for g in gl])
+    ng = len(gids)
+    lf0 = np.log(np.array([focals[c] for c in comp]))
+    lfp = np.log(np.array([(focal_prior or focals).get(c, focals[c]) for c in comp]))
+    logf = np.array([lf0[gidx == q].mean() for q in range(ng)])
+    logf_prior = np.array([lfp[gidx == q].mean() for q in range(ng)])
+    fs = float(np.exp(lf0).mean())
+    qi0 = pi - (wh[ai] - 1) / 2.0
+    qj0 = pj - (wh[aj] - 1) / 2.0
+    k_fix = idx[fixed]
+    rot_col = np.full(n, -1)
+    free = [k for k in range(n) if k != k_fix]
+    rot_col[free] = 3 * np.arange(len(free))
+    nf = ng if optimize_focal else 0
+    nk = ng if estimate_k1 else 0
+    n_par = 3 * len(free) + nf + nk
+    lens = np.zeros(ng)
+
+    def cam_v(a: np.ndarray, q0: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        f = np.exp(logf[gidx[a]])
+        xd, yd = q0[:, 0] / f, q0[:, 1] / f
+        xn, yn = xd, yd
+        if estimate_k1:
+            k = lens[gidx[a]]
+            for _ in range(6):  # invert pixel = f xn (1 + k1 r^2)
+                d = 1.0 + k * (xn * xn + yn * yn)
+                xn, yn = xd / d, yd / d
+        q = np.stack([xn, yn, np.ones(m)], 1)
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+    def state(R: np.ndarray, logf: np.ndarray, lens: np.ndarray):
+        out = []
+        h = 1e-6
+        for a, q0 in ((ai, qi0), (aj, qj0)):
+            v = cam_v(a, q0, logf, lens)
+            w = np.einsum("nij,nj->ni", R[a], v)
+            # derivatives of the camera ray by log focal and k1 (forward differences)
+            dvf = (cam_v(a, q0, logf + h, lens) - v) / h
+            dvk = (cam_v(a, q0, logf, lens + h) - v) / h if estimate_k1 else None
+            out.append(
+                (
+                    w,
+                    np.einsum("nij,nj->ni", R[a], dvf),
+                    None if dvk is None else np.einsum("nij,nj->ni", R[a], dvk),
+                )
+            )
+        return out
+
+    def residuals(R: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, list]:
+        st = state(R, logf, lens)
+        e = (st[0][0] - st[1][0]) * fs
+        return e, st
+
+    def cost(e: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> float:
+        r = np.linalg.norm(e, axis=1)
+        c = np.where(r <= huber_px, 0.5 * r**2, huber_px * (r - 0.5 * huber_px)).sum()
+        if optimize_focal:
+            c += 0.5 * ((focal_weight * (logf - logf_prior)) ** 2).sum()
+        if estimate_k1:
+            c += 0.5 * ((k1_weight * lens) ** 2).sum()
+        return float(c)
+
+    lam = 1e-3
+    e, st = residuals(R, logf, lens)
+    c0 = cost(e, logf, lens)
+    rows3 = (3 * np.arange(m))[:, None] + np.arange(3)[None, :]
+    for _it in range(iterations):
+        (wi, dwi, dki), (wj, dwj, dkj) = st
+        rr = np.linalg.norm(e, axis=1)
+        wt = np.where(rr <= huber_px, 1.0, huber_px / np.maximum(rr, 1e-12))
+        data, rr_, cc_ = [], [], []
+        # d(R_i v) / d delta_i = -[R_i v]x ; for j the sign flips
+        for a, w, sign in ((ai, wi, 1.0), (aj, wj, -1.0)):
+            Jr = -sign * fs * _skew(w)  # (m,3,3)
+            ok = rot_col[a] >= 0
+            cols = rot_col[a][:, None] + np.arange(3)[None, :]
+            for r_ in range(3):
+                data.append(Jr[ok, r_, :].ravel())
+                rr_.append(np.repeat(rows3[ok, r_], 3))
+                cc_.append(cols[ok].ravel())
+        if optimize_focal:
+            for a, dw, sign in ((ai, dwi, 1.0), (aj, dwj, -1.0)):
+                for r_ in range(3):
+                    data.append(sign * fs * dw[:, r_])
+                    rr_.append(rows3[:, r_])
+                    cc_.append(3 * len(free) + gidx[a])
+            data.append(np.full(ng, focal_weight))
+            rr_.append(3 * m + np.arange(ng))
+            cc_.append(3 * len(free) + np.arange(ng))
+        if estimate_k1:
+            for a, dk, sign in ((ai, dki, 1.0), (aj, dkj, -1.0)):
+                for r_ in range(3):
+                    data.append(sign * fs * dk[:, r_])
+                    rr_.append(rows3[:, r_])
+                    cc_.append(3 * len(free) + nf + gidx[a])
+            data.append(np.full(ng, k1_weight))
+            rr_.append(3 * m + nf + np.arange(ng))
+            cc_.append(3 * len(free) + nf + np.arange(ng))
+        J = coo_matrix(
+            (np.concatenate(data), (np.concatenate(rr_), np.concatenate(cc_))), shape=(3 * m + nf + nk, n_par)
+        ).tocsr()
+        res = e.ravel()
+        wvec = np.repeat(wt, 3)
+        if optimize_focal:
+            res = np.concatenate([res, focal_weight * (logf - logf_prior)])
+            wvec = np.concatenate([wvec, np.ones(ng)])
+        if estimate_k1:
+            res = np.concatenate([res, k1_weight * lens])
+            wvec = np.concatenate([wvec, np.ones(ng)])
+        JtW = J.T @ diags(wvec)
+        A = (JtW @ J).tocsc()
+        g = JtW @ res
+        dA = A.diagonal()
+        improved = False
+        for _try in range(8):
+            step = spsolve(A + diags(lam * np.maximum(dA, 1e-9)), -g)
+            Rn = R.copy()
+            d = np.zeros((n, 3))
+            d[free] = step[: 3 * len(free)].reshape(-1, 3)
+            Rn = Rotation.from_rotvec(d).as_matrix() @ R
+            ln = logf + step[3 * len(free) : 3 * len(free) + nf] if optimize_focal else logf
+            kn = lens + step[3 * len(free) + nf :] if estimate_k1 else lens
+            en, stn = residuals(Rn, ln, kn)
+            c1 = cost(en, ln, kn)
+            if c1 < c0:
+                R, logf, lens, e, st = Rn, ln, kn, en, stn
+                lam = max(lam / 3, 1e-9)
+                improved = True
+                break
+            lam *= 5
+        if not improved or (c0 - c1) < 1e-7 * c0:
+            c0 = min(c0, c1)
+            break
+        c0 = c1
+    err = np.linalg.norm(e, axis=1)
+    pair_rms = {}
+    order = np.argsort(pid, kind="stable")
+    bounds = np.searchsorted(pid[order], np.arange(len(use) + 1))
+    for k, p in enumerate(use):
+        ek = err[order[bounds[k] : bounds[k + 1]]]
+        pair_rms[(p.i, p.j)] = float(np.sqrt(np.median(ek**2))) if len(ek) else 0.0
+    f = np.exp(logf[gidx])
+    k1 = lens[gidx]
+    return (
+        {c: R[k] for k, c in enumerate(comp)},
+        {c: float(f[k]) for k, c in enumerate(comp)},
+        pair_rms,
+        {c: float(k1[k]) for k, c in enumerate(comp)},
+    )
+
+
+def wave_correct(rots: dict[int, np.ndarray], ref: int | None = None) -> dict[int, np.ndarray]:
+    """Level the horizon: find the world 'up' to which the cameras' x axes are
+    perpendicular (OpenCV's horizontal wave correction), put it at -y and the
+    reference camera's heading at longitude 0."""
+    keys = list(rots)
+    if not keys:
+        return rots
+    X = np.stack([rots[k][:, 0] for k in keys])
+    Y = np.stack([rots[k][:, 1] for k in keys])
+    Z = np.stack([rots[k][:, 2] for k in keys])
+    vals, vecs = np.linalg.eigh(X.T @ X / len(keys))
+    down = vecs[:, 0]
+    if vals[1] < 0.05:  # x axes nearly parallel: fall back to mean camera 'down'
+        yd = Y.mean(0)
+        xm = X.mean(0)
+        xm /= np.linalg.norm(xm)
+        down = yd - (yd @ xm) * xm
+    down /= np.linalg.norm(down)
+    if (Y @ down).sum() < 0:
+        down = -down
+    ref = keys[0] if ref is None else ref
+    fwd = rots[ref][:, 2] - (rots[ref][:, 2] @ down) * down
+    if np.linalg.norm(fwd) < 1e-3:
+        fwd = Z.sum(0) - (Z.sum(0) @ down) * down
+    if np.linalg.norm(fwd) < 1e-3:
+        fwd = np.cross(down, [1.0, 0, 0]) if abs(down[0]) < 0.9 else np.cross(down, [0, 0, 1.0])
+    fwd /= np.linalg.norm(fwd)
+    x = np.cross(down, fwd)
+    W = np.stack([x, down, fwd])
+    return {k: W @ r for k, r in rots.items()}
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+def register(
+    feats: Sequence[Features | None],
+    names: Sequence[str],
+    placements: dict[str, Placement] | None = None,
+    ratio: float = 0.8,
+    min_inliers: int = 15,
+    conf_thresh: float = 1.0,
+    proxy_factors: Sequence[float] | None = None,
+    wave: bool = True,
+    max_pair_rms: float = 12.0,
+    progress: Callable[[str, int, int], None] | None = None,
+    default_hfov: float = 50.0,
+    debug: bool = False,
+    shared_focal: bool = True,
+    estimate_k1: bool = False,
+) -> Registration:
+    """Register images (``feats[k]`` None for unreadable ones)."""
+    placements = placements or {}
+    n = len(feats)
+    dropped: dict[int, str] = {}
+    ok = [k for k in range(n) if feats[k] is not None]
+    pri = {k: placements.get(Path(names[k]).name) for k in ok}
+    # initial focals: prior, EXIF, then homography estimates, then a guess
+    focals: dict[int, float] = {}
+    for k in ok:
+        f = feats[k]
+        assert f is not None
+        p = pri[k]
+        if p is not None and p.focal:
+            focals[k] = float(p.focal)
+        elif f.exif_focal:
+            focals[k] = float(f.exif_focal)
+    prior_cams: dict[int, Camera] = {}
+    for k in ok:
+        p = pri[k]
+        if p is not None and p.has_angles:
+            f = feats[k]
+            fk = focals.get(k) or f.width / 2 / math.tan(math.radians(default_hfov / 2))
+            prior_cams[k] = Camera.make(f.width, f.height, fk, rotation_from_ypr(p.yaw, p.pitch, p.roll or 0.0))
+    cand = [(i, j) for i, j in candidate_pairs(n, prior_cams) if feats[i] is not None and feats[j] is not None]
+    pf = proxy_factors or [1.0] * n
+    pairs = match_pairs(feats, cand, pf, ratio, min_inliers, conf_thresh, progress)
+    # focal from homographies where nothing else known
+    if len(focals) < len(ok):
+        est = []
+        for p in pairs:
+            H = p.H.copy()
+            fi, fj = feats[p.i], feats[p.j]
+            T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])
+            T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])
+            Hc = T_j @ H @ np.linalg.inv(T_i)
+            f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
+            if ok0 and ok1:
+                est.append(math.sqrt(f0 * f1) / max(fi.width, 1))
+        rel = float(np.median(est)) if est else 1 / (2 * math.tan(math.radians(default_hfov / 2)))
+        known = [focals[k] / feats[k].width for k in focals]  # type: ignore[union-attr]
+        if known:
+            rel = float(np.median(known))
+        for k in ok:
+            focals.setdefault(k, rel * feats[k].width)  # type: ignore[union-attr]
+    focal_prior = dict(focals)
+    # one lens: images of the same size and the same prior / EXIF focal share it
+    groups: dict[int, int] | None = None
+    if shared_focal:
+        keys: dict[tuple, int] = {}
+        groups = {}
+        for k in ok:
+            f = feats[k]
+            p = pri[k]
+            src = "prior" if p is not None and p.focal else ("exif" if f.exif_focal else "est")  # type: ignore[union-attr]
+            # EXIF focal to 10 px, prior focal to 0.1 px (Parrington's list gives
+            # each image its own calibrated focal; a rig file one for all)
+            fq = round(focal_prior[k], -1 if src == "exif" else 1) if src != "est" else 0
+            key = (f.width, f.height, src, fq)  # type: ignore[union-attr]
+            groups[k] = keys.setdefault(key, len(keys))
+
+    cams: dict[int, Camera] = {}
+    from_prior: list[int] = []
+    rms = 0.0
+    for _attempt in range(3):
+        comps = _components(ok, pairs)
+        main = comps[0]
+        strength: dict[int, int] = {}
+        for p in pairs:
+            strength[p.i] = strength.get(p.i, 0) + p.n_inliers
+            strength[p.j] = strength.get(p.j, 0) + p.n_inliers
+        root = max(main, key=lambda k: strength.get(k, 0))
+        if all(k in prior_cams for k in main):
+            rots = {k: prior_cams[k].rot for k in main}
+        else:
+            rots = _spanning_tree_rotations(main, pairs, feats, focals, root)  # type: ignore[arg-type]
+        sub = [p for p in pairs if p.i in main and p.j in main]
+        if progress:
+            progress("adjust", 0, 1)
+        rots_b, foc_b, pair_rms, k1_b = bundle_adjust(
+            main, sub, feats, rots, focals, root, focal_prior=focal_prior, groups=groups, estimate_k1=estimate_k1
+        )  # type: ignore[arg-type]
+        vals = sorted(pair_rms.values())
+        if debug:
+            print("pair rms", [round(v, 1) for v in vals[-10:]])
+        thr = max(max_pair_rms, 3.0 * float(np.median(vals))) if vals else max_pair_rms
+        bad = sorted([p for p in sub if pair_rms.get((p.i, p.j), 0) > thr], key=lambda p: -pair_rms[(p.i, p.j)])
+        removed = False
+        for p in bad:
+            rest = [q for q in pairs if q is not p]
+            if len(_components(main, [q for q in rest if q.i in main and q.j in main])) == 1:
+                pairs = rest
+                removed = True
+        rms = float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
+        if not removed:
+            break
+    comps = _components(ok, pairs)
+    main = comps[0]
+    final_rots = {k: rots_b[k] for k in main}
+    final_foc = {k: foc_b[k] for k in main}
+    final_k1 = {k: k1_b.get(k, 0.0) for k in main}
+    k1_med = float(np.median(list(final_k1.values())))
+    # images outside the main component: place from priors when possible
+    pk = [k for k in main if k in prior_cams]
+    Q = None
+    if pk:
+        A = np.concatenate([prior_cams[k].rot for k in pk], axis=1).T
+        B = np.concatenate([final_rots[k] for k in pk], axis=1).T
+        Q = kabsch(A, B)  # maps prior world -> solved world
+    med_rel = float(np.median([final_foc[k] / feats[k].width for k in main]))  # type: ignore[union-attr]
+    for comp in comps[1:]:
+        for k in comp:
+            if k in prior_cams and Q is not None:
+                final_rots[k] = Q @ prior_cams[k].rot
+                p = pri[k]
+                final_foc[k] = float(p.focal) if p is not None and p.focal else med_rel * feats[k].width  # type: ignore[union-attr]
+                from_prior.append(k)
+            else:
+                dropped[k] = NO_MATCH
+    if wave:
+        final_rots = wave_correct(final_rots, ref=min(main))
+    for k in final_rots:
+        f = feats[k]
+        assert f is not None
+        cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], k1=final_k1.get(k, k1_med))
+    return Registration(cams, dropped, sorted(from_prior), pairs, rms)

@@ -1,0 +1,148 @@
+"""Upscaling: tiling equals whole-image inference, exact sizes, pixel centres, bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from processing.io.errors import InputError
+from processing.upscale.edsr import load_model, predict
+from processing.upscale.upscale import (
+    UpscaleParams,
+    model_factors,
+    plan,
+    resize_exact,
+    upscale_array,
+    upscale_file,
+)
+
+from .._edsr_helpers import tiny_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[int, Path]:
+    d = tmp_path_factory.mktemp("w")
+    return {2: tiny_weights(d, 2, blocks=3, filters=8), 4: tiny_weights(d, 4, blocks=3, filters=8)}
+
+
+def _img(h: int, w: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    a = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.5)
+    return np.clip((a - a.min()) / (a.max() - a.min()), 0, 1)
+
+
+def test_tiled_equals_whole(weights) -> None:
+    img = _img(90, 130)
+    whole = predict(load_model(4, weights[4]), img[None])[0]
+    p = UpscaleParams(scale=4, weights=str(weights[4]), tile=48, margin=6, blend=8, batch=3)
+    tiled = upscale_array(img, 4, p)
+    assert tiled.shape == whole.shape
+    assert np.mean(np.abs(tiled - np.clip(whole, 0, 1))) < 0.5 / 255
+
+
+def test_jitter_changes_grid_not_result(weights) -> None:
+    img = _img(80, 100, 1)
+    base = UpscaleParams(scale=2, weights=str(weights[2]), tile=40, margin=5, blend=6)
+    a = upscale_array(img, 2, base)
+    b = upscale_array(img, 2, base.replace(seed=7))
+    assert np.mean(np.abs(a - b)) < 0.5 / 255
+
+
+@pytest.mark.parametrize(
+    ("scale", "pre", "iters"), [(4, 0, 1), (4, 25, 1), (4, 0, 2), (3.3, 50, 3), (2.5, 10, 2), (0.7, 0, 1), (6, 0, 1)]
+)
+def test_exact_sizes(weights, scale, pre, iters) -> None:
+    img = _img(23, 31)
+    p = UpscaleParams(
+        scale=scale, pre_downscale=pre, iterations=iters, weights=str(weights[2]), tile=32, margin=4, blend=4
+    )
+    out = upscale_array(img, scale, p)
+    assert out.shape == (round(23 * scale), round(31 * scale), 3)
+    assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize(("scale", "pre", "iters"), [(4, 0, 1), (4, 25, 1), (3.3, 50, 3), (5.5, 0, 2), (1.7, 30, 1)])
+def test_pixel_centre_convention_of_plan(scale, pre, iters) -> None:
+    h, w = 37, 53
+    passes = plan(h, w, UpscaleParams(scale=scale, pre_downscale=pre, iterations=iters), (2, 4))
+    H, W = passes[-1].out_h, passes[-1].out_w
+    assert (round(scale * h), round(scale * w)) == (H, W)
+    # Compose every pass's map back to the input: u_prev = (u + 0.5) / f - 0.5.
+    x = np.arange(W, dtype=np.float64)
+    u = x.copy()
+    for p in reversed(passes):
+        f = p.s if p.kind == "model" else p.fx
+        u = (u + 0.5) / f - 0.5
+    np.testing.assert_allclose(u, (x + 0.5) / scale - 0.5, atol=1e-9)
+
+
+def test_resample_convention_on_ramp() -> None:
+    ramp = np.tile((np.arange(40, dtype=np.float32) / 40)[None, :, None], (20, 1, 3))
+    for s in (2.0, 3.7):
+        out = resize_exact(ramp, round(20 * s), round(40 * s), s, s)
+        u = (np.arange(out.shape[1]) + 0.5) / s - 0.5
+        inner = (u > 3) & (u < 36)
+        np.testing.assert_allclose(out[3, inner, 0], u[inner] / 40, atol=1e-5)
+
+
+def test_model_factors() -> None:
+    assert model_factors(4, (2, 4)) == (4,)
+    assert model_factors(2, (2, 4)) == (2,)
+    assert model_factors(8, (2, 4)) == (4, 2)
+    assert model_factors(1.1, (2, 4)) == ()
+    assert model_factors(3, (2,)) == (2, 2)
+
+
+def test_bad_params() -> None:
+    with pytest.raises(ValueError):
+        UpscaleParams(pre_downscale=100).validate()
+    with pytest.raises(ValueError):
+        UpscaleParams(iterations=0).validate()
+    with pytest.raises(InputError):
+        upscale_array(np.zeros((10, 10), np.float32), 2)
+
+
+def test_file_streaming_matches_array(weights, tmp_path) -> None:
+    import tifffile
+    from PIL import Image
+
+    img = (_img(70, 90) * 255).round().astype(np.uint8)
+    src = tmp_path / "in.png"
+    Image.fromarray(img).save(src)
+    p = UpscaleParams(scale=3, weights=str(weights[2]), tile=40, margin=5, blend=6, strip_rows=32)
+    info = upscale_file(src, tmp_path / "out.tif", p)
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert out.dtype == np.uint16 and out.shape == (210, 270, 3)
+    assert info["out_size"] == [270, 210]
+    with tifffile.TiffFile(tmp_path / "out.tif") as t:
+        assert t.pages[0].is_tiled
+    ref = upscale_array(img.astype(np.float32) / 255, 3, p)
+    assert np.mean(np.abs(out / 65535.0 - ref)) < 0.5 / 255
+
+
+def test_corrupt_input_cli(weights, tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(InputError):
+        upscale_file(bad, tmp_path / "o.tif", UpscaleParams(scale=2, weights=str(weights[2])))
+    from processing.__main__ import main
+
+    argv = ["upscale", str(bad), "-o", str(tmp_path / "o.tif"), "--scale", "2", "--weights", str(weights[2]), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.png" in err
+    assert main(["upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.tif"), "--scale", "2"]) == 2
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_missing_weights(tmp_path) -> None:
+    img = _img(20, 20)
+    with pytest.raises(InputError, match="not found"):
+        upscale_array(img, 2, UpscaleParams(weights=str(tmp_path / "none.weights.h5")))
