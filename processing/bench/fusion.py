@@ -25,6 +25,7 @@ evaluation of docs/sr.md.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -90,6 +91,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw", action="store_true", help="also RAW bursts: Bayer fusion against develop-then-fuse")
     p.add_argument("--no-rgb", action="store_true", help="with --raw: only the RAW comparison")
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
+    p.add_argument(
+        "--fuse-params",
+        default=None,
+        help="JSON of FuseParams fields for the default route (A/B runs), e.g. '{\"robust_k\": 4}'",
+    )
+    p.add_argument("--no-moving-object", action="store_true", help="bursts without the moving disc (static scenes)")
 
 
 def load_photo(ph: Photo, data: Path) -> np.ndarray:
@@ -138,7 +145,7 @@ def _stack(folder: str, scale: int, params) -> tuple[np.ndarray, dict]:
     return res.image, info
 
 
-def rgb_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> dict:
+def rgb_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int, fuse_over: dict | None = None) -> dict:
     from ..io.imageio import write_image
     from ..stack.fuse import FuseParams
     from ..stack.pipeline import StackParams
@@ -159,7 +166,10 @@ def rgb_case(ph: Photo, photo: np.ndarray, spec: BurstSpec, max_side: int) -> di
         row["median"] = {**_score(med, gt), **info}
         sharp, tune = tuned_unsharp(med, gt)
         row["seed_tuned"] = {**_score(sharp, gt), **tune}
-        out, info = _stack(td, spec.scale, StackParams())
+        default = StackParams()
+        if fuse_over:
+            default = default.replace(fuse=default.fuse.replace(**fuse_over))
+        out, info = _stack(td, spec.scale, default)
         row["default"] = {**_score(out, gt), **info}
     d = row["default"]["psnr"]
     row["gain_over_bicubic_db"] = round(d - row["bicubic"]["psnr"], 3)
@@ -238,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     max_side = args.max_side or (192 if small else 256)
     if not args.data.is_dir():
         raise SystemExit(f"bench fusion: no data folder {args.data}")
+    fuse_over = json.loads(args.fuse_params) if args.fuse_params else None
     t0 = time.perf_counter()
     rows: list[dict] = []
     raw_rows: list[dict] = []
@@ -246,10 +257,16 @@ def run(args: argparse.Namespace) -> int:
         ph = by_name[name]
         photo = load_photo(ph, args.data)
         for j, noise in enumerate(noises):
-            spec = BurstSpec(frames=frames, scale=args.scale, noise=noise, seed=args.seed + 100 * k + j)
+            spec = BurstSpec(
+                frames=frames,
+                scale=args.scale,
+                noise=noise,
+                seed=args.seed + 100 * k + j,
+                moving_object=not args.no_moving_object,
+            )
             if not args.no_rgb:
                 try:
-                    rows.append(rgb_case(ph, photo, spec, max_side))
+                    rows.append(rgb_case(ph, photo, spec, max_side, fuse_over))
                 except InputError as e:  # e.g. too few frames align: reported, not hidden
                     failed.append({"photo": name, "noise": noise, "error": str(e.reason)})
                 print(f"bench fusion: {name} noise {noise} done", file=sys.stderr, flush=True)
@@ -263,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
         "max_side": max_side,
         "noise": noises,
         "seed": args.seed,
+        "moving_object": not args.no_moving_object,
+        "fuse_params": fuse_over,
         "cases": rows,
         "failed": failed,
         "summary": _summary(rows),

@@ -57,7 +57,7 @@ def test_matched_deconvolution_follows_kernel_and_noise() -> None:
         fr.sigma = 0.01
     loud = matched_deblur(frames, 2.0, p)
     assert burst_noise(frames, p) == pytest.approx(0.05)
-    assert loud.deblur_nsr > quiet.deblur_nsr > p.deblur_nsr_base
+    assert loud.deblur_nsr > quiet.deblur_nsr > p.deblur_nsr_frames / 10
     assert quiet.deblur_sigma == loud.deblur_sigma > p.deblur_optics
     assert matched_deblur(frames, 2.0, p.replace(deblur_matched=False)) == p.replace(deblur_matched=False)
 
@@ -93,7 +93,7 @@ def test_safety_net_replaces_a_broken_fusion_with_the_median(moving_burst) -> No
     """A deconvolution that rings (no noise allowance) is far worse than the
     median; the held-out frames see it and the stack gives the median."""
     b, paths = moving_burst
-    bad = FuseParams(deblur_nsr_base=0.001, deblur_nsr_k=0.0)
+    bad = FuseParams(deblur_nsr_frames=0.01, deblur_nsr_k=0.0)
     unsafe = process_stack(paths, 2.0, StackParams().replace(fuse=bad.replace(safety_net=False)), upscale_model=False)
     safe = process_stack(paths, 2.0, StackParams().replace(fuse=bad), upscale_model=False)
     naive = StackParams().replace(fuse=FuseParams(method="naive"), sharpen=SharpenParams(amount=0))
