@@ -60,8 +60,8 @@ class BayerParams(StageParams):
     robust_window: int = 5
     strip_rows: int = 128
     deblur_optics: float = 0.75  # output px, as FuseParams
-    deblur_nsr_base: float = 0.08
-    deblur_nsr_k: float = 700.0
+    deblur_nsr_frames: float = 1.0  # NSR x frames (fuse.matched_deblur's rule; tuned at 12 frames: 0.08)
+    deblur_nsr_k: float = 300.0
 
 
 @dataclass
@@ -275,8 +275,7 @@ def finish(
     the deconvolution matched to the kernel and noise (fuse.matched_deblur's rule)."""
     p = p or BayerParams()
     sigma = math.sqrt((scale * info["kernel_sigma_mosaic_px"]) ** 2 + p.deblur_optics**2)
-    fused = info["noise"] / math.sqrt(max(1, frames))
-    nsr = p.deblur_nsr_base + p.deblur_nsr_k * fused * fused
+    nsr = (p.deblur_nsr_frames + p.deblur_nsr_k * info["noise"] ** 2) / max(1, frames)
     fp = FuseParams(deblur_sigma=sigma, deblur_nsr=nsr, deblur_taps=7)
     return deblur(encode(lin, encoding), scale, fp)
 
