@@ -271,7 +271,10 @@ def run(args: argparse.Namespace) -> int:
                     failed.append({"photo": name, "noise": noise, "error": str(e.reason)})
                 print(f"bench fusion: {name} noise {noise} done", file=sys.stderr, flush=True)
             if args.raw:
-                raw_rows.append(raw_case(ph, photo, replace(spec, moving_object=False), max_side))
+                try:
+                    raw_rows.append(raw_case(ph, photo, replace(spec, moving_object=False), max_side))
+                except InputError as e:
+                    failed.append({"photo": name, "noise": noise, "raw": True, "error": str(e.reason)})
     out: dict = {
         "bench": "fusion",
         "preset": args.preset,
