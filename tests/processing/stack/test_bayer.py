@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -13,7 +11,9 @@ from processing.io.errors import InputError
 from processing.io.metrics import psnr
 from processing.stack.bayer import PATTERNS, RawFrame, demosaic, fuse_mosaics, fuse_raw_burst, grey_proxy, read_raw
 
-RAW = Path(__file__).resolve().parents[3] / "shared" / "data" / "raw"
+from .._sr_helpers import SHARED
+
+RAW = SHARED / "raw"
 
 
 def _scene(size: int = 360, seed: int = 3) -> np.ndarray:
