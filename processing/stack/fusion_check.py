@@ -14,9 +14,10 @@ the master (moving things, occlusions: its robustness weight) are left out.
 If the median predicts the held-out frames better by params.safety_margin
 (relative RMS), the stack uses it.
 
-Measured (bench fusion bursts, 16 frames, 4 held out): with the default
-fusion the median's held-out RMS was 0.1-4 % higher than the kernel's (the
-kernel won by 1.4-3 dB against the ground truth); a deconvolution that rings
+Measured (bench fusion bursts, 16 frames, 4 held out; parameters of the
+time): with the default fusion the median's held-out RMS was 0.1-4 % higher
+than the kernel's (the kernel won by 1.4-3 dB against the ground truth); in
+the final evaluation runs, from 0.8 % lower to 11 % higher; a deconvolution that rings
 (-2 to -6 dB) made the median 13-45 % lower, an over-wide kernel without
 deconvolution (-0.5 to +0.2 dB) 3-10 % lower. The check is a net against
 gross failures, not a per-case oracle: it is biased against blur (the
