@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .io.errors import InputError, ProcessingError
+from .io.errors import InputError, ProcessingError, one_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("stack", "fuse a burst of frames into one super-resolved image"),
@@ -51,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (InputError, ProcessingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"error: {one_line(where + str(e.strerror or e))}", file=sys.stderr)
         return 2
     except MemoryError:
         print("error: out of memory", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 
 BENCHES = {
     "sr": "stack super-resolution: PSNR/SSIM, registration error, speed",
+    "fusion": "the broad fusion evaluation: many photos and noise levels against bicubic and the tuned seed; --raw",
     "develop": "one frame's develop step: JPEG decoders, lookup, proxies",
     "upscale": "EDSR settings against ground truth",
     "edsr": "EDSR on Set5/Set14/B100 against bicubic",

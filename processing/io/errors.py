@@ -16,3 +16,10 @@ class InputError(ValueError):
 
 class ProcessingError(RuntimeError):
     """A stage could not produce a result for valid-looking input."""
+
+
+def one_line(text: str) -> str:
+    """TEXT with its control characters (newlines, terminal escape sequences,
+    ...) written as Python escapes, so that a file name can neither break an
+    error onto two lines nor drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

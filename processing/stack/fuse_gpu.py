@@ -21,7 +21,6 @@ array operations.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 from types import ModuleType
@@ -32,7 +31,7 @@ import numpy as np
 from ..device.backend import to_host
 from ..io.metrics import psnr
 from . import fuse_cuda, gpu
-from .fuse import FrameInput, FuseParams, frame_noise, kernel_sigma_map, wiener_kernel
+from .fuse import FrameInput, FuseParams, fusion_noise, kernel_params, kernel_sigma_map, wiener_kernel
 
 Progress = Callable[[float, str], None]
 Array = Any
@@ -414,9 +413,8 @@ def fuse_xp(
     if p.method != "kernel":
         raise ValueError("fuse_xp: only the kernel method runs on the device")
     if noise is None:
-        noise = frame_noise(frames[0].image)
-    ks = max(p.kernel_sigma, p.density_k / math.sqrt(max(1, len(frames))))
-    p = p.replace(kernel_sigma=ks, kernel_sigma_flat=max(ks, p.kernel_sigma_flat))
+        noise = fusion_noise(frames, p)
+    p = kernel_params(frames, p)
     smap = kernel_sigma_map(master, noise, p) if p.kernel_sigma_flat > p.kernel_sigma else None
     return fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress, to_host_result)
 

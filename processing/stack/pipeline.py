@@ -53,7 +53,8 @@ from . import align as al
 from .color import ColorParams, dehaze, estimate_tca, match_to_reference
 from .develop import DevelopParams, develop_uint16, encode
 from .flow import FlowParams, compute_flow
-from .fuse import FrameInput, FuseParams, deblur, fuse, make_master
+from .fuse import FrameInput, FuseParams, anchor_to_reference, deblur, fuse, make_master, matched_deblur
+from .fusion_check import choose_fusion
 from .sharpen import SharpenParams, unsharp_mask
 from .sharpness import SharpnessParams, central_crop, rank_frames, sharpness_score
 from .warp import proxy, rescale_transform, scale_matrix
@@ -379,6 +380,9 @@ class StackState:
     use_model: bool = False  # fuse: EDSR does the scale beyond MODEL_ROUTE_SCALE
     fuse_scale: float = 1.0  # fuse: the fusion's own scale
     image: Any = None  # fuse and after: the result so far (a device array on the GPU path)
+    fuse_params: FuseParams | None = None  # fuse: what ran (the safety net may pick the median)
+    safety: dict[str, Any] | None = None  # fuse: the safety net's held-out check (fusion_check)
+    deblur_params: FuseParams | None = None  # fuse: the deconvolution matched to this burst
 
     @property
     def ref(self) -> _Frame:
@@ -664,6 +668,8 @@ def _master(run: StackRun, s: StackState, report: Progress) -> StackState:
         s.master = make_master_xp(s.inputs, s.ref_size, run.p.fuse, run.xp, s.device_frames, report)
     else:
         s.master = make_master(s.inputs, s.ref_size, run.p.fuse, report)
+    # Where the reference disagrees with the median (moving things) it wins.
+    s.master = anchor_to_reference(s.master, s.inputs, run.p.fuse)  # inputs[0] is the reference
     return s
 
 
@@ -703,16 +709,27 @@ def _fuse(run: StackRun, s: StackState, report: Progress) -> StackState:
     s.use_model = run.upscale_model and run.scale > MODEL_ROUTE_SCALE
     s.fuse_scale = MODEL_ROUTE_SCALE if s.use_model else run.scale
     out_size = (round(s.fuse_scale * s.ref_size[0]), round(s.fuse_scale * s.ref_size[1]))
-    if run.on_device:
+    # Safety net: held-out frames choose between the kernel fusion and the
+    # median of the aligned frames (fusion_check). The recipe keeps the asked
+    # method; the metrics say which ran.
+    s.fuse_params = p.fuse
+    if p.fuse.safety_net:
+        s.safety = choose_fusion(s.inputs, s.master, s.fuse_scale, p.fuse, s.ref.encoding)
+        if s.safety["method"] == "naive":
+            s.fuse_params = p.fuse.replace(method="naive")
+    if run.on_device and s.fuse_params.method == "kernel":
         from .fuse_gpu import fuse_xp
 
         # From here to the sharpened result the image stays on the device.
         s.image = fuse_xp(
-            s.inputs, s.fuse_scale, out_size, s.master, p.fuse, xp, s.device_frames, report, to_host_result=False
+            s.inputs, s.fuse_scale, out_size, s.master, s.fuse_params, xp, s.device_frames, report, to_host_result=False
         )
         backend.synchronize(xp)
     else:
-        s.image = fuse(s.inputs, s.fuse_scale, out_size, s.master, p.fuse, report)
+        s.image = fuse(s.inputs, s.fuse_scale, out_size, s.master, s.fuse_params, report)
+        if run.on_device:  # the median (host only) joins the device chain
+            s.image = xp.asarray(s.image)
+    s.deblur_params = matched_deblur(s.inputs, s.fuse_scale, s.fuse_params)
     s.inputs, s.device_frames = [], None
     for fr in s.frames:
         fr.image = fr.on_device = None
@@ -740,10 +757,10 @@ def _deblur(run: StackRun, s: StackState, report: Progress) -> StackState:
     if run.on_device:
         from .fuse_gpu import deblur_xp
 
-        s.image = deblur_xp(s.image, s.fuse_scale, run.p.fuse, run.xp)
+        s.image = deblur_xp(s.image, s.fuse_scale, s.deblur_params, run.xp)
         backend.synchronize(run.xp)
     else:
-        s.image = deblur(s.image, s.fuse_scale, run.p.fuse)
+        s.image = deblur(s.image, s.fuse_scale, s.deblur_params)
     return s
 
 
@@ -801,7 +818,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("fuse", _fuse, progress=(0.6, 0.3), frame_parallel=True),
     Stage("dehaze", _dehaze, when=lambda run, s: run.p.color.dehaze),
     Stage("encode", _encode, timed=False),
-    Stage("deblur", _deblur, when=lambda run, s: run.p.fuse.method == "kernel"),
+    Stage("deblur", _deblur, when=lambda run, s: s.fuse_params is not None and s.fuse_params.method == "kernel"),
     Stage("upscale", _upscale, progress=(0.9, 0.0), when=lambda run, s: s.use_model),
     Stage("sharpen", _sharpen),
     Stage("quantize", _quantize, when=lambda run, s: run.result_dtype == "uint16"),
@@ -839,6 +856,10 @@ def _result(run: StackRun, s: StackState, t_all: float) -> StackResult:
         "aligned_during_develop": s.aligned_early,
         "gpu_fused_kernel": _fused_kernel_used() if run.on_device else None,
         "library_threads": backend.library_threads(),
+        "deblur": None
+        if s.deblur_params is None
+        else {"sigma": s.deblur_params.deblur_sigma, "nsr": s.deblur_params.deblur_nsr},
+        "safety_net": s.safety,
     }
     if s.tca is not None:
         metrics["tca"] = [round(s.tca[0], 6), round(s.tca[1], 6)]
