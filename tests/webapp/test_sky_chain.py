@@ -58,9 +58,9 @@ def test_import_capture_sky_attaches_one_sky_subpanorama(env) -> None:
 
 
 def test_admin_import_page_offers_the_sky_option(env, client, django_user_model) -> None:
-    from webapp.ingest import jobs
-
     from django.contrib.auth.models import Permission
+
+    from webapp.ingest import jobs
 
     staff = django_user_model.objects.create_user("st", password="pw", is_staff=True)
     # Creating a panorama by import needs the add_panorama permission (issue 15).
