@@ -353,8 +353,12 @@ def stitch_files(
     params: StitchParams | None = None,
     placements: dict[str, Placement] | None = None,
     progress: Progress | None = None,
+    render: bool = True,
 ) -> StitchResult:
     """Stitch images into a panorama at ``out_path`` (+ ``.layout.json``).
+
+    ``render=False`` stops after the layout (the farm renders it in blocks):
+    only ``<out_path>.layout.json`` is written.
 
     Its stages run their own threads (features, matching, rendering rows), so
     OpenCV and BLAS run single-threaded inside unless TERAPAN_LIB_THREADS is
@@ -362,7 +366,7 @@ def stitch_files(
     from ..device.backend import frame_parallel_libraries, library_threads
 
     with frame_parallel_libraries() if library_threads() == "one" else contextlib.nullcontext():
-        return _stitch_files(paths, out_path, params, placements, progress)
+        return _stitch_files(paths, out_path, params, placements, progress, render)
 
 
 def _stitch_files(
@@ -371,6 +375,7 @@ def _stitch_files(
     params: StitchParams | None,
     placements: dict[str, Placement] | None,
     progress: Progress | None,
+    render: bool = True,
 ) -> StitchResult:
     params = params or StitchParams()
     params.validate()
@@ -442,9 +447,10 @@ def _stitch_files(
     lp = out_path.with_name(out_path.name + ".layout.json")
     layout_to_json(layout, lp)
     t3 = time.perf_counter()
-    cache = SourceCache(params.cache_mb * (1 << 20))
-    render_to_file(layout, out_path, params.bits, cache, progress)
-    timings["render"] = time.perf_counter() - t3
+    if render:
+        cache = SourceCache(params.cache_mb * (1 << 20))
+        render_to_file(layout, out_path, params.bits, cache, progress)
+        timings["render"] = time.perf_counter() - t3
     cams_out = []
     for L, k in zip(layout.layers, sorted(reg.cameras), strict=True):
         y, pch, r = ypr_from_rotation(L.cam.rot)
@@ -470,7 +476,7 @@ def _stitch_files(
         seconds=time.perf_counter() - t0,
         cameras=cams_out,
         layout_path=str(lp),
-        out_path=str(out_path),
+        out_path=str(out_path) if render else "",
         timings=timings,
         rms_px=reg.rms_px,
     )
