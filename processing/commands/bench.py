@@ -16,6 +16,7 @@ BENCHES = {
     "serve": "tile serving load test on loopback",
     "api": "review API and tiles under concurrent clients (gunicorn on loopback)",
     "ingest": "capture metadata scan throughput",
+    "farm": "block and reduce jobs on 1, 2, ... workers against one render + dzsave",
 }
 
 

@@ -180,8 +180,10 @@ def run_job(
         if pixels.shape[:2] != (y1 - y0, x1 - x0) or pixels.dtype != np.uint8:
             raise ValueError(f"farm: block {jid} needs {x1 - x0}x{y1 - y0} uint8 pixels, got {pixels.shape}")
         cur = pixels if pixels.ndim == 3 else pixels[:, :, None]
+        rendered = int(pixels.shape[0] * pixels.shape[1])
     else:
         cur = _reduce(_assemble(grid, work_dir, stage, col, row))
+        rendered = 0
     jd = _band_dir(work_dir, jid)
     written = 0
     steps = len(levels) + (1 if stage else 0)
@@ -227,7 +229,7 @@ def run_job(
         "stage": stage,
         "levels": [levels[0], levels[-1]],
         "tiles": written + edges,
-        "pixels": int(cur.shape[0] * cur.shape[1]) if stage == 0 else 0,
+        "pixels": rendered,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
