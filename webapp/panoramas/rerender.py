@@ -171,6 +171,12 @@ def execute(plan: RerenderPlan) -> RenderPlan:
             for s in plan.stacks:
                 s.recipe = merge_recipe(s.recipe, plan.overrides)
                 s.save(update_fields=["recipe"])
+    if pano.published_pyramid is not None and "farm" in (pano.published_pyramid.stats or {}):
+        # Built by the farm (no composite file to patch): the farm chain again, its
+        # unchanged stacks reused; every block re-rendered (no partial farm re-render yet).
+        from .farm import enqueue_farm_render
+
+        return enqueue_farm_render(pano, plan.stacks)
     extra = {}
     if plan.region is not None and pano.published_pyramid is not None:
         extra = {
