@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="", help="print the Holmenkollen model from this rates file and exit")
     p.add_argument("--stack-s", type=float, default=0.0, help="seconds of one stack job (for the model)")
     p.add_argument("--layout-s-per-stack", type=float, default=0.0, help="layout job seconds per stack")
+    p.add_argument("--stack-s-gpu", type=float, default=0.0, help="seconds of one stack job on a GPU worker (model)")
 
 
 def synthetic_layout(work: Path, gp: float, n_views: int = 12, size: tuple[int, int] = (1600, 1000)) -> Path:
@@ -215,14 +216,20 @@ def _store_rates(path: Path, result: dict[str, Any], args: argparse.Namespace) -
 
 
 def _model(args: argparse.Namespace) -> int:
-    from ..tiles.estimate import grid_for_gigapixels, scaling
+    from ..tiles.estimate import estimate, grid_for_gigapixels, scaling
 
     rates = json.loads(Path(args.model).read_text())["rates"]
     if args.stack_s:
         rates["stack_s"] = args.stack_s
     if args.layout_s_per_stack:
         rates["layout_s_per_stack"] = args.layout_s_per_stack
+    if args.stack_s_gpu:
+        rates["stack_s_gpu"] = args.stack_s_gpu
     grid = grid_for_gigapixels(2000.0, block_tiles=args.block_tiles)
-    rows = scaling(grid, rates, [1, 8, 64, 512, 4096], stacks=14000)
-    emit({"bench": "farm-model", "panorama": "Holmenkollen (modelled)", "stacks": 14000, "rates": rates, "runs": rows})
+    counts = [1, 8, 64, 512, 4096]
+    out = {"bench": "farm-model", "panorama": "Holmenkollen (modelled)", "stacks": 14000, "rates": rates}
+    out["cpu_workers"] = scaling(grid, rates, counts, stacks=14000)
+    if rates.get("stack_s_gpu"):
+        out["cpu_workers_each_with_a_gpu"] = [{**estimate(grid, rates, n, n, 14000), "workers": n} for n in counts]
+    emit(out)
     return 0
