@@ -392,7 +392,17 @@ def _stitch_files(
     # many tiles: fewer features each, so descriptors stay within ~0.6 GB
     nfeat = params.nfeatures if len(paths) <= 300 else max(500, params.nfeatures * 300 // len(paths))
 
+    n_cached = 0
+
     def one(k: int) -> None:
+        nonlocal n_cached
+        from .features_store import load_features
+
+        stored = load_features(paths[k], len(paths), params.proxy_mp, params.nfeatures)
+        if stored is not None:  # written by the stack job: no decoding here
+            feats[k], pf[k], thumbs[k] = stored
+            n_cached += 1
+            return
         try:
             img, info = load_image(paths[k])
         except InputError as e:
@@ -421,6 +431,7 @@ def _stitch_files(
             if progress:
                 progress("features", done, len(paths))
     timings["features"] = time.perf_counter() - t0
+    timings["features_stored"] = float(n_cached)
     if all(f is None for f in feats):
         raise InputError(paths[0].parent, "no readable images")
     t1 = time.perf_counter()

@@ -69,5 +69,12 @@ def test_farm_chain_on_real_workers(settings, tmp_path: Path, clean_queues) -> N
     assert ref.keys() == got.keys()
     assert [k for k in ref if ref[k] != got[k]] == []
     assert (pyr.abs_path / "image.dzi").is_file()
+    # the stack jobs stored their features; the layout job used them instead of decoding
+    from webapp.panoramas.models import Stack
+
+    for st in Stack.objects.filter(subpanorama__panorama=pano):
+        assert (Path(settings.MEDIA_ROOT) / (st.output_path + ".features.npz")).is_file()
+    layout_job = Job.objects.get(panorama=pano, kind=Job.Kind.LAYOUT)
+    assert layout_job.result["timings"]["features_stored"] == 8
     # completed block jobs left their rate for the planner
     assert "block_mp_per_s" in (tmp_path / "rates.json").read_text()

@@ -50,11 +50,17 @@ def farm_settings(pano: Panorama) -> dict[str, Any]:
 
 
 def enqueue_farm_render(pano: Panorama, stacks: Iterable[Stack] | None = None) -> RenderPlan:
-    """Queue stack jobs, the layout job after them, and the pyramid (root) row the layout job fills in."""
-    from .pipeline import enqueue_render
-
-    plan = enqueue_render(pano, stacks, composite=False, pyramid=False)
+    """Queue stack jobs (that also store their features), the layout job after them, and the
+    pyramid (root) row the layout job fills in."""
     timeouts = settings.TERAPAN_JOB_TIMEOUTS
+    if stacks is None:
+        stacks = Stack.objects.filter(subpanorama__panorama=pano)
+    plan = RenderPlan()
+    for s in stacks:
+        job = Job.objects.create(kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale})
+        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
+        _enqueue("gpu", "webapp.panoramas.farm.run_stack_with_features", job, timeouts["stack"])
+        plan.stack_jobs.append(job)
     rq_ids = [j.rq_id for j in plan.stack_jobs]
     lj = Job.objects.create(kind=Job.Kind.LAYOUT, panorama=pano, params={})
     pj = Job.objects.create(kind=Job.Kind.PYRAMID, panorama=pano, params={"farm": True, "publish": True})
@@ -65,6 +71,32 @@ def enqueue_farm_render(pano: Panorama, stacks: Iterable[Stack] | None = None) -
     plan.composite_job = lj
     plan.pyramid_job = pj
     return plan
+
+
+def run_stack_with_features(job_pk: int) -> dict[str, Any]:
+    """The stack job, then its output's registration features (features where the pixels are)."""
+    from processing.stitch.features_store import load_features, store_features
+    from processing.stitch.pipeline import StitchParams
+
+    from .jobs import run_stack
+
+    result = run_stack(job_pk)
+    job = Job.objects.select_related("stack").get(pk=job_pk)
+    if job.status != Status.DONE or not job.stack or not job.stack.output_path:
+        return result
+    pano = job.panorama
+    n = Stack.objects.filter(subpanorama__panorama_id=job.stack.subpanorama.panorama_id).count()
+    sp = StitchParams.from_dict(
+        {
+            k: v
+            for k, v in (pano.recipe_defaults.get("stitch", {}) if pano else {}).items()
+            if k in ("proxy_mp", "nfeatures")
+        }
+    )
+    out = storage.absolute(job.stack.output_path)
+    if load_features(out, n, sp.proxy_mp, sp.nfeatures) is None:
+        store_features(out, n, sp.proxy_mp, sp.nfeatures)
+    return {**result, "features": True} if isinstance(result, dict) else result
 
 
 # ---------------------------------------------------------------- layout
