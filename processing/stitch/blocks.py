@@ -133,3 +133,60 @@ def plan_farm(
     }
     write_plan(work_dir, grid, extra)
     return {"grid": grid.to_dict(), "jobs": grid.jobs(), **extra}
+
+
+def plan_partial(
+    work_dir: str | Path,
+    layout_path: str | Path,
+    pyramid_dir: str | Path,
+    previous_pyramid: str | Path,
+    rect: Rect,
+) -> list[dict]:
+    """Re-render canvas RECT (x, y, w, h) with LAYOUT_PATH into a new version at PYRAMID_DIR.
+
+    WORK_DIR is the farm folder of the previous version (its jobs' one-tile outputs are
+    kept). The new version starts as hard links to PREVIOUS_PYRAMID; only the block jobs
+    meeting RECT (plus the blend margin) and the jobs around and above them run again.
+    Returns those jobs, dependencies restricted to them.
+    """
+    import json
+    import os
+    import shutil
+
+    from ..tiles.blocks import FarmGrid, read_plan, write_plan
+    from ..tiles.reduce import done_marker, partial_jobs
+    from .blend import margin_for
+
+    work_dir = Path(work_dir).resolve()
+    grid = FarmGrid.from_dict(read_plan(work_dir)["grid"])
+    layout = load_layout(layout_path)
+    if (layout.canvas.width, layout.canvas.height) != (grid.width, grid.height):
+        raise InputError(layout_path, "the canvas changed: a partial re-render needs the previous layout's canvas")
+    m = margin_for(layout.bands) + (1 << max(layout.bands, 0))
+    x, y, w, h = rect
+    y0, y1 = max(0, y - m), min(grid.height, y + h + m)
+    S = grid.block_px
+    cols: set[int] = set()
+    for xx in range(x - m, x + w + m, S // 2):  # S/2 steps: no block skipped
+        cols.add((xx % grid.width if layout.canvas.wrap else min(max(xx, 0), grid.width - 1)) // S)
+    end = x + w + m - 1
+    cols.add((end % grid.width if layout.canvas.wrap else min(max(end, 0), grid.width - 1)) // S)
+    changed = {(c, r) for c in cols for r in range(y0 // S, (max(y0, y1 - 1)) // S + 1)}
+    run, edges = partial_jobs(grid, changed)
+    pyramid_dir = Path(pyramid_dir)
+    if pyramid_dir.exists():
+        raise InputError(pyramid_dir, "already exists (pyramid versions are immutable)")
+    shutil.copytree(previous_pyramid, pyramid_dir, copy_function=os.link)
+    write_plan(
+        work_dir,
+        grid,
+        {
+            "layout": os.path.relpath(Path(layout_path).resolve(), work_dir),
+            "pyramid": os.path.relpath(pyramid_dir.resolve(), work_dir),
+        },
+    )
+    (work_dir / "partial.json").write_text(json.dumps({"rect": list(rect), "edges": edges, "run": run}))
+    for jid in run:
+        done_marker(work_dir, jid).unlink(missing_ok=True)
+    keep = set(run)
+    return [{**j, "after": [a for a in j["after"] if a in keep]} for j in grid.jobs() if j["id"] in keep]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -242,7 +241,10 @@ def _write_child_edges(
     cs = stage - 1
     nc, nr = grid.stage_shape(cs)
     n = 0
+    rerun = _partial_set(work_dir, cs)
     for c, r in grid.children(stage, col, row):
+        if rerun is not None and (c, r) not in rerun:
+            continue  # a partial re-render: this child's tiles are the previous version's
         near = [(a, b) for b in range(r - 1, r + 2) for a in range(c - 1, c + 2) if 0 <= a < nc and 0 <= b < nr]
         for level in grid.levels(cs):
             region = grid.region(cs, c, r, level)
@@ -256,10 +258,56 @@ def _write_child_edges(
 
 
 def _drop_unneeded_bands(grid: FarmGrid, work_dir: Path, stage: int, jobs: list[tuple[int, int]]) -> None:
-    """Delete the bands of JOBS once every job that reads them is done."""
+    """Delete the bands of JOBS once every job that reads them is done (their one-tile
+    outputs stay: a partial re-render reduces them again with the jobs it re-runs)."""
     for c, r in jobs:
         if all(is_done(work_dir, job_id(stage + 1, pc, pr)) for pc, pr in grid.parents(stage, c, r)):
-            shutil.rmtree(_band_dir(work_dir, job_id(stage, c, r)), ignore_errors=True)
+            for f in _band_dir(work_dir, job_id(stage, c, r)).glob("*_*.npy"):
+                f.unlink(missing_ok=True)
+
+
+def _partial_set(work_dir: Path, stage: int) -> set[tuple[int, int]] | None:
+    """Jobs of STAGE whose edge tiles a partial re-render writes again (None: a whole render)."""
+    p = Path(work_dir) / "partial.json"
+    if not p.is_file():
+        return None
+    ids = json.loads(p.read_text()).get("edges", [])
+    return {(c, r) for s_, c, r in (map(int, i.split("_")) for i in ids) if s_ == stage}
+
+
+def partial_jobs(grid: FarmGrid, changed: set[tuple[int, int]]) -> tuple[list[str], list[str]]:
+    """(jobs to run again, jobs whose edge tiles are written again) when the blocks
+    CHANGED (col, row) have new pixels.
+
+    A changed job's neighbours' edge tiles take their overlap from it (so they are
+    written again), which needs the bands of the neighbours' neighbours (so those
+    run again too); a parent changes with any of its children, and runs again to
+    write its children's edge tiles.
+    """
+
+    def dilate(cells: set[tuple[int, int]], nc: int, nr: int) -> set[tuple[int, int]]:
+        return {
+            (c + dc, r + dr)
+            for c, r in cells
+            for dc in (-1, 0, 1)
+            for dr in (-1, 0, 1)
+            if 0 <= c + dc < nc and 0 <= r + dr < nr
+        }
+
+    run: list[str] = []
+    edges: list[str] = []
+    owners: set[tuple[int, int]] = set()
+    k = grid.block_tiles
+    for s in range(grid.n_stages()):
+        nc, nr = grid.stage_shape(s)
+        if s > 0:
+            changed = {(c // k, r // k) for c, r in changed}
+        near = dilate(changed, nc, nr)
+        todo = dilate(near, nc, nr) | owners
+        run += [job_id(s, c, r) for r in range(nr) for c in range(nc) if (c, r) in todo]
+        edges += [job_id(s, c, r) for r in range(nr) for c in range(nc) if (c, r) in near]
+        owners = {(c // k, r // k) for c, r in near}
+    return run, edges
 
 
 def prepare_pixels(rgba: np.ndarray, fmt: str) -> np.ndarray:

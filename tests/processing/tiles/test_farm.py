@@ -116,3 +116,36 @@ def test_killed_block_job_is_rerun_alone_and_two_workers_match(tmp_path):
     )
     assert {r["worker"] for r in recs} == {0, 1}
     assert _files(two / "pyramid") == reference
+
+
+def test_partial_rerender_reuses_block_jobs(tmp_path):
+    """One source image changes: only the blocks under it (and their ring) and the jobs above
+    them run again, and the new version equals a whole farm render of the new layout."""
+    import json
+
+    from processing.stitch.blocks import plan_partial
+    from processing.stitch.pipeline import layout_from_json
+
+    lp = _layout(tmp_path, size=(400, 260), focal=300.0, yaws=(-150.0, -90.0, -30.0, 30.0, 90.0, 150.0))
+    kw = {"tile_size": 32, "overlap": 1, "block_tiles": 2, "format": "jpg"}
+    work, plan = _plan(tmp_path, lp, "v1", **kw)
+    run_local(plan["jobs"], functools.partial(run_farm_job, work), workers=1, tmp_root=tmp_path / "t1")
+    v1 = _files(work / "pyramid")
+    # a new version of view 3 (yaw 30): same camera, new pixels
+    write_image(tmp_path / "im3b.png", texture(260, 400, seed=42))
+    d = json.loads(lp.read_text())
+    d["images"][3]["path"] = str(tmp_path / "im3b.png")
+    lp2 = tmp_path / "pano2.layout.json"
+    lp2.write_text(json.dumps(d))
+    full, plan_full = _plan(tmp_path, lp2, "full", **kw)
+    run_local(plan_full["jobs"], functools.partial(run_farm_job, full), workers=1, tmp_root=tmp_path / "t2")
+    expected = _files(full / "pyramid")
+    fx0, fy0, fx1, fy1 = layout_from_json(lp2).layers[3].footprint
+    jobs = plan_partial(work, lp2, tmp_path / "v2", work / "pyramid", (fx0, fy0, fx1 - fx0, fy1 - fy0))
+    blocks = [j for j in jobs if j["stage"] == 0]
+    assert 0 < len(blocks) < 0.7 * sum(1 for j in plan["jobs"] if j["stage"] == 0)
+    run_local(jobs, functools.partial(run_farm_job, work), workers=2, tmp_root=tmp_path / "t3")
+    got = _files(tmp_path / "v2")
+    assert got.keys() == expected.keys()
+    assert [k for k in expected if got[k] != expected[k]] == []
+    assert got != v1 and _files(work / "pyramid") == v1  # the previous version is untouched
