@@ -209,6 +209,59 @@ def enqueue_graph(pano: Panorama, work: Path, jobs: list[dict[str, Any]], root: 
     return total
 
 
+def enqueue_farm_partial(pano: Panorama, stacks: Iterable[Stack], region: list[int]) -> RenderPlan:
+    """Re-render REGION of a farm-built panorama: STACKS again, then only the block jobs under
+    the region (and the jobs around and above them) into a new version."""
+    timeouts = settings.TERAPAN_JOB_TIMEOUTS
+    plan = RenderPlan()
+    for s in stacks:
+        job = Job.objects.create(kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale})
+        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
+        _enqueue("gpu", "webapp.panoramas.farm.run_stack_with_features", job, timeouts["stack"])
+        plan.stack_jobs.append(job)
+    pj = Job.objects.create(kind=Job.Kind.PYRAMID, panorama=pano, params={"farm": True, "publish": True})
+    lj = Job.objects.create(
+        kind=Job.Kind.LAYOUT,
+        panorama=pano,
+        params={"pyramid_job": pj.pk, "region": list(region), "base_pyramid": pano.published_pyramid_id},
+    )
+    rq_ids = [j.rq_id for j in plan.stack_jobs]
+    dep = Dependency(jobs=rq_ids, allow_failure=True) if rq_ids else None
+    _enqueue("default", "webapp.panoramas.farm.run_partial_layout", lj, timeouts["composite"], dep)
+    plan.composite_job, plan.pyramid_job = lj, pj
+    return plan
+
+
+def run_partial_layout(job_pk: int) -> dict[str, Any]:
+    return _run(job_pk, "layout", _partial_layout_body)
+
+
+def _partial_layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
+    """The previous layout with the re-rendered stacks' new outputs swapped in; the jobs under the region."""
+    import dataclasses
+
+    from processing.stitch.blocks import plan_partial
+    from processing.stitch.pipeline import layout_from_json, layout_to_json
+
+    pano = job.panorama
+    assert pano is not None
+    base = Pyramid.objects.get(pk=job.params["base_pyramid"])
+    work = storage.absolute(base.stats["farm"])
+    layout = layout_from_json(storage.absolute(pano.layout["path"]))
+    new_out = {
+        str(storage.absolute(s.output_path).parent): str(storage.absolute(s.output_path))
+        for s in Stack.objects.filter(subpanorama__panorama=pano).exclude(output_path="")
+    }
+    layout.layers = [dataclasses.replace(L, path=new_out.get(str(Path(L.path).parent), L.path)) for L in layout.layers]
+    lp = work / f"partial-{job.pk}.layout.json"
+    layout_to_json(layout, lp)
+    rep(0.5, f"re-rendering {job.params['region']}")
+    jobs = plan_partial(work, lp, work / f"pyramid-{job.pk}", base.abs_path, tuple(job.params["region"]))
+    root = Job.objects.get(pk=job.params["pyramid_job"])
+    n = enqueue_graph(pano, work, jobs, root)
+    return {"partial": True, "region": job.params["region"], "farm_jobs": n, "work": base.stats["farm"]}
+
+
 # ---------------------------------------------------------------- block and reduce jobs
 
 
@@ -294,5 +347,6 @@ def _root_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
             )
     if job.params.get("publish", True):
         publish(pyr)
-    shutil.rmtree(work / "bands", ignore_errors=True)
+    # the work folder keeps each job's one-tile output (its bands are gone): a partial
+    # re-render of this version reduces them again with the jobs it re-runs
     return {"pyramid": pyr.pk, "version": version, "width": grid.width, "height": grid.height, **res}

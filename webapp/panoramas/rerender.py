@@ -172,10 +172,12 @@ def execute(plan: RerenderPlan) -> RenderPlan:
                 s.recipe = merge_recipe(s.recipe, plan.overrides)
                 s.save(update_fields=["recipe"])
     if pano.published_pyramid is not None and "farm" in (pano.published_pyramid.stats or {}):
-        # Built by the farm (no composite file to patch): the farm chain again, its
-        # unchanged stacks reused; every block re-rendered (no partial farm re-render yet).
-        from .farm import enqueue_farm_render
+        # Built by the farm (no composite file to patch): a region re-runs only the block
+        # jobs under it (and around and above them); a full re-render, the whole farm chain.
+        from .farm import enqueue_farm_partial, enqueue_farm_render
 
+        if plan.region is not None and pano.layout.get("path"):
+            return enqueue_farm_partial(pano, plan.stacks, list(plan.region))
         return enqueue_farm_render(pano, plan.stacks)
     extra = {}
     if plan.region is not None and pano.published_pyramid is not None:
