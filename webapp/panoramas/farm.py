@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,13 @@ def run_stack_with_features(job_pk: int) -> dict[str, Any]:
 
     from .jobs import run_stack
 
+    t0 = time.perf_counter()
     result = run_stack(job_pk)
     job = Job.objects.select_related("stack").get(pk=job_pk)
+    if isinstance(result, dict) and not result.get("reused") and not result.get("skipped"):
+        from .rates import record_rate
+
+        record_rate("stack_s", time.perf_counter() - t0, source="job")  # what plan uses per stack
     if job.status != Status.DONE or not job.stack or not job.stack.output_path:
         return result
     pano = job.panorama

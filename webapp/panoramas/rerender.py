@@ -126,7 +126,8 @@ def plan_rerender(
     width = int(pyr.width) if pyr else 0
     height = int(pyr.height) if pyr else 0
     wrap_w = width if pano.wrap else None
-    if full or (stack_ids is None and region is None) or pyr is None or not pano.composite_path:
+    farm_built = pyr is not None and "farm" in (pyr.stats or {})  # no composite file, block jobs instead
+    if full or (stack_ids is None and region is None) or pyr is None or not (pano.composite_path or farm_built):
         stacks = list(stacks_qs)
         plan = RerenderPlan(pano, stacks, None, overrides or {})
     else:

@@ -31,17 +31,16 @@ class Command(BaseCommand):
         if opts["json"]:
             self.stdout.write(json.dumps(p))
             return
-        gb = 1e9
         gpus = f" + {p['gpus']} GPU(s)" if p["gpus"] else ""
         lines = [
             f"{pano.slug}: {p['width']} x {p['height']} px ({p['gigapixels']} GP, size from {p['size_from']})",
             f"jobs: {p.get('stack_jobs', 0)} stack, 1 layout, {p['block_jobs']} block ({p['block_px']} px), "
             f"{p['reduce_jobs']} reduce in {p['stages']} stages; {p['tiles']} tiles",
-            f"bytes: pyramid about {p.get('pyramid_bytes', 0) / gb:.2f} GB; edge bands {p['band_bytes_per_job'] / 1e6:.0f} MB "
+            f"bytes: pyramid about {p.get('pyramid_bytes', 0) / 1e6:,.0f} MB; edge bands {p['band_bytes_per_job'] / 1e6:.0f} MB "
             "per job in flight",
             f"memory per job: block {p.get('block_peak_mb', '?')} MB, reduce {p.get('reduce_peak_mb', '?')} MB (peak RSS)",
             f"wall time on {p['workers']} worker(s){gpus}: "
-            f"{p['wall_h']} h (stacks {p.get('stack_wall_s') or 'unmeasured'} s, layout {p.get('layout_s', 0)} s, "
+            f"{p['wall_s']:,.0f} s = {p['wall_h']} h (stacks {p.get('stack_wall_s') or 'unmeasured'} s, layout {p.get('layout_s', 0)} s, "
             f"blocks and reduces {p['farm_wall_s']} s, critical path {p['critical_path_s']} s)",
             f"rates from {p['rates_file']}",
         ]
