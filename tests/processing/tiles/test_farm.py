@@ -74,8 +74,9 @@ def test_farm_pyramid_is_dzsave_of_the_composite(tmp_path, tile, k):
     got = _files(work / "pyramid")
     assert got.keys() == ref.keys()
     assert [n for n in ref if got[n] != ref[n]] == []
-    # the edge bands are gone once their readers are done
-    assert not any((work / "bands").rglob("*.npy"))
+    # the edge bands are gone once their readers are done; each job's one-tile output stays
+    assert not any((work / "bands").rglob("*_*.npy"))
+    assert len(list((work / "bands").rglob("final.npy"))) == len(plan["jobs"]) - 1
 
 
 def test_killed_block_job_is_rerun_alone_and_two_workers_match(tmp_path):
