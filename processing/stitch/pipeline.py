@@ -28,6 +28,7 @@ from ..io.imageio import load_image, probe
 from ..io.params import StageParams
 from .blend import Layer, SourceCache, default_bands, margin_for, render_rect
 from .exposure import apply_vignetting_to_warps, estimate_vignetting, overlap_stats, proxy_warp, solve_gains, thumbnail
+from .features_store import load_features
 from .project import PROJECTIONS, Camera, Canvas, footprint, make_canvas, ypr_from_rotation
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
 from .seams import refine_seams
@@ -392,16 +393,12 @@ def _stitch_files(
     # many tiles: fewer features each, so descriptors stay within ~0.6 GB
     nfeat = params.nfeatures if len(paths) <= 300 else max(500, params.nfeatures * 300 // len(paths))
 
-    n_cached = 0
+    stored: list[int] = []
 
     def one(k: int) -> None:
-        nonlocal n_cached
-        from .features_store import load_features
-
-        stored = load_features(paths[k], len(paths), params.proxy_mp, params.nfeatures)
-        if stored is not None:  # written by the stack job: no decoding here
-            feats[k], pf[k], thumbs[k] = stored
-            n_cached += 1
+        if (got := load_features(paths[k], len(paths), params.proxy_mp, params.nfeatures)) is not None:
+            feats[k], pf[k], thumbs[k] = got  # written by the stack job: no decoding here
+            stored.append(k)
             return
         try:
             img, info = load_image(paths[k])
@@ -431,7 +428,7 @@ def _stitch_files(
             if progress:
                 progress("features", done, len(paths))
     timings["features"] = time.perf_counter() - t0
-    timings["features_stored"] = float(n_cached)
+    timings["features_stored"] = float(len(stored))
     if all(f is None for f in feats):
         raise InputError(paths[0].parent, "no readable images")
     t1 = time.perf_counter()
