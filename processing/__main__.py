@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stitch": ("stitch", "stitch images into a panorama"),
     "pyramid": ("pyramid", "write a Deep Zoom pyramid"),
     "synth": ("synth", "make synthetic bursts and panoramas with ground truth"),
+    "farm": ("farm", "render and tile a panorama as block and reduce jobs"),
     "bench": ("bench", "benchmarks that print JSON"),
     "train-edsr": ("train_edsr", "train or fine-tune the EDSR model"),
 }

@@ -19,6 +19,7 @@ BENCHES = {
     "api": "review API and tiles under concurrent clients (gunicorn on loopback)",
     "ingest": "capture metadata scan throughput",
     "limits": "huge images refused from the header: peak memory of each case in a child",
+    "farm": "block and reduce jobs on 1, 2, ... workers against one render + dzsave",
 }
 
 

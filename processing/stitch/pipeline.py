@@ -28,6 +28,7 @@ from ..io.imageio import load_image, probe
 from ..io.params import StageParams
 from .blend import Layer, SourceCache, default_bands, margin_for, render_rect
 from .exposure import apply_vignetting_to_warps, estimate_vignetting, overlap_stats, proxy_warp, solve_gains, thumbnail
+from .features_store import load_features
 from .project import PROJECTIONS, Camera, Canvas, footprint, make_canvas, ypr_from_rotation
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
 from .seams import refine_seams
@@ -353,8 +354,12 @@ def stitch_files(
     params: StitchParams | None = None,
     placements: dict[str, Placement] | None = None,
     progress: Progress | None = None,
+    render: bool = True,
 ) -> StitchResult:
     """Stitch images into a panorama at ``out_path`` (+ ``.layout.json``).
+
+    ``render=False`` stops after the layout (the farm renders it in blocks):
+    only ``<out_path>.layout.json`` is written.
 
     Its stages run their own threads (features, matching, rendering rows), so
     OpenCV and BLAS run single-threaded inside unless TERAPAN_LIB_THREADS is
@@ -362,7 +367,7 @@ def stitch_files(
     from ..device.backend import frame_parallel_libraries, library_threads
 
     with frame_parallel_libraries() if library_threads() == "one" else contextlib.nullcontext():
-        return _stitch_files(paths, out_path, params, placements, progress)
+        return _stitch_files(paths, out_path, params, placements, progress, render)
 
 
 def _stitch_files(
@@ -371,6 +376,7 @@ def _stitch_files(
     params: StitchParams | None,
     placements: dict[str, Placement] | None,
     progress: Progress | None,
+    render: bool = True,
 ) -> StitchResult:
     params = params or StitchParams()
     params.validate()
@@ -387,7 +393,13 @@ def _stitch_files(
     # many tiles: fewer features each, so descriptors stay within ~0.6 GB
     nfeat = params.nfeatures if len(paths) <= 300 else max(500, params.nfeatures * 300 // len(paths))
 
+    stored: list[int] = []
+
     def one(k: int) -> None:
+        if (got := load_features(paths[k], len(paths), params.proxy_mp, params.nfeatures)) is not None:
+            feats[k], pf[k], thumbs[k] = got  # written by the stack job: no decoding here
+            stored.append(k)
+            return
         try:
             img, info = load_image(paths[k])
         except InputError as e:
@@ -416,6 +428,7 @@ def _stitch_files(
             if progress:
                 progress("features", done, len(paths))
     timings["features"] = time.perf_counter() - t0
+    timings["features_stored"] = float(len(stored))
     if all(f is None for f in feats):
         raise InputError(paths[0].parent, "no readable images")
     t1 = time.perf_counter()
@@ -442,9 +455,10 @@ def _stitch_files(
     lp = out_path.with_name(out_path.name + ".layout.json")
     layout_to_json(layout, lp)
     t3 = time.perf_counter()
-    cache = SourceCache(params.cache_mb * (1 << 20))
-    render_to_file(layout, out_path, params.bits, cache, progress)
-    timings["render"] = time.perf_counter() - t3
+    if render:
+        cache = SourceCache(params.cache_mb * (1 << 20))
+        render_to_file(layout, out_path, params.bits, cache, progress)
+        timings["render"] = time.perf_counter() - t3
     cams_out = []
     for L, k in zip(layout.layers, sorted(reg.cameras), strict=True):
         y, pch, r = ypr_from_rotation(L.cam.rot)
@@ -470,7 +484,7 @@ def _stitch_files(
         seconds=time.perf_counter() - t0,
         cameras=cams_out,
         layout_path=str(lp),
-        out_path=str(out_path),
+        out_path=str(out_path) if render else "",
         timings=timings,
         rms_px=reg.rms_px,
     )

@@ -86,8 +86,21 @@ def rerender_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpRespons
         "form": {k: data.get(k, "") for k in ("stacks", "region", "region_id", "params", "full")},
         "opts": Panorama._meta,
         **editor_context(plan, recipe_error),
+        "farm": _farm_estimate(pano, data),
     }
     return TemplateResponse(request, "admin/panoramas/rerender_confirm.html", ctx, status=400 if recipe_error else 200)
+
+
+def _farm_estimate(pano: Panorama, data: Any) -> dict[str, Any]:
+    """The farm's plan for a full render on WORKERS (+ GPUS) workers, or why there is none."""
+    from .farm_plan import farm_plan
+
+    try:
+        workers = max(1, int(data.get("workers") or 2))
+        gpus = max(0, int(data.get("gpus") or 0))
+        return farm_plan(pano, workers, gpus)
+    except ValueError as e:
+        return {"error": str(e)}
 
 
 def progress_view(site: AdminSite, request: HttpRequest, pk: int) -> HttpResponse:

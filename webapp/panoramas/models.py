@@ -200,6 +200,9 @@ class Job(models.Model):
         PYRAMID = "pyramid", "Pyramid"
         THUMBNAILS = "thumbnails", "Thumbnails"
         INGEST = "ingest", "Ingest"
+        LAYOUT = "layout", "Layout"
+        BLOCK = "block", "Block"
+        REDUCE = "reduce", "Reduce"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     panorama = models.ForeignKey(Panorama, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")

@@ -103,6 +103,25 @@ def enqueue_job(job: Job) -> None:
     job.rq_id = rq_job.id
 
 
+def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> None:  # noqa: ANN001
+    """Queue JOB to run FUNC under its fixed RQ id: the farm chain's stages
+    (stack with features, layout, block, reduce), whose functions differ from
+    ROUTES' and whose dependencies the farm builds itself."""
+    rq_job = django_rq.get_queue(queue).enqueue(
+        func,
+        job.pk,
+        job_id=rq_job_id(job),
+        job_timeout=timeout,
+        retry=_retry(),
+        depends_on=depends_on,
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=30 * 24 * 3600,
+        description=f"{job.kind} #{job.pk}",
+    )
+    Job.objects.filter(pk=job.pk).update(rq_id=rq_job.id)
+    job.rq_id = rq_job.id
+
+
 def enqueue_render(
     pano: Panorama,
     stacks: Iterable[Stack] | None = None,

@@ -161,7 +161,8 @@ def plan_rerender(
     width = int(pyr.width) if pyr else 0
     height = int(pyr.height) if pyr else 0
     wrap_w = width if pano.wrap else None
-    if full or (stack_ids is None and region is None) or pyr is None or not pano.composite_path:
+    farm_built = pyr is not None and "farm" in (pyr.stats or {})  # no composite file, block jobs instead
+    if full or (stack_ids is None and region is None) or pyr is None or not (pano.composite_path or farm_built):
         stacks = list(stacks_qs)
         plan = RerenderPlan(pano, stacks, None, overrides or {})
     else:
@@ -206,6 +207,14 @@ def execute(plan: RerenderPlan) -> RenderPlan:
             for s in plan.stacks:
                 s.recipe = merge_recipe(s.recipe, plan.overrides)
                 s.save(update_fields=["recipe"])
+    if pano.published_pyramid is not None and "farm" in (pano.published_pyramid.stats or {}):
+        # Built by the farm (no composite file to patch): a region re-runs only the block
+        # jobs under it (and around and above them); a full re-render, the whole farm chain.
+        from .farm import enqueue_farm_partial, enqueue_farm_render
+
+        if plan.region is not None and pano.layout.get("path"):
+            return enqueue_farm_partial(pano, plan.stacks, list(plan.region))
+        return enqueue_farm_render(pano, plan.stacks)
     extra = {}
     if plan.region is not None and pano.published_pyramid is not None:
         extra = {

@@ -1,14 +1,18 @@
 """python manage.py demo: build a demo panorama through the real job chain, serve it.
 
-Synthetic bursts are made from real photographs (../shared/data where present,
-else scikit-image's bundled photos) by processing.synth.demo_capture; this command
-only records them in the database, starts real RQ workers, enqueues the real
-chain and waits with a progress bar.
+Synthetic handheld bursts of a procedural 360-degree landscape (mountains,
+forest, a town with lit windows, a lake: detail down to single pixels) are
+made by processing.synth.scene_capture; this command only records them in the
+database, starts real RQ workers, enqueues the real farm chain (stack jobs ->
+layout job -> block jobs -> reduce jobs -> published pyramid) and waits with a
+progress bar. --gigapixels sets the panorama's size (0.2 by default: about
+200 MP, a few minutes on 2 cores; 1+ for those who want to see a gigapixel).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -25,6 +29,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from webapp.panoramas.farm import enqueue_farm_render
 from webapp.panoramas.models import (
     Frame,
     Job,
@@ -34,7 +39,6 @@ from webapp.panoramas.models import (
     Status,
     SubPanorama,
 )
-from webapp.panoramas.pipeline import enqueue_render
 from webapp.panoramas.workers import start_workers, stop_workers
 
 SLUG = "demo"
@@ -45,14 +49,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--no-serve", action="store_true", help="build, print a JSON line and exit")
-        parser.add_argument(
-            "--stacks",
-            type=int,
-            default=12,
-            help="stacks around the 360-degree cylinder",
-        )
-        parser.add_argument("--frames", type=int, default=8, help="frames per burst")
-        parser.add_argument("--view-height", type=int, default=480, help="height of one stack's view (ground-truth px)")
+        parser.add_argument("--gigapixels", type=float, default=0.2, help="size of the panorama (ground truth)")
+        parser.add_argument("--stacks", type=int, default=0, help="stacks round the cylinder (default: by size)")
+        parser.add_argument("--frames", type=int, default=4, help="frames per burst")
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
@@ -105,17 +104,25 @@ class Command(BaseCommand):
         return user, password
 
     def _build(self, user: Any, opts: dict[str, Any]) -> Panorama:
-        from processing.synth.demo_capture import DemoCaptureParams, build_capture
+        import shutil
 
-        if opts["view_height"] < 64 or opts["stacks"] < 4 or opts["frames"] < 2:
-            raise CommandError("need --view-height >= 64, --stacks >= 4 and --frames >= 2")
+        from processing.synth.scene_capture import SceneCaptureParams, build_scene_capture
+
+        gp = opts["gigapixels"]
+        # about 16 MP of ground truth per stack (4 MP frames at x2), at least 12 round the circle
+        stacks = opts["stacks"] or max(12, round(gp * 1e9 * 1.3 / 16e6))
+        if not 0.01 <= gp <= 100 or stacks < 4 or opts["frames"] < 2:
+            raise CommandError("need 0.01 <= --gigapixels <= 100, --stacks >= 4 and --frames >= 2")
         Panorama.objects.filter(slug=SLUG).delete()
         root = Path(settings.MEDIA_ROOT) / "captures" / SLUG
-        params = DemoCaptureParams(
-            n_stacks=opts["stacks"],
+        shutil.rmtree(root, ignore_errors=True)
+        params = SceneCaptureParams(
+            gigapixels=gp,
+            aspect=max(12.0, 20.0 * math.sqrt(gp / 0.2)),
+            n_stacks=stacks,
             n_frames=opts["frames"],
-            view_height=opts["view_height"],
             seed=opts["seed"],
+            workers=max(1, opts["workers"]),
         )
         t0 = time.monotonic()
         with tqdm(
@@ -130,17 +137,22 @@ class Command(BaseCommand):
                 bar.set_postfix_str(msg[:40])
                 bar.refresh()
 
-            manifest = build_capture(root, params, progress=progress)
+            manifest = build_scene_capture(root, params, progress=progress)
         with transaction.atomic():
             pano = Panorama.objects.create(
                 slug=SLUG,
                 title=f"Demo: {manifest['source']}",
-                description="Synthetic handheld bursts around a 360-degree cylinder, built by the real pipeline.",
+                description=(
+                    "Synthetic handheld bursts of a procedural 360-degree landscape, stacked, stitched and "
+                    "tiled by block and reduce jobs on RQ workers."
+                ),
                 projection="cylindrical",
                 wrap=True,
                 scale=manifest.get("scale", 2.0),
                 is_public=True,
                 owner=user,
+                # 4-frame bursts: keep 3; the farm renders blocks of 8 x 8 tiles
+                recipe_defaults={"stack": {"sharpness": {"drop_worst": 1}}, "farm": {"block_tiles": 8}},
             )
             Membership.objects.create(user=user, panorama=pano, role=Membership.Role.OWNER)
             sub = SubPanorama.objects.create(panorama=pano, name="main")
@@ -163,7 +175,7 @@ class Command(BaseCommand):
                     )
                     for p in st["frames"]
                 )
-        plan = enqueue_render(pano)
+        plan = enqueue_farm_render(pano)
         self._wait(plan.all_jobs(), opts["timeout"])
         pano.refresh_from_db()
         if pano.published_pyramid is None:
