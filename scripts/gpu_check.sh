@@ -18,7 +18,7 @@ py="${PYTHON:-python3}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TERAPAN_THREADS="${TERAPAN_THREADS:-auto}"
 
-if ! "$py" -c "from processing import backend; import sys; sys.exit(0 if backend.gpu_available() else 1)"; then
+if ! "$py" -c "from processing.device import backend; import sys; sys.exit(0 if backend.gpu_available() else 1)"; then
   echo "gpu_check: no CUDA device usable through CuPy on this machine" >&2
   exit 2
 fi

@@ -63,6 +63,8 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    # long: a benchmark script read top to bottom: a pyramid, gunicorn on it,
+    # client threads loading it, one JSON line, and the cleanup in `finally`.
     from processing.tiles.pyramid import PyramidParams, build_pyramid, level_grid, num_levels
 
     width, height = (int(v) for v in args.size.lower().split("x"))

@@ -1,5 +1,14 @@
-"""One stack, end to end: develop -> colour -> sharpness -> align -> master
--> flow -> fuse [-> upscale] -> sharpen.
+"""One stack, end to end: develop -> sharpness -> align -> colour -> master
+-> flow -> fuse [-> dehaze] -> encode -> deblur [-> upscale] -> sharpen.
+
+The sequence is STAGES (near the end of this module), the one place where a
+stage is added, removed or reordered. A stage is a function
+(run, state, progress) -> state: `StackRun` holds what the run fixes first
+(paths, recipe, device, threads), `StackState` what the stages hand on
+(frames -> transforms -> master -> flows -> result). `run_stages` times every
+stage (metrics "seconds" and "cpu_seconds" under its name) and gives it its
+share of the progress. The CPU and GPU paths share the sequence; a stage
+whose maths runs on the device branches on `run.on_device`.
 
 Output geometry: exactly round(S x reference size), in the reference frame's
 coordinates: output pixel (x, y) sits at reference pixel
@@ -258,10 +267,80 @@ def process_stack(
             raise ProcessingError(str(e)) from e
         if lib_threads == "one":
             frame_stages.enter_context(backend.frame_parallel_libraries())
-        return _process_stack(paths, scale, params, reference, progress, upscale_model, result_dtype, frame_stages)
+        run, state = _start(paths, scale, params, reference, progress, upscale_model, result_dtype, frame_stages)
+        t_all = time.perf_counter()
+        state = run_stages(run, state)
+        return _result(run, state, t_all)
 
 
-def _process_stack(
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class StackRun:
+    """What one run fixes before its first stage: inputs, recipe, device, threads."""
+
+    paths: list[Path]  # in name order
+    folder: Path
+    scale: float
+    p: StackParams
+    reference: str | None  # as the caller named it (then it must be readable)
+    upscale_model: bool
+    result_dtype: str  # "float32" or "uint16"
+    dev: str  # the device of the master and everything after it (TERAPAN_DEVICE)
+    xp: ModuleType  # its array module
+    on_device: bool  # the GPU path: master, fusion, deblur, upscale and sharpening on the device
+    reg_px: float  # pixels of the registration proxies
+    frame_stages: contextlib.ExitStack  # the frame threads' settings; closed after the last frame stage
+    report: Progress  # the whole run's progress, in [0, 1]
+
+
+@dataclass
+class StackState:
+    """What the stages hand on: frames -> transforms -> master -> flows -> result.
+
+    Each field says which stage fills it; a stage reads only what the stages
+    before it filled."""
+
+    frames: list[_Frame]  # one per path, with its record (develop decodes them, align sets transforms)
+    ref_i: int  # the reference (develop moves an implicit one past unreadable files)
+    times: dict[str, float] = field(default_factory=dict)  # wall seconds per timed stage
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds (all threads) per timed stage
+    queue: _AlignQueue | None = None  # develop: alignments queued while the last frames decode
+    usable: list[int] = field(default_factory=list)  # develop: readable frames of a usable size
+    scores: dict[int, float] = field(default_factory=dict)  # develop: sharpness of the usable frames
+    ref_size: tuple[int, int] = (0, 0)  # develop
+    tca: tuple[float, float] | None = None  # develop: the reference's lateral CA (color.tca)
+    candidates: list[int] = field(default_factory=list)  # sharpness: the frames the ranking keeps
+    aligned: list[int] = field(default_factory=list)  # align: the frames fused, reference first
+    aligned_early: int = 0  # align: how many were aligned during develop
+    inputs: list[FrameInput] = field(default_factory=list)  # colour: transform + colour fit per aligned frame
+    device_frames: Any = None  # master (GPU path): the aligned frames on the device, for the fusion too
+    master: Any = None  # master: median of the aligned frames, reference size
+    flow_rms: list[float] = field(default_factory=list)  # flow: per frame with a flow field (set in inputs)
+    use_model: bool = False  # fuse: EDSR does the scale beyond MODEL_ROUTE_SCALE
+    fuse_scale: float = 1.0  # fuse: the fusion's own scale
+    image: Any = None  # fuse and after: the result so far (a device array on the GPU path)
+
+    @property
+    def ref(self) -> _Frame:
+        return self.frames[self.ref_i]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the sequence: timed under NAME (metrics "seconds" and
+    "cpu_seconds") when it runs, reporting within PROGRESS = (start, span)."""
+
+    name: str
+    run: Callable[[StackRun, StackState, Progress], StackState]
+    progress: tuple[float, float] = (0.0, 0.0)
+    when: Callable[[StackRun, StackState], bool] = lambda run, s: True
+    frame_parallel: bool = False  # runs on the frame threads, with single-threaded libraries
+    timed: bool = True
+
+
+def _start(
     paths: list[Path],
     scale: float,
     params: StackParams | None,
@@ -270,7 +349,8 @@ def _process_stack(
     upscale_model: bool,
     result_dtype: str,
     frame_stages: contextlib.ExitStack,
-) -> StackResult:
+) -> tuple[StackRun, StackState]:
+    """Check the request (before any work) and fix the run."""
     p = params or StackParams()
     if result_dtype not in ("float32", "uint16"):
         raise ValueError(f"result_dtype must be float32 or uint16, not {result_dtype!r}")
@@ -285,72 +365,120 @@ def _process_stack(
     ref_i = _pick_reference(paths, reference)
     # Before any work: TERAPAN_DEVICE=gpu without a usable GPU fails here.
     dev, xp = _pick_device()
-    times: dict[str, float] = {}
-    cpu: dict[str, float] = {}  # CPU seconds (all threads) per stage
-    t_all = time.perf_counter()
 
     def report(frac: float, msg: str) -> None:
         if progress:
             progress(float(min(max(frac, 0.0), 1.0)), msg)
 
-    # ------------------------------------------------------------ develop
-    t0, c0 = time.perf_counter(), time.process_time()
-    order = [ref_i] + [i for i in range(len(paths)) if i != ref_i]
-    frames: list[_Frame] = [_Frame(pth, _record(pth)) for pth in paths]
-    reg_px = max(p.align.feature_max_pixels, p.align.ecc_max_pixels, p.flow.max_pixels)
-    scores: dict[int, float] = {}
-    tca: tuple[float, float] | None = None
-    ref_size: tuple[int, int] | None = None
-    tca_for = ref_i if p.color.tca else -1
-    on_device = dev == "gpu" and p.fuse.method == "kernel"
-    upload = xp.asarray if on_device else None
-    # One pool for develop and align: a frame's alignment is queued as soon as
-    # the reference's features exist and the frame is sure to survive the
-    # sharpness ranking, so it fills the cores the last decodes leave idle.
-    pool = ThreadPoolExecutor(max_workers=_workers(p))
-    frame_stages.callback(pool.shutdown, wait=True, cancel_futures=True)
+    run = StackRun(
+        paths=paths,
+        folder=folder,
+        scale=scale,
+        p=p,
+        reference=reference,
+        upscale_model=upscale_model,
+        result_dtype=result_dtype,
+        dev=dev,
+        xp=xp,
+        on_device=dev == "gpu" and p.fuse.method == "kernel",
+        reg_px=max(p.align.feature_max_pixels, p.align.ecc_max_pixels, p.flow.max_pixels),
+        frame_stages=frame_stages,
+        report=report,
+    )
+    return run, StackState(frames=[_Frame(pth, _record(pth)) for pth in paths], ref_i=ref_i)
+
+
+def run_stages(run: StackRun, state: StackState, stages: tuple[Stage, ...] | None = None) -> StackState:
+    """STAGES in order (the module's sequence by default), each timed and
+    given its part of the progress."""
+    for stage in STAGES if stages is None else stages:
+        if not stage.frame_parallel:
+            run.frame_stages.close()  # the frame threads stop; the libraries get their threads back
+        if not stage.when(run, state):
+            continue
+        lo, span = stage.progress
+        t0, c0 = time.perf_counter(), time.process_time()
+        state = stage.run(run, state, lambda f, msg, lo=lo, span=span: run.report(lo + span * f, msg))
+        if stage.timed:
+            state.times[stage.name] = time.perf_counter() - t0
+            state.cpu[stage.name] = time.process_time() - c0
+    return state
+
+
+# ------------------------------------------------------------- the stages
+
+
+@dataclass
+class _AlignQueue:
+    """Alignments against the reference on the develop pool: a frame's is
+    queued as soon as the reference's features exist and the frame is sure
+    to survive the sharpness ranking, so it fills the cores the last decodes
+    leave idle."""
+
+    pool: ThreadPoolExecutor
+    p: StackParams
+    frames: list[_Frame]
     ref_feats: Any = None
     ref_pyr: al.ReferencePyramid | None = None
-    align_futs: dict[int, Future[Any]] = {}
+    futures: dict[int, Future[Any]] = field(default_factory=dict)
 
-    def align_one(i: int) -> tuple[Any, np.ndarray, float | None, str]:
-        g = frames[i].grey
+    def set_reference(self, grey: np.ndarray) -> None:
+        self.ref_feats = al.detect(grey, self.p.align)
+        self.ref_pyr = al.ReferencePyramid(grey, self.p.align) if self.p.align.ecc else None
+
+    def align_one(self, i: int) -> tuple[Any, np.ndarray, float | None, str]:
+        g = self.frames[i].grey
         assert g is not None
-        res = al.coarse_align(ref_feats, al.detect(g, p.align), p.align)
+        res = al.coarse_align(self.ref_feats, al.detect(g, self.p.align), self.p.align)
         if not res.ok:
             return res, res.transform, None, ""
-        if ref_pyr is None:
+        if self.ref_pyr is None:
             return res, res.transform, None, ""
-        t, cc, note = al.fine_align(ref_pyr, g, res.transform, p.align)
+        t, cc, note = al.fine_align(self.ref_pyr, g, res.transform, self.p.align)
         return res, t, cc, note
 
-    def queue_sure_aligns() -> None:
-        """Queue the alignment of every developed frame that the ranking can
-        no longer drop: at least `drop_worst` others rank below it already
-        (the ranking's order is (score, index) and only grows)."""
-        if ref_feats is None:
+    def queue(self, i: int) -> None:
+        if i not in self.futures:
+            self.futures[i] = self.pool.submit(self.align_one, i)
+
+    def queue_sure(self, scores: dict[int, float], ref_i: int) -> None:
+        """Queue every developed frame that the ranking can no longer drop: at
+        least `drop_worst` others rank below it already (the ranking's order
+        is (score, index) and only grows)."""
+        if self.ref_feats is None:
             return
         ranked = sorted((s, j) for j, s in scores.items() if j != ref_i)
-        for _, j in ranked[p.sharpness.drop_worst :]:
-            if j not in align_futs:
-                align_futs[j] = pool.submit(align_one, j)
+        for _, j in ranked[self.p.sharpness.drop_worst :]:
+            self.queue(j)
 
+
+def _develop(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Decode every frame (threads) and make its proxies and sharpness score."""
+    p, frames = run.p, s.frames
+    order = [s.ref_i] + [i for i in range(len(frames)) if i != s.ref_i]
+    tca_for = s.ref_i if p.color.tca else -1
+    upload = run.xp.asarray if run.on_device else None
+    # One pool for develop and align (see _AlignQueue).
+    pool = ThreadPoolExecutor(max_workers=_workers(p))
+    run.frame_stages.callback(pool.shutdown, wait=True, cancel_futures=True)
+    s.queue = q = _AlignQueue(pool, p, frames)
+    ref_size: tuple[int, int] | None = None
     # Frames decode in parallel (decoders and NumPy release the GIL);
     # results are taken in order, so the policy below is unchanged.
-    futs = [pool.submit(_develop_one, frames[i].path, p, reg_px, i == tca_for, upload) for i in order]
+    futs = [pool.submit(_develop_one, frames[i].path, p, run.reg_px, i == tca_for, upload) for i in order]
     for n_done, (i, fut) in enumerate(zip(order, futs, strict=True)):
         fr = frames[i]
         got = fut.result()
         if isinstance(got, InputError):
             fr.record["reason"] = f"unreadable: {got.reason}"
-            if i == ref_i:
-                if reference is not None:
+            if i == s.ref_i:
+                if run.reference is not None:
                     raise got
-                ref_i = -1  # pick the next readable file below
-            report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
+                s.ref_i = -1  # pick the next readable file below
+            report((n_done + 1) / len(order), f"develop {fr.path.name}")
             continue
-        if ref_i == -1:
-            ref_i = i
+        if s.ref_i == -1:
+            s.ref_i = i
         w, h = got.size
         if ref_size is None:
             ref_size = (w, h)
@@ -359,71 +487,71 @@ def _process_stack(
                 f"size {w}x{h} differs from the reference's {ref_size[0]}x{ref_size[1]} by more than "
                 f"{p.align.max_size_change:.0%}"
             )
-            report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
+            report((n_done + 1) / len(order), f"develop {fr.path.name}")
             continue
         fr.encoding = got.encoding
-        scores[i] = got.score
+        s.scores[i] = got.score
         fr.record["sharpness"] = got.score
         fr.grey, fr.grey_f = got.grey, got.grey_f
         fr.col, fr.col_f = got.col, got.col_f
-        if i == ref_i and p.color.tca:
+        if i == s.ref_i and p.color.tca:
             # The reference moved on from an unreadable first choice.
-            tca = got.tca if got.tca is not None else estimate_tca(got.image, p.color)
+            s.tca = got.tca if got.tca is not None else estimate_tca(got.image, p.color)
         fr.image, fr.on_device = got.image, got.on_device
-        if i == ref_i:
-            ref_feats = al.detect(got.grey, p.align)
-            ref_pyr = al.ReferencePyramid(got.grey, p.align) if p.align.ecc else None
-        queue_sure_aligns()
-        report(0.2 * (n_done + 1) / len(order), f"develop {fr.path.name}")
+        if i == s.ref_i:
+            q.set_reference(got.grey)
+        q.queue_sure(s.scores, s.ref_i)
+        report((n_done + 1) / len(order), f"develop {fr.path.name}")
     # The futures hold the developed frames: drop them so that a frame freed
     # later (after fusion) really goes.
     futs.clear()
     got = None
-    times["develop"] = time.perf_counter() - t0
-    cpu["develop"] = time.process_time() - c0
-    usable = [i for i in range(len(frames)) if frames[i].image is not None]
+    s.usable = [i for i in range(len(frames)) if frames[i].image is not None]
     # Name every unreadable file and its reason, not only the folder.
     bad = "; ".join(f"{fr.path.name}: {fr.record.get('reason')}" for fr in frames if fr.image is None)
     why = f" ({bad})" if bad else ""
-    if ref_i < 0 or frames[ref_i].image is None:
-        raise InputError(folder, f"no readable reference frame{why}")
-    if len(usable) < 2:
-        raise InputError(folder, f"need at least 2 readable frames (found {len(usable)}){why}")
+    if s.ref_i < 0 or frames[s.ref_i].image is None:
+        raise InputError(run.folder, f"no readable reference frame{why}")
+    if len(s.usable) < 2:
+        raise InputError(run.folder, f"need at least 2 readable frames (found {len(s.usable)}){why}")
+    assert ref_size is not None
+    s.ref_size = ref_size
+    return s
 
-    # ---------------------------------------------------------- sharpness
-    t0, c0 = time.perf_counter(), time.process_time()
-    keep, reasons = rank_frames([scores[i] for i in usable], p.sharpness, protect=usable.index(ref_i))
-    for k, i in enumerate(usable):
+
+def _rank(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Drop the worst frames by sharpness (never the reference)."""
+    keep, reasons = rank_frames([s.scores[i] for i in s.usable], run.p.sharpness, protect=s.usable.index(s.ref_i))
+    for k, i in enumerate(s.usable):
         if not keep[k]:
-            frames[i].record["reason"] = reasons[k]
-            frames[i].on_device = None  # its device copy goes back to the pool
-    cand = [i for k, i in enumerate(usable) if keep[k]]
-    times["sharpness"] = time.perf_counter() - t0
-    cpu["sharpness"] = time.process_time() - c0
+            s.frames[i].record["reason"] = reasons[k]
+            s.frames[i].on_device = None  # its device copy goes back to the pool
+    s.candidates = [i for k, i in enumerate(s.usable) if keep[k]]
+    return s
 
-    # -------------------------------------------------------------- align
-    t0, c0 = time.perf_counter(), time.process_time()
-    ref = frames[ref_i]
-    assert ref.grey is not None
-    aligned = [ref_i]
+
+def _align(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Coarse and fine alignment of every kept frame to the reference."""
+    frames, ref, q = s.frames, s.ref, s.queue
+    assert ref.grey is not None and q is not None
+    s.aligned = [s.ref_i]
     ref.record.update(kept=True, reg_error=0.0, transform=np.eye(3).tolist())
-    others = [i for i in cand if i != ref_i]
-    early = sum(1 for i in others if i in align_futs)
+    others = [i for i in s.candidates if i != s.ref_i]
+    s.aligned_early = sum(1 for i in others if i in q.futures)
     # Frames align independently against the one reference (SIFT, matching
     # and ECC release the GIL): threads, results applied in order. Those the
     # ranking kept that were not sure during develop are queued now.
     for i in others:
-        if i not in align_futs:
-            align_futs[i] = pool.submit(align_one, i)
+        q.queue(i)
     for n_done, i in enumerate(others):
-        res, t, cc, note = align_futs.pop(i).result()
+        res, t, cc, note = q.futures.pop(i).result()
         fr = frames[i]
         assert fr.grey is not None
         if not res.ok:
             fr.record["reason"] = f"alignment failed: {res.reason}"
             fr.image = fr.on_device = None
         else:
-            if ref_pyr is not None:
+            if q.ref_pyr is not None:
                 fr.record["ecc"] = cc
             src, dst = res._src, res._dst  # type: ignore[attr-defined]
             fr.record["reg_error"] = al._residual(t, src, dst) / fr.grey_f[0]
@@ -435,199 +563,233 @@ def _process_stack(
             fr.transform /= fr.transform[2, 2]
             fr.record["transform"] = fr.transform.tolist()
             fr.record["kept"] = True
-            aligned.append(i)
-        report(0.2 + 0.2 * (n_done + 1) / max(1, len(others)), f"align {fr.path.name}")
-    times["align"] = time.perf_counter() - t0
-    cpu["align"] = time.process_time() - c0
-    if len(aligned) < 2 and len(others) > 0:
-        raise InputError(folder, "need at least 2 frames that align with the reference")
+            s.aligned.append(i)
+        report((n_done + 1) / max(1, len(others)), f"align {fr.path.name}")
+    if len(s.aligned) < 2 and len(others) > 0:
+        raise InputError(run.folder, "need at least 2 frames that align with the reference")
+    return s
 
-    # ------------------------------------------------------------- colour
-    t0, c0 = time.perf_counter(), time.process_time()
-    assert ref_size is not None
-    inputs: list[FrameInput] = []
+
+def _match_colour(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Colour: each aligned frame's gain and offset against the reference
+    (measured on the aligned proxies, so it runs after alignment)."""
+    p, ref = run.p, s.ref
 
     def match_one(i: int) -> tuple[np.ndarray, np.ndarray] | None:
-        fr = frames[i]
+        fr = s.frames[i]
         assert fr.col is not None and ref.col is not None
-        if p.color.match and i != ref_i:
+        if p.color.match and i != s.ref_i:
             return match_to_reference(ref.col, ref.col_f, fr.col, fr.col_f, fr.transform, p.color)
         return None
 
     with ThreadPoolExecutor(max_workers=_workers(p)) as pool:
-        for i, fit in zip(aligned, pool.map(match_one, aligned), strict=True):
-            fr = frames[i]
+        for i, fit in zip(s.aligned, pool.map(match_one, s.aligned), strict=True):
+            fr = s.frames[i]
             assert fr.image is not None
             gain = offset = None
             if fit is not None:
                 gain, offset = fit
                 fr.record["gain"] = [round(float(x), 5) for x in gain]
                 fr.record["offset"] = [round(float(x), 6) for x in offset]
-            inputs.append(FrameInput(fr.image, fr.transform, gain=gain, offset=offset, tca=tca))
-    times["color"] = time.perf_counter() - t0
-    cpu["color"] = time.process_time() - c0
+            s.inputs.append(FrameInput(fr.image, fr.transform, gain=gain, offset=offset, tca=s.tca))
+    return s
 
-    # ------------------------------------------------------------- master
-    t0, c0 = time.perf_counter(), time.process_time()
-    devf = None
-    if on_device:
+
+def _master(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """The master: per-pixel median of the aligned frames (reference size)."""
+    if run.on_device:
         from .fuse_gpu import DeviceFrames, make_master_xp
 
         # Each frame went to the device once, in its decode thread.
-        devf = DeviceFrames(inputs, xp, [frames[i].on_device for i in aligned])
-        master = make_master_xp(inputs, ref_size, p.fuse, xp, devf, lambda f, m: report(0.4 + 0.1 * f, m))
+        s.device_frames = DeviceFrames(s.inputs, run.xp, [s.frames[i].on_device for i in s.aligned])
+        s.master = make_master_xp(s.inputs, s.ref_size, run.p.fuse, run.xp, s.device_frames, report)
     else:
-        master = make_master(inputs, ref_size, p.fuse, lambda f, m: report(0.4 + 0.1 * f, m))
-    times["master"] = time.perf_counter() - t0
-    cpu["master"] = time.process_time() - c0
+        s.master = make_master(s.inputs, s.ref_size, run.p.fuse, report)
+    return s
 
-    # --------------------------------------------------------------- flow
-    t0, c0 = time.perf_counter(), time.process_time()
-    flow_rms = []
-    if p.flow.method != "none":
-        mg, _ = proxy(al.align_proxy(master), reg_px)
-        gh, gw = mg.shape
 
-        def flow_one(i: int, fin: FrameInput) -> Any:
-            fr = frames[i]
-            assert fr.grey is not None
-            tp = rescale_transform(fin.transform, ref.grey_f, fr.grey_f)
-            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-            warped = cv2.warpPerspective(fr.grey, tp, (gw, gh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-            ones = np.full(fr.grey.shape, 255, np.uint8)
-            valid = cv2.warpPerspective(ones, tp, (gw, gh), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-            return compute_flow(mg, warped, p.flow, valid, base_f=ref.grey_f)
+def _flow(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Residual motion of each aligned frame against the master."""
+    p, ref = run.p, s.ref
+    if p.flow.method == "none":
+        return s
+    mg, _ = proxy(al.align_proxy(s.master), run.reg_px)
+    gh, gw = mg.shape
 
-        with ThreadPoolExecutor(max_workers=_workers(p)) as pool:
-            for k, ff in enumerate(pool.map(flow_one, aligned, inputs)):
-                fr, fin = frames[aligned[k]], inputs[k]
-                if ff is not None:
-                    fin.flow = ff
-                    fr.record["flow_rms"] = round(ff.rms(), 4)
-                    flow_rms.append(ff.rms())
-                report(0.5 + 0.1 * (k + 1) / len(aligned), f"flow {fr.path.name}")
-    times["flow"] = time.perf_counter() - t0
-    cpu["flow"] = time.process_time() - c0
+    def flow_one(i: int, fin: FrameInput) -> Any:
+        fr = s.frames[i]
+        assert fr.grey is not None
+        tp = rescale_transform(fin.transform, ref.grey_f, fr.grey_f)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        warped = cv2.warpPerspective(fr.grey, tp, (gw, gh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        ones = np.full(fr.grey.shape, 255, np.uint8)
+        valid = cv2.warpPerspective(ones, tp, (gw, gh), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        return compute_flow(mg, warped, p.flow, valid, base_f=ref.grey_f)
 
-    # --------------------------------------------------------------- fuse
-    t0, c0 = time.perf_counter(), time.process_time()
-    use_model = upscale_model and scale > MODEL_ROUTE_SCALE
-    fuse_scale = MODEL_ROUTE_SCALE if use_model else scale
-    out_size = (round(fuse_scale * ref_size[0]), round(fuse_scale * ref_size[1]))
-    if on_device:
-        from .fuse_gpu import deblur_xp, fuse_xp, unsharp_mask_xp
+    with ThreadPoolExecutor(max_workers=_workers(p)) as pool:
+        for k, ff in enumerate(pool.map(flow_one, s.aligned, s.inputs)):
+            fr, fin = s.frames[s.aligned[k]], s.inputs[k]
+            if ff is not None:
+                fin.flow = ff
+                fr.record["flow_rms"] = round(ff.rms(), 4)
+                s.flow_rms.append(ff.rms())
+            report((k + 1) / len(s.aligned), f"flow {fr.path.name}")
+    return s
+
+
+def _fuse(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Kernel fusion onto the output grid (x2 when the model does the rest);
+    the frames are freed afterwards."""
+    p, xp = run.p, run.xp
+    s.use_model = run.upscale_model and run.scale > MODEL_ROUTE_SCALE
+    s.fuse_scale = MODEL_ROUTE_SCALE if s.use_model else run.scale
+    out_size = (round(s.fuse_scale * s.ref_size[0]), round(s.fuse_scale * s.ref_size[1]))
+    if run.on_device:
+        from .fuse_gpu import fuse_xp
 
         # From here to the sharpened result the image stays on the device.
-        out = fuse_xp(
-            inputs,
-            fuse_scale,
-            out_size,
-            master,
-            p.fuse,
-            xp,
-            devf,
-            lambda f, m: report(0.6 + 0.3 * f, m),
-            to_host_result=False,
+        s.image = fuse_xp(
+            s.inputs, s.fuse_scale, out_size, s.master, p.fuse, xp, s.device_frames, report, to_host_result=False
         )
         backend.synchronize(xp)
     else:
-        out = fuse(inputs, fuse_scale, out_size, master, p.fuse, lambda f, m: report(0.6 + 0.3 * f, m))
-    del inputs, devf
-    for fr in frames:
+        s.image = fuse(s.inputs, s.fuse_scale, out_size, s.master, p.fuse, report)
+    s.inputs, s.device_frames = [], None
+    for fr in s.frames:
         fr.image = fr.on_device = None
-    if on_device:
+    if run.on_device:
         backend.release_pool(xp)  # the frames' device copies go back before the model needs memory
-    times["fuse"] = time.perf_counter() - t0
-    cpu["fuse"] = time.process_time() - c0
-    frame_stages.close()  # the frame threads stop and the libraries get their own threads back
-    if p.color.dehaze:
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = dehaze(backend.to_host(out) if on_device else out, p.color)
-        out = xp.asarray(out) if on_device else out
-        times["dehaze"] = time.perf_counter() - t0
-        cpu["dehaze"] = time.process_time() - c0
-    # Back to the reference's encoding; deconvolution and sharpening act on
-    # the encoded image (measured: +0.3 dB over linear on clean bursts).
-    out = encode(out, ref.encoding)  # on the device too (same 16-bit table)
-    if p.fuse.method == "kernel":
-        t0, c0 = time.perf_counter(), time.process_time()
-        if on_device:
-            out = deblur_xp(out, fuse_scale, p.fuse, xp)
-            backend.synchronize(xp)
-        else:
-            out = deblur(out, fuse_scale, p.fuse)
-        times["deblur"] = time.perf_counter() - t0
-        cpu["deblur"] = time.process_time() - c0
-    if use_model:
-        t0, c0 = time.perf_counter(), time.process_time()
-        from ..upscale.upscale import upscale_array
+    return s
 
-        report(0.9, "upscale model")
-        out = upscale_array(out, scale / fuse_scale, device=on_device)
-        if on_device:
-            backend.synchronize(xp)
-        else:
-            out = np.asarray(out, np.float32)
-        times["upscale"] = time.perf_counter() - t0
-        cpu["upscale"] = time.process_time() - c0
-    t0, c0 = time.perf_counter(), time.process_time()
-    if on_device:
-        out = unsharp_mask_xp(out, p.sharpen, xp)
-        backend.synchronize(xp)
+
+def _dehaze(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Haze removal (color.dehaze), on the host."""
+    out = dehaze(backend.to_host(s.image) if run.on_device else s.image, run.p.color)
+    s.image = run.xp.asarray(out) if run.on_device else out
+    return s
+
+
+def _encode(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Back to the reference's encoding: deconvolution and sharpening act on
+    the encoded image (measured: +0.3 dB over linear on clean bursts)."""
+    s.image = encode(s.image, s.ref.encoding)  # on the device too (same 16-bit table)
+    return s
+
+
+def _deblur(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Wiener deconvolution of the pixel integration (kernel fusion only)."""
+    if run.on_device:
+        from .fuse_gpu import deblur_xp
+
+        s.image = deblur_xp(s.image, s.fuse_scale, run.p.fuse, run.xp)
+        backend.synchronize(run.xp)
     else:
-        out = unsharp_mask(out, p.sharpen)
-    times["sharpen"] = time.perf_counter() - t0
-    cpu["sharpen"] = time.process_time() - c0
-    if result_dtype == "uint16":
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = quantize16_consuming(out)  # on the device when there: half the bytes to copy back
-        if on_device:
-            backend.synchronize(xp)
-        times["quantize"] = time.perf_counter() - t0
-        cpu["quantize"] = time.process_time() - c0
-    if on_device:
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = backend.to_host(out)  # the one copy of the result back to the host
-        backend.release_pool(xp)
-        times["to_host"] = time.perf_counter() - t0
-        cpu["to_host"] = time.process_time() - c0
-    want = (round(scale * ref_size[0]), round(scale * ref_size[1]))
+        s.image = deblur(s.image, s.fuse_scale, run.p.fuse)
+    return s
+
+
+def _upscale(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """EDSR for the scale beyond the fusion's."""
+    from ..upscale.upscale import upscale_array
+
+    report(0.0, "upscale model")
+    s.image = upscale_array(s.image, run.scale / s.fuse_scale, device=run.on_device)
+    if run.on_device:
+        backend.synchronize(run.xp)
+    else:
+        s.image = np.asarray(s.image, np.float32)
+    return s
+
+
+def _sharpen(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """Unsharp mask."""
+    if run.on_device:
+        from .fuse_gpu import unsharp_mask_xp
+
+        s.image = unsharp_mask_xp(s.image, run.p.sharpen, run.xp)
+        backend.synchronize(run.xp)
+    else:
+        s.image = unsharp_mask(s.image, run.p.sharpen)
+    return s
+
+
+def _quantize(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """16-bit codes (result_dtype "uint16"), where the image is."""
+    s.image = quantize16_consuming(s.image)  # on the device when there: half the bytes to copy back
+    if run.on_device:
+        backend.synchronize(run.xp)
+    return s
+
+
+def _to_host(run: StackRun, s: StackState, report: Progress) -> StackState:
+    """The one copy of the result back to the host (GPU path)."""
+    s.image = backend.to_host(s.image)
+    backend.release_pool(run.xp)
+    return s
+
+
+#: The stack, in order: the one place to add, remove or reorder a stage. The
+#: frame-parallel stages come first (the frame threads and their library
+#: settings end before the first stage that is not); progress spans are
+#: (start, width) of the whole run's [0, 1].
+STAGES: tuple[Stage, ...] = (
+    Stage("develop", _develop, progress=(0.0, 0.2), frame_parallel=True),
+    Stage("sharpness", _rank, frame_parallel=True),
+    Stage("align", _align, progress=(0.2, 0.2), frame_parallel=True),
+    Stage("color", _match_colour, frame_parallel=True),
+    Stage("master", _master, progress=(0.4, 0.1), frame_parallel=True),
+    Stage("flow", _flow, progress=(0.5, 0.1), frame_parallel=True),
+    Stage("fuse", _fuse, progress=(0.6, 0.3), frame_parallel=True),
+    Stage("dehaze", _dehaze, when=lambda run, s: run.p.color.dehaze),
+    Stage("encode", _encode, timed=False),
+    Stage("deblur", _deblur, when=lambda run, s: run.p.fuse.method == "kernel"),
+    Stage("upscale", _upscale, progress=(0.9, 0.0), when=lambda run, s: s.use_model),
+    Stage("sharpen", _sharpen),
+    Stage("quantize", _quantize, when=lambda run, s: run.result_dtype == "uint16"),
+    Stage("to_host", _to_host, when=lambda run, s: run.on_device),
+)
+
+
+def _result(run: StackRun, s: StackState, t_all: float) -> StackResult:
+    """The checked result, its metrics and its recipe."""
+    out, ref_size = s.image, s.ref_size
+    want = (round(run.scale * ref_size[0]), round(run.scale * ref_size[1]))
     if (out.shape[1], out.shape[0]) != want:
         raise RuntimeError(f"output {out.shape[1]}x{out.shape[0]} is not {want[0]}x{want[1]}")
-    report(1.0, "done")
+    run.report(1.0, "done")
     total = time.perf_counter() - t_all
-    n_in = len(usable)
+    n_in = len(s.usable)
     mp_in = n_in * ref_size[0] * ref_size[1] / 1e6
     metrics: dict[str, Any] = {
-        "seconds": {k: round(v, 3) for k, v in times.items()},
+        "seconds": {k: round(v, 3) for k, v in s.times.items()},
         "seconds_total": round(total, 3),
-        "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},
-        "frames_total": len(paths),
+        "cpu_seconds": {k: round(v, 3) for k, v in s.cpu.items()},
+        "frames_total": len(run.paths),
         "frames_readable": n_in,
-        "frames_fused": len(aligned),
+        "frames_fused": len(s.aligned),
         "input_megapixels": round(mp_in, 3),
         "megapixels_per_second": round(mp_in / total, 3) if total > 0 else None,
-        "reference": frames[ref_i].path.name,
+        "reference": s.ref.path.name,
         "reference_size": list(ref_size),
         "output_size": [int(out.shape[1]), int(out.shape[0])],
-        "fuse_scale": fuse_scale,
-        "upscale_model": use_model,
-        "encoding": ref.encoding,
-        "device": dev if on_device else "cpu",
-        "flow_rms_mean": round(float(np.mean(flow_rms)), 4) if flow_rms else None,
-        "aligned_during_develop": early,
-        "gpu_fused_kernel": _fused_kernel_used() if on_device else None,
+        "fuse_scale": s.fuse_scale,
+        "upscale_model": s.use_model,
+        "encoding": s.ref.encoding,
+        "device": run.dev if run.on_device else "cpu",
+        "flow_rms_mean": round(float(np.mean(s.flow_rms)), 4) if s.flow_rms else None,
+        "aligned_during_develop": s.aligned_early,
+        "gpu_fused_kernel": _fused_kernel_used() if run.on_device else None,
         "library_threads": backend.library_threads(),
     }
-    if tca is not None:
-        metrics["tca"] = [round(tca[0], 6), round(tca[1], 6)]
+    if s.tca is not None:
+        metrics["tca"] = [round(s.tca[0], 6), round(s.tca[1], 6)]
     recipe = {
-        "stack": p.to_dict(),
-        "scale": scale,
-        "reference": frames[ref_i].path.name,
-        "upscale_model": use_model,
-        "frames": [fr.path.name for fr in frames],
+        "stack": run.p.to_dict(),
+        "scale": run.scale,
+        "reference": s.ref.path.name,
+        "upscale_model": s.use_model,
+        "frames": [fr.path.name for fr in s.frames],
     }
-    if result_dtype == "float32":
+    if run.result_dtype == "float32":
         out = out.astype(np.float32, copy=False)
-    return StackResult(out, [fr.record for fr in frames], metrics, recipe)
+    return StackResult(out, [fr.record for fr in s.frames], metrics, recipe)

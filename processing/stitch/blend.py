@@ -147,25 +147,16 @@ def _mask_crop(mask: np.ndarray, r: tuple[int, int, int, int], m: int, A: int) -
     return cx0, cy0, cx1, cy1
 
 
-def render_rect(
-    layers: Sequence[Layer],
-    canvas: Canvas,
-    rect: tuple[int, int, int, int],
-    cache: SourceCache,
-    bands: int = 5,
-    labels: np.ndarray | None = None,
-    only: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render output pixels ``rect`` = (x0, y0, x1, y1) of the panorama.
+#: One image instance meeting a block: [layer index, its rectangle (x0, y0,
+#: x1, y1) on the canvas, its slice of the extended block, map x, map y,
+#: validity].
+_Instance = list
 
-    ``labels``: optional seam label map on a proxy of the canvas (layer index
-    per proxy pixel, see stitch_seams.py); without it, Voronoi seams.
-    ``only``: indices of the layers that may meet the rectangle (a spatial
-    pre-selection by the caller); default all.
 
-    Returns (rgb float32 HxWx3 in [0, 1] (0 where uncovered), alpha float32 HxW).
-    x may run outside [0, width) with wrap (periodic canvas).
-    """
+def _block_extent(rect: tuple[int, int, int, int], canvas: Canvas, bands: int) -> tuple[int, int, int, int]:
+    """RECT grown by the pyramid's margin and aligned to its coarsest grid
+    (absolute canvas coordinates), so a block rendered alone equals the same
+    pixels of the whole panorama."""
     x0, y0, x1, y1 = rect
     A = 1 << bands
     m = margin_for(bands)
@@ -176,27 +167,46 @@ def render_rect(
     ey0 = max(0, (y0 - m) // A * A)
     ey1 = -(-min(canvas.height, y1 + m) // A) * A
     ey1 = max(ey1, ey0 + A)
-    ex_rect = (ex0, ey0, ex1, ey1)
-    EW, EH = ex1 - ex0, ey1 - ey0
-    out_sl = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
+    return ex0, ey0, ex1, ey1
 
-    # pass 1: maps and validity for every instance that meets the block
+
+def _block_instances(
+    layers: Sequence[Layer],
+    canvas: Canvas,
+    ex_rect: tuple[int, int, int, int],
+    only: Sequence[int] | None,
+    bands: int,
+) -> tuple[list[_Instance], np.ndarray]:
+    """Pass 1: maps and validity for every instance that meets the extended
+    block, and the block's coverage."""
+    ex0, ey0, ex1, ey1 = ex_rect
     inst = []
-    cov = np.zeros((EH, EW), bool)
+    cov = np.zeros((ey1 - ey0, ex1 - ex0), bool)
     for li in range(len(layers)) if only is None else only:
         L = layers[li]
-        for sx0, sy0, sx1, sy1 in _instances(L.footprint, ex_rect, canvas, m, A):
+        for sx0, sy0, sx1, sy1 in _instances(L.footprint, ex_rect, canvas, margin_for(bands), 1 << bands):
             mx, my, valid = block_map(L.cam, canvas, sx0, sy0, sx1 - sx0, sy1 - sy0)
             if not valid.any():
                 continue
             sl = (slice(sy0 - ey0, sy1 - ey0), slice(sx0 - ex0, sx1 - ex0))
             cov[sl] |= valid
             inst.append([li, (sx0, sy0, sx1, sy1), sl, mx, my, valid])
-    if not inst:
-        return np.zeros((y1 - y0, x1 - x0, 3), np.float32), np.zeros((y1 - y0, x1 - x0), np.float32)
+    return inst, cov
 
-    # seam masks: the proxy label map where its image is valid here, else
-    # Voronoi of the distance to the source border (computed only if needed)
+
+def _seam_masks(
+    layers: Sequence[Layer],
+    canvas: Canvas,
+    ex_rect: tuple[int, int, int, int],
+    inst: list[_Instance],
+    cov: np.ndarray,
+    labels: np.ndarray | None,
+) -> list[np.ndarray]:
+    """Each instance's seam mask: the proxy label map where its image is valid
+    here, else Voronoi of the distance to the source border (computed only if
+    needed)."""
+    ex0, ey0, ex1, ey1 = ex_rect
+    EW, EH = ex1 - ex0, ey1 - ey0
     masks: list[np.ndarray] = []
     need_voronoi = labels is None
     if labels is not None:
@@ -236,24 +246,73 @@ def render_rect(
             win = (wk[k] >= best) & (wk[k] > 0)
             masks[k][ys[win] - (sy0 - ey0), xs[win] - (sx0 - ex0)] = True
         del wk, best
+    return masks
+
+
+def render_rect(
+    layers: Sequence[Layer],
+    canvas: Canvas,
+    rect: tuple[int, int, int, int],
+    cache: SourceCache,
+    bands: int = 5,
+    labels: np.ndarray | None = None,
+    only: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render output pixels ``rect`` = (x0, y0, x1, y1) of the panorama.
+
+    ``labels``: optional seam label map on a proxy of the canvas (layer index
+    per proxy pixel, see seams.py); without it, Voronoi seams.
+    ``only``: indices of the layers that may meet the rectangle (a spatial
+    pre-selection by the caller); default all.
+
+    Returns (rgb float32 HxWx3 in [0, 1] (0 where uncovered), alpha float32 HxW).
+    x may run outside [0, width) with wrap (periodic canvas).
+    """
+    x0, y0, x1, y1 = rect
+    ex_rect = _block_extent(rect, canvas, bands)
+    ex0, ey0, ex1, ey1 = ex_rect
+    out_sl = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
+    inst, cov = _block_instances(layers, canvas, ex_rect, only, bands)
+    if not inst:
+        return np.zeros((y1 - y0, x1 - x0, 3), np.float32), np.zeros((y1 - y0, x1 - x0), np.float32)
+    masks = _seam_masks(layers, canvas, ex_rect, inst, cov, labels)
     # only images owning part of the block (+ margin) contribute: with many
     # overlapping views (near a cylinder's poles) most instances drop here
     keep = [k for k, mk in enumerate(masks) if mk.any()]
     inst = [inst[k] for k in keep]
     masks = [masks[k] for k in keep]
-
     if bands <= 0 or len(inst) == 1:
         # hard seams, or one image: its pixels as they are (a one-image
         # pyramid reconstructs the image itself)
-        acc = np.zeros((EH, EW, 3), np.float32)
+        acc = np.zeros((ey1 - ey0, ex1 - ex0, 3), np.float32)
         for (li, _r, sl, mx, my, _valid), sel in zip(inst, masks, strict=True):
             img = _sample(layers[li], cache, mx, my)
             np.copyto(acc[sl], img, where=sel[:, :, None])
         out = np.clip(acc[out_sl], 0.0, 1.0)
-        alpha = cov[out_sl].astype(np.float32)
-        out *= alpha[:, :, None]
-        return out, alpha
+    else:
+        out = np.clip(_blend_bands(layers, cache, inst, masks, rect, ex_rect, bands), 0.0, 1.0)
+    alpha = cov[out_sl].astype(np.float32)
+    out *= alpha[:, :, None]
+    return out, alpha
 
+
+def _blend_bands(
+    layers: Sequence[Layer],
+    cache: SourceCache,
+    inst: list[_Instance],
+    masks: list[np.ndarray],
+    rect: tuple[int, int, int, int],
+    ex_rect: tuple[int, int, int, int],
+    bands: int,
+) -> np.ndarray:
+    """Multi-band blend of the instances over RECT (unclipped): each image's
+    pyramid cropped to its seam mask + the margin, per-level weights
+    Gaussian(seam) x Gaussian(validity), renormalised."""
+    x0, y0, x1, y1 = rect
+    ex0, ey0, ex1, ey1 = ex_rect
+    EW, EH = ex1 - ex0, ey1 - ey0
+    A = 1 << bands
+    m = margin_for(bands)
     # level 0: the seam masks are binary and partition the covered pixels, so
     # the blended finest band is each pixel's owner's band (no weights)
     # (only the output rectangle is needed at level 0; the margin feeds the
@@ -310,10 +369,7 @@ def render_rect(
         res = cv2.pyrUp(res, dstsize=(lev.shape[1], lev.shape[0])) + lev
     res = _up_region(res, oy0, oy0 + OH, ox0, ox0 + OW)
     res += acc0
-    out = np.clip(res, 0.0, 1.0)
-    alpha = cov[out_sl].astype(np.float32)
-    out *= alpha[:, :, None]
-    return out, alpha
+    return res
 
 
 def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.ndarray:

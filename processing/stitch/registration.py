@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -467,6 +468,214 @@ def _skew(v: np.ndarray) -> np.ndarray:
     )
 
 
+@dataclass
+class _RayProblem:
+    """What bundle adjustment keeps fixed: the sampled matches (centred pixel
+    coordinates of both ends, image and pair of each), the focal groups, the
+    parameter layout (3 rotation parameters per free image, then a log focal
+    and a k1 per group when adjusted) and the robust weights."""
+
+    ai: np.ndarray  # image (index into comp) of each match's first end
+    aj: np.ndarray
+    qi0: np.ndarray  # centred pixel coordinates of the first end
+    qj0: np.ndarray
+    pid: np.ndarray  # pair of each match (index into the used pairs)
+    gidx: np.ndarray  # focal group of each image
+    logf_prior: np.ndarray  # per group
+    fs: float  # mean focal: residuals in pixels
+    rot_col: np.ndarray  # first Jacobian column of each image's rotation (-1: the fixed one)
+    n_free: int  # images whose rotation is adjusted
+    nf: int  # log-focal parameters (0 or one per group)
+    nk: int  # k1 parameters (0 or one per group)
+    estimate_k1: bool
+    optimize_focal: bool
+    huber_px: float
+    focal_weight: float
+    k1_weight: float
+
+    @property
+    def m(self) -> int:
+        return len(self.ai)
+
+    @property
+    def ng(self) -> int:
+        return len(self.logf_prior)
+
+    def cam_v(self, a: np.ndarray, q0: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Unit camera rays of the points Q0 of images A."""
+        f = np.exp(logf[self.gidx[a]])
+        xd, yd = q0[:, 0] / f, q0[:, 1] / f
+        xn, yn = xd, yd
+        if self.estimate_k1:
+            k = lens[self.gidx[a]]
+            for _ in range(6):  # invert pixel = f xn (1 + k1 r^2)
+                d = 1.0 + k * (xn * xn + yn * yn)
+                xn, yn = xd / d, yd / d
+        q = np.stack([xn, yn, np.ones(self.m)], 1)
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+    def state(self, R: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> list:
+        """Per end of the matches: world rays and their derivatives by log focal and k1."""
+        out = []
+        h = 1e-6
+        for a, q0 in ((self.ai, self.qi0), (self.aj, self.qj0)):
+            v = self.cam_v(a, q0, logf, lens)
+            w = np.einsum("nij,nj->ni", R[a], v)
+            # derivatives of the camera ray by log focal and k1 (forward differences)
+            dvf = (self.cam_v(a, q0, logf + h, lens) - v) / h
+            dvk = (self.cam_v(a, q0, logf, lens + h) - v) / h if self.estimate_k1 else None
+            out.append(
+                (
+                    w,
+                    np.einsum("nij,nj->ni", R[a], dvf),
+                    None if dvk is None else np.einsum("nij,nj->ni", R[a], dvk),
+                )
+            )
+        return out
+
+    def residuals(self, R: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, list]:
+        st = self.state(R, logf, lens)
+        e = (st[0][0] - st[1][0]) * self.fs
+        return e, st
+
+    def cost(self, e: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> float:
+        huber_px = self.huber_px
+        r = np.linalg.norm(e, axis=1)
+        c = np.where(r <= huber_px, 0.5 * r**2, huber_px * (r - 0.5 * huber_px)).sum()
+        if self.optimize_focal:
+            c += 0.5 * ((self.focal_weight * (logf - self.logf_prior)) ** 2).sum()
+        if self.estimate_k1:
+            c += 0.5 * ((self.k1_weight * lens) ** 2).sum()
+        return float(c)
+
+    def normal_equations(self, st: list, e: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> tuple[Any, np.ndarray]:
+        """J^T W J (sparse, CSC) and J^T W r at the current state: the analytic
+        sparse Jacobian, Huber weights, and the priors' rows."""
+        from scipy.sparse import coo_matrix, diags
+
+        m, ng, fs, n_rot = self.m, self.ng, self.fs, 3 * self.n_free
+        nf, nk, focal_weight, k1_weight = self.nf, self.nk, self.focal_weight, self.k1_weight
+        rows3 = (3 * np.arange(m))[:, None] + np.arange(3)[None, :]
+        (wi, dwi, dki), (wj, dwj, dkj) = st
+        rr = np.linalg.norm(e, axis=1)
+        wt = np.where(rr <= self.huber_px, 1.0, self.huber_px / np.maximum(rr, 1e-12))
+        data, rr_, cc_ = [], [], []
+        # d(R_i v) / d delta_i = -[R_i v]x ; for j the sign flips
+        for a, w, sign in ((self.ai, wi, 1.0), (self.aj, wj, -1.0)):
+            Jr = -sign * fs * _skew(w)  # (m,3,3)
+            ok = self.rot_col[a] >= 0
+            cols = self.rot_col[a][:, None] + np.arange(3)[None, :]
+            for r_ in range(3):
+                data.append(Jr[ok, r_, :].ravel())
+                rr_.append(np.repeat(rows3[ok, r_], 3))
+                cc_.append(cols[ok].ravel())
+        if self.optimize_focal:
+            for a, dw, sign in ((self.ai, dwi, 1.0), (self.aj, dwj, -1.0)):
+                for r_ in range(3):
+                    data.append(sign * fs * dw[:, r_])
+                    rr_.append(rows3[:, r_])
+                    cc_.append(n_rot + self.gidx[a])
+            data.append(np.full(ng, focal_weight))
+            rr_.append(3 * m + np.arange(ng))
+            cc_.append(n_rot + np.arange(ng))
+        if self.estimate_k1:
+            for a, dk, sign in ((self.ai, dki, 1.0), (self.aj, dkj, -1.0)):
+                for r_ in range(3):
+                    data.append(sign * fs * dk[:, r_])
+                    rr_.append(rows3[:, r_])
+                    cc_.append(n_rot + nf + self.gidx[a])
+            data.append(np.full(ng, k1_weight))
+            rr_.append(3 * m + nf + np.arange(ng))
+            cc_.append(n_rot + nf + np.arange(ng))
+        J = coo_matrix(
+            (np.concatenate(data), (np.concatenate(rr_), np.concatenate(cc_))), shape=(3 * m + nf + nk, n_rot + nf + nk)
+        ).tocsr()
+        res = e.ravel()
+        wvec = np.repeat(wt, 3)
+        if self.optimize_focal:
+            res = np.concatenate([res, focal_weight * (logf - self.logf_prior)])
+            wvec = np.concatenate([wvec, np.ones(ng)])
+        if self.estimate_k1:
+            res = np.concatenate([res, k1_weight * lens])
+            wvec = np.concatenate([wvec, np.ones(ng)])
+        JtW = J.T @ diags(wvec)
+        return (JtW @ J).tocsc(), JtW @ res
+
+    def apply(
+        self, R: np.ndarray, logf: np.ndarray, lens: np.ndarray, step: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parameters moved by STEP (rotations composed on the left)."""
+        n_rot, nf = 3 * self.n_free, self.nf
+        d = np.zeros((len(R), 3))
+        d[self.rot_col >= 0] = step[:n_rot].reshape(-1, 3)
+        Rn = Rotation.from_rotvec(d).as_matrix() @ R
+        ln = logf + step[n_rot : n_rot + nf] if self.optimize_focal else logf
+        kn = lens + step[n_rot + nf :] if self.estimate_k1 else lens
+        return Rn, ln, kn
+
+
+def _ray_problem(
+    comp: list[int],
+    use: list[PairMatch],
+    feats: Sequence[Features],
+    focals: dict[int, float],
+    fixed: int,
+    max_points: int,
+    max_total_points: int,
+    focal_prior: dict[int, float] | None,
+    groups: dict[int, int] | None,
+    weights: dict[str, Any],
+) -> tuple[_RayProblem, np.ndarray]:
+    """The fixed data of bundle_adjust and the initial log focal per group."""
+    idx = {c: k for k, c in enumerate(comp)}
+    rng = np.random.default_rng(0)
+    # thousands of pairs: fewer points per pair, so the sparse Jacobian stays
+    # within a few hundred MB (rotations are well determined by ~30 points)
+    max_points = int(np.clip(max_total_points // len(use), 30, max_points))
+    A_i, A_j, P_i, P_j, pair_id = [], [], [], [], []
+    for k, p in enumerate(use):
+        sel = np.arange(p.n_inliers)
+        if len(sel) > max_points:
+            sel = rng.choice(sel, max_points, replace=False)
+        A_i.append(np.full(len(sel), idx[p.i]))
+        A_j.append(np.full(len(sel), idx[p.j]))
+        P_i.append(p.pi[sel])
+        P_j.append(p.pj[sel])
+        pair_id.append(np.full(len(sel), k))
+    ai, aj = np.concatenate(A_i), np.concatenate(A_j)
+    pi, pj = np.concatenate(P_i), np.concatenate(P_j)
+    n = len(comp)
+    wh = np.array([[feats[c].width, feats[c].height] for c in comp], np.float64)
+    gl = [groups.get(c, -1 - c) if groups else c for c in comp]
+    gids = {g: q for q, g in enumerate(dict.fromkeys(gl))}
+    gidx = np.array([gids[g] for g in gl])
+    ng = len(gids)
+    lf0 = np.log(np.array([focals[c] for c in comp]))
+    lfp = np.log(np.array([(focal_prior or focals).get(c, focals[c]) for c in comp]))
+    logf = np.array([lf0[gidx == q].mean() for q in range(ng)])
+    logf_prior = np.array([lfp[gidx == q].mean() for q in range(ng)])
+    k_fix = idx[fixed]
+    rot_col = np.full(n, -1)
+    free = [k for k in range(n) if k != k_fix]
+    rot_col[free] = 3 * np.arange(len(free))
+    problem = _RayProblem(
+        ai=ai,
+        aj=aj,
+        qi0=pi - (wh[ai] - 1) / 2.0,
+        qj0=pj - (wh[aj] - 1) / 2.0,
+        pid=np.concatenate(pair_id),
+        gidx=gidx,
+        logf_prior=logf_prior,
+        fs=float(np.exp(lf0).mean()),
+        rot_col=rot_col,
+        n_free=len(free),
+        nf=ng if weights["optimize_focal"] else 0,
+        nk=ng if weights["estimate_k1"] else 0,
+        **weights,
+    )
+    return problem, logf
+
+
 def bundle_adjust(
     comp: list[int],
     pairs: list[PairMatch],
@@ -491,165 +700,44 @@ def bundle_adjust(
 
     Residual: difference of the two unit world rays of a match, in pixels
     (times the mean focal), Huber-weighted; Levenberg-Marquardt with an
-    analytic sparse Jacobian, re-linearised around the current rotations.
-    A weak prior keeps focals near their initial values. With
-    ``estimate_k1`` a radial distortion k1 per focal group is adjusted too
-    (pixel = f * xn * (1 + k1 r^2), weak prior towards 0). Returns rotations,
-    focals, the per-pair RMS residual (px) and k1 per image.
+    analytic sparse Jacobian (_RayProblem.normal_equations), re-linearised
+    around the current rotations. A weak prior keeps focals near their
+    initial values. With ``estimate_k1`` a radial distortion k1 per focal
+    group is adjusted too (pixel = f * xn * (1 + k1 r^2), weak prior towards
+    0). Returns rotations, focals, the per-pair RMS residual (px) and k1 per
+    image.
     """
-    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse import diags
     from scipy.sparse.linalg import spsolve
 
-    idx = {c: k for k, c in enumerate(comp)}
-    rng = np.random.default_rng(0)
-    use = [p for p in pairs if p.i in idx and p.j in idx]
+    members = set(comp)
+    use = [p for p in pairs if p.i in members and p.j in members]
     if not use:
         return rots, focals, {}, {c: 0.0 for c in comp}
-    # thousands of pairs: fewer points per pair, so the sparse Jacobian stays
-    # within a few hundred MB (rotations are well determined by ~30 points)
-    max_points = int(np.clip(max_total_points // len(use), 30, max_points))
-    A_i, A_j, P_i, P_j, pair_id = [], [], [], [], []
-    for k, p in enumerate(use):
-        sel = np.arange(p.n_inliers)
-        if len(sel) > max_points:
-            sel = rng.choice(sel, max_points, replace=False)
-        A_i.append(np.full(len(sel), idx[p.i]))
-        A_j.append(np.full(len(sel), idx[p.j]))
-        P_i.append(p.pi[sel])
-        P_j.append(p.pj[sel])
-        pair_id.append(np.full(len(sel), k))
-    ai, aj = np.concatenate(A_i), np.concatenate(A_j)
-    pi, pj = np.concatenate(P_i), np.concatenate(P_j)
-    pid = np.concatenate(pair_id)
-    n, m = len(comp), len(ai)
-    wh = np.array([[feats[c].width, feats[c].height] for c in comp], np.float64)
+    weights = dict(
+        estimate_k1=estimate_k1,
+        optimize_focal=optimize_focal,
+        huber_px=huber_px,
+        focal_weight=focal_weight,
+        k1_weight=k1_weight,
+    )
+    prob, logf = _ray_problem(
+        comp, use, feats, focals, fixed, max_points, max_total_points, focal_prior, groups, weights
+    )
     R = np.stack([rots[c] for c in comp])
-    gl = [groups.get(c, -1 - c) if groups else c for c in comp]
-    gids = {g: q for q, g in enumerate(dict.fromkeys(gl))}
-    gidx = np.array([gids[g] for g in gl])
-    ng = len(gids)
-    lf0 = np.log(np.array([focals[c] for c in comp]))
-    lfp = np.log(np.array([(focal_prior or focals).get(c, focals[c]) for c in comp]))
-    logf = np.array([lf0[gidx == q].mean() for q in range(ng)])
-    logf_prior = np.array([lfp[gidx == q].mean() for q in range(ng)])
-    fs = float(np.exp(lf0).mean())
-    qi0 = pi - (wh[ai] - 1) / 2.0
-    qj0 = pj - (wh[aj] - 1) / 2.0
-    k_fix = idx[fixed]
-    rot_col = np.full(n, -1)
-    free = [k for k in range(n) if k != k_fix]
-    rot_col[free] = 3 * np.arange(len(free))
-    nf = ng if optimize_focal else 0
-    nk = ng if estimate_k1 else 0
-    n_par = 3 * len(free) + nf + nk
-    lens = np.zeros(ng)
-
-    def cam_v(a: np.ndarray, q0: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        f = np.exp(logf[gidx[a]])
-        xd, yd = q0[:, 0] / f, q0[:, 1] / f
-        xn, yn = xd, yd
-        if estimate_k1:
-            k = lens[gidx[a]]
-            for _ in range(6):  # invert pixel = f xn (1 + k1 r^2)
-                d = 1.0 + k * (xn * xn + yn * yn)
-                xn, yn = xd / d, yd / d
-        q = np.stack([xn, yn, np.ones(m)], 1)
-        return q / np.linalg.norm(q, axis=1, keepdims=True)
-
-    def state(R: np.ndarray, logf: np.ndarray, lens: np.ndarray):
-        out = []
-        h = 1e-6
-        for a, q0 in ((ai, qi0), (aj, qj0)):
-            v = cam_v(a, q0, logf, lens)
-            w = np.einsum("nij,nj->ni", R[a], v)
-            # derivatives of the camera ray by log focal and k1 (forward differences)
-            dvf = (cam_v(a, q0, logf + h, lens) - v) / h
-            dvk = (cam_v(a, q0, logf, lens + h) - v) / h if estimate_k1 else None
-            out.append(
-                (
-                    w,
-                    np.einsum("nij,nj->ni", R[a], dvf),
-                    None if dvk is None else np.einsum("nij,nj->ni", R[a], dvk),
-                )
-            )
-        return out
-
-    def residuals(R: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, list]:
-        st = state(R, logf, lens)
-        e = (st[0][0] - st[1][0]) * fs
-        return e, st
-
-    def cost(e: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> float:
-        r = np.linalg.norm(e, axis=1)
-        c = np.where(r <= huber_px, 0.5 * r**2, huber_px * (r - 0.5 * huber_px)).sum()
-        if optimize_focal:
-            c += 0.5 * ((focal_weight * (logf - logf_prior)) ** 2).sum()
-        if estimate_k1:
-            c += 0.5 * ((k1_weight * lens) ** 2).sum()
-        return float(c)
-
+    lens = np.zeros(prob.ng)
     lam = 1e-3
-    e, st = residuals(R, logf, lens)
-    c0 = cost(e, logf, lens)
-    rows3 = (3 * np.arange(m))[:, None] + np.arange(3)[None, :]
+    e, st = prob.residuals(R, logf, lens)
+    c0 = prob.cost(e, logf, lens)
     for _it in range(iterations):
-        (wi, dwi, dki), (wj, dwj, dkj) = st
-        rr = np.linalg.norm(e, axis=1)
-        wt = np.where(rr <= huber_px, 1.0, huber_px / np.maximum(rr, 1e-12))
-        data, rr_, cc_ = [], [], []
-        # d(R_i v) / d delta_i = -[R_i v]x ; for j the sign flips
-        for a, w, sign in ((ai, wi, 1.0), (aj, wj, -1.0)):
-            Jr = -sign * fs * _skew(w)  # (m,3,3)
-            ok = rot_col[a] >= 0
-            cols = rot_col[a][:, None] + np.arange(3)[None, :]
-            for r_ in range(3):
-                data.append(Jr[ok, r_, :].ravel())
-                rr_.append(np.repeat(rows3[ok, r_], 3))
-                cc_.append(cols[ok].ravel())
-        if optimize_focal:
-            for a, dw, sign in ((ai, dwi, 1.0), (aj, dwj, -1.0)):
-                for r_ in range(3):
-                    data.append(sign * fs * dw[:, r_])
-                    rr_.append(rows3[:, r_])
-                    cc_.append(3 * len(free) + gidx[a])
-            data.append(np.full(ng, focal_weight))
-            rr_.append(3 * m + np.arange(ng))
-            cc_.append(3 * len(free) + np.arange(ng))
-        if estimate_k1:
-            for a, dk, sign in ((ai, dki, 1.0), (aj, dkj, -1.0)):
-                for r_ in range(3):
-                    data.append(sign * fs * dk[:, r_])
-                    rr_.append(rows3[:, r_])
-                    cc_.append(3 * len(free) + nf + gidx[a])
-            data.append(np.full(ng, k1_weight))
-            rr_.append(3 * m + nf + np.arange(ng))
-            cc_.append(3 * len(free) + nf + np.arange(ng))
-        J = coo_matrix(
-            (np.concatenate(data), (np.concatenate(rr_), np.concatenate(cc_))), shape=(3 * m + nf + nk, n_par)
-        ).tocsr()
-        res = e.ravel()
-        wvec = np.repeat(wt, 3)
-        if optimize_focal:
-            res = np.concatenate([res, focal_weight * (logf - logf_prior)])
-            wvec = np.concatenate([wvec, np.ones(ng)])
-        if estimate_k1:
-            res = np.concatenate([res, k1_weight * lens])
-            wvec = np.concatenate([wvec, np.ones(ng)])
-        JtW = J.T @ diags(wvec)
-        A = (JtW @ J).tocsc()
-        g = JtW @ res
+        A, g = prob.normal_equations(st, e, logf, lens)
         dA = A.diagonal()
         improved = False
         for _try in range(8):
             step = spsolve(A + diags(lam * np.maximum(dA, 1e-9)), -g)
-            Rn = R.copy()
-            d = np.zeros((n, 3))
-            d[free] = step[: 3 * len(free)].reshape(-1, 3)
-            Rn = Rotation.from_rotvec(d).as_matrix() @ R
-            ln = logf + step[3 * len(free) : 3 * len(free) + nf] if optimize_focal else logf
-            kn = lens + step[3 * len(free) + nf :] if estimate_k1 else lens
-            en, stn = residuals(Rn, ln, kn)
-            c1 = cost(en, ln, kn)
+            Rn, ln, kn = prob.apply(R, logf, lens, step)
+            en, stn = prob.residuals(Rn, ln, kn)
+            c1 = prob.cost(en, ln, kn)
             if c1 < c0:
                 R, logf, lens, e, st = Rn, ln, kn, en, stn
                 lam = max(lam / 3, 1e-9)
@@ -662,13 +750,13 @@ def bundle_adjust(
         c0 = c1
     err = np.linalg.norm(e, axis=1)
     pair_rms = {}
-    order = np.argsort(pid, kind="stable")
-    bounds = np.searchsorted(pid[order], np.arange(len(use) + 1))
+    order = np.argsort(prob.pid, kind="stable")
+    bounds = np.searchsorted(prob.pid[order], np.arange(len(use) + 1))
     for k, p in enumerate(use):
         ek = err[order[bounds[k] : bounds[k + 1]]]
         pair_rms[(p.i, p.j)] = float(np.sqrt(np.median(ek**2))) if len(ek) else 0.0
-    f = np.exp(logf[gidx])
-    k1 = lens[gidx]
+    f = np.exp(logf[prob.gidx])
+    k1 = lens[prob.gidx]
     return (
         {c: R[k] for k, c in enumerate(comp)},
         {c: float(f[k]) for k, c in enumerate(comp)},
@@ -712,29 +800,10 @@ def wave_correct(rots: dict[int, np.ndarray], ref: int | None = None) -> dict[in
 # ------------------------------------------------------------------ pipeline
 
 
-def register(
-    feats: Sequence[Features | None],
-    names: Sequence[str],
-    placements: dict[str, Placement] | None = None,
-    ratio: float = 0.8,
-    min_inliers: int = 15,
-    conf_thresh: float = 1.0,
-    proxy_factors: Sequence[float] | None = None,
-    wave: bool = True,
-    max_pair_rms: float = 12.0,
-    progress: Callable[[str, int, int], None] | None = None,
-    default_hfov: float = 50.0,
-    debug: bool = False,
-    shared_focal: bool = True,
-    estimate_k1: bool = False,
-) -> Registration:
-    """Register images (``feats[k]`` None for unreadable ones)."""
-    placements = placements or {}
-    n = len(feats)
-    dropped: dict[int, str] = {}
-    ok = [k for k in range(n) if feats[k] is not None]
-    pri = {k: placements.get(Path(names[k]).name) for k in ok}
-    # initial focals: prior, EXIF, then homography estimates, then a guess
+def _known_focals(
+    feats: Sequence[Features | None], ok: list[int], pri: dict[int, Placement | None]
+) -> dict[int, float]:
+    """Initial focals where a prior or EXIF gives one."""
     focals: dict[int, float] = {}
     for k in ok:
         f = feats[k]
@@ -744,52 +813,105 @@ def register(
             focals[k] = float(p.focal)
         elif f.exif_focal:
             focals[k] = float(f.exif_focal)
+    return focals
+
+
+def _prior_cameras(
+    feats: Sequence[Features | None],
+    ok: list[int],
+    pri: dict[int, Placement | None],
+    focals: dict[int, float],
+    default_hfov: float,
+) -> dict[int, Camera]:
+    """Cameras of the images whose placement gives angles."""
     prior_cams: dict[int, Camera] = {}
     for k in ok:
         p = pri[k]
         if p is not None and p.has_angles:
             f = feats[k]
-            fk = focals.get(k) or f.width / 2 / math.tan(math.radians(default_hfov / 2))
-            prior_cams[k] = Camera.make(f.width, f.height, fk, rotation_from_ypr(p.yaw, p.pitch, p.roll or 0.0))
-    cand = [(i, j) for i, j in candidate_pairs(n, prior_cams) if feats[i] is not None and feats[j] is not None]
-    pf = proxy_factors or [1.0] * n
-    pairs = match_pairs(feats, cand, pf, ratio, min_inliers, conf_thresh, progress)
-    # focal from homographies where nothing else known
-    if len(focals) < len(ok):
-        est = []
-        for p in pairs:
-            H = p.H.copy()
-            fi, fj = feats[p.i], feats[p.j]
-            T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])
-            T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])
-            Hc = T_j @ H @ np.linalg.inv(T_i)
-            f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
-            if ok0 and ok1:
-                est.append(math.sqrt(f0 * f1) / max(fi.width, 1))
-        rel = float(np.median(est)) if est else 1 / (2 * math.tan(math.radians(default_hfov / 2)))
-        known = [focals[k] / feats[k].width for k in focals]  # type: ignore[union-attr]
-        if known:
-            rel = float(np.median(known))
-        for k in ok:
-            focals.setdefault(k, rel * feats[k].width)  # type: ignore[union-attr]
-    focal_prior = dict(focals)
-    # one lens: images of the same size and the same prior / EXIF focal share it
-    groups: dict[int, int] | None = None
-    if shared_focal:
-        keys: dict[tuple, int] = {}
-        groups = {}
-        for k in ok:
-            f = feats[k]
-            p = pri[k]
-            src = "prior" if p is not None and p.focal else ("exif" if f.exif_focal else "est")  # type: ignore[union-attr]
-            # EXIF focal to 10 px, prior focal to 0.1 px (Parrington's list gives
-            # each image its own calibrated focal; a rig file one for all)
-            fq = round(focal_prior[k], -1 if src == "exif" else 1) if src != "est" else 0
-            key = (f.width, f.height, src, fq)  # type: ignore[union-attr]
-            groups[k] = keys.setdefault(key, len(keys))
+            fk = focals.get(k) or f.width / 2 / math.tan(math.radians(default_hfov / 2))  # type: ignore[union-attr]
+            prior_cams[k] = Camera.make(f.width, f.height, fk, rotation_from_ypr(p.yaw, p.pitch, p.roll or 0.0))  # type: ignore[union-attr]
+    return prior_cams
 
-    cams: dict[int, Camera] = {}
-    from_prior: list[int] = []
+
+def _guess_missing_focals(
+    feats: Sequence[Features | None],
+    ok: list[int],
+    pairs: list[PairMatch],
+    focals: dict[int, float],
+    default_hfov: float,
+) -> None:
+    """Focals (in place) for images with neither prior nor EXIF: the median
+    relative focal of the others, else of the pairs' homographies, else the
+    default field of view."""
+    if len(focals) >= len(ok):
+        return
+    est = []
+    for p in pairs:
+        H = p.H.copy()
+        fi, fj = feats[p.i], feats[p.j]
+        T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])  # type: ignore[union-attr]
+        T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])  # type: ignore[union-attr]
+        Hc = T_j @ H @ np.linalg.inv(T_i)
+        f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
+        if ok0 and ok1:
+            est.append(math.sqrt(f0 * f1) / max(fi.width, 1))  # type: ignore[union-attr]
+    rel = float(np.median(est)) if est else 1 / (2 * math.tan(math.radians(default_hfov / 2)))
+    known = [focals[k] / feats[k].width for k in focals]  # type: ignore[union-attr]
+    if known:
+        rel = float(np.median(known))
+    for k in ok:
+        focals.setdefault(k, rel * feats[k].width)  # type: ignore[union-attr]
+
+
+def _lens_groups(
+    feats: Sequence[Features | None],
+    ok: list[int],
+    pri: dict[int, Placement | None],
+    focal_prior: dict[int, float],
+) -> dict[int, int]:
+    """One lens: images of the same size and the same prior / EXIF focal share it."""
+    keys: dict[tuple, int] = {}
+    groups: dict[int, int] = {}
+    for k in ok:
+        f = feats[k]
+        p = pri[k]
+        src = "prior" if p is not None and p.focal else ("exif" if f.exif_focal else "est")  # type: ignore[union-attr]
+        # EXIF focal to 10 px, prior focal to 0.1 px (Parrington's list gives
+        # each image its own calibrated focal; a rig file one for all)
+        fq = round(focal_prior[k], -1 if src == "exif" else 1) if src != "est" else 0
+        key = (f.width, f.height, src, fq)  # type: ignore[union-attr]
+        groups[k] = keys.setdefault(key, len(keys))
+    return groups
+
+
+@dataclass
+class _Adjusted:
+    """The main component's adjustment after pruning inconsistent pairs."""
+
+    pairs: list[PairMatch]  # the pairs kept
+    rots: dict[int, np.ndarray]
+    focals: dict[int, float]
+    k1: dict[int, float]
+    rms: float  # RMS of the per-pair residuals (px)
+
+
+def _adjust_main_component(
+    feats: Sequence[Features | None],
+    ok: list[int],
+    pairs: list[PairMatch],
+    focals: dict[int, float],
+    focal_prior: dict[int, float],
+    groups: dict[int, int] | None,
+    prior_cams: dict[int, Camera],
+    max_pair_rms: float,
+    progress: Callable[[str, int, int], None] | None,
+    debug: bool,
+    estimate_k1: bool,
+) -> _Adjusted:
+    """Initial rotations (priors or a spanning tree), bundle adjustment, then
+    pairs that stay inconsistent are removed while the graph stays connected
+    and the component is adjusted again (three rounds at most)."""
     rms = 0.0
     for _attempt in range(3):
         comps = _components(ok, pairs)
@@ -823,11 +945,51 @@ def register(
         rms = float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
         if not removed:
             break
+    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms)
+
+
+def register(
+    feats: Sequence[Features | None],
+    names: Sequence[str],
+    placements: dict[str, Placement] | None = None,
+    ratio: float = 0.8,
+    min_inliers: int = 15,
+    conf_thresh: float = 1.0,
+    proxy_factors: Sequence[float] | None = None,
+    wave: bool = True,
+    max_pair_rms: float = 12.0,
+    progress: Callable[[str, int, int], None] | None = None,
+    default_hfov: float = 50.0,
+    debug: bool = False,
+    shared_focal: bool = True,
+    estimate_k1: bool = False,
+) -> Registration:
+    """Register images (``feats[k]`` None for unreadable ones)."""
+    placements = placements or {}
+    n = len(feats)
+    dropped: dict[int, str] = {}
+    ok = [k for k in range(n) if feats[k] is not None]
+    pri = {k: placements.get(Path(names[k]).name) for k in ok}
+    # initial focals: prior, EXIF, then homography estimates, then a guess
+    focals = _known_focals(feats, ok, pri)
+    prior_cams = _prior_cameras(feats, ok, pri, focals, default_hfov)
+    cand = [(i, j) for i, j in candidate_pairs(n, prior_cams) if feats[i] is not None and feats[j] is not None]
+    pf = proxy_factors or [1.0] * n
+    pairs = match_pairs(feats, cand, pf, ratio, min_inliers, conf_thresh, progress)
+    _guess_missing_focals(feats, ok, pairs, focals, default_hfov)
+    focal_prior = dict(focals)
+    groups = _lens_groups(feats, ok, pri, focal_prior) if shared_focal else None
+    adj = _adjust_main_component(
+        feats, ok, pairs, focals, focal_prior, groups, prior_cams, max_pair_rms, progress, debug, estimate_k1
+    )
+    pairs = adj.pairs
+    cams: dict[int, Camera] = {}
+    from_prior: list[int] = []
     comps = _components(ok, pairs)
     main = comps[0]
-    final_rots = {k: rots_b[k] for k in main}
-    final_foc = {k: foc_b[k] for k in main}
-    final_k1 = {k: k1_b.get(k, 0.0) for k in main}
+    final_rots = {k: adj.rots[k] for k in main}
+    final_foc = {k: adj.focals[k] for k in main}
+    final_k1 = {k: adj.k1.get(k, 0.0) for k in main}
     k1_med = float(np.median(list(final_k1.values())))
     # images outside the main component: place from priors when possible
     pk = [k for k in main if k in prior_cams]
@@ -852,4 +1014,4 @@ def register(
         f = feats[k]
         assert f is not None
         cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], k1=final_k1.get(k, k1_med))
-    return Registration(cams, dropped, sorted(from_prior), pairs, rms)
+    return Registration(cams, dropped, sorted(from_prior), pairs, adj.rms)

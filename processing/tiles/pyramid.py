@@ -348,6 +348,9 @@ def update_pyramid(
     NEW_IMAGE_PATH (read with random access, so a tiled TIFF or .v is best);
     all other tiles are hard links to PREV_DIR's (copies across filesystems).
     """
+    # long: one pass from the top level down, each level's recomputed window
+    # feeding the next (`above`); split, every helper would take the grid
+    # (W, H, T, ov, fmt), the staging folder and the counters.
     t0 = time.perf_counter()
     prev_dir, out_dir = Path(prev_dir), Path(out_dir)
     info = read_dzi(prev_dir)
