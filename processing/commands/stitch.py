@@ -29,6 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gain", action="store_true", help="no gain compensation")
     p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
     p.add_argument("--lens-k1", action="store_true", help="estimate radial lens distortion (k1) per lens")
+    p.add_argument(
+        "--min-share",
+        type=float,
+        default=0.5,
+        help="fail (exit 2, naming the dropped images) when fewer than this share of the images join",
+    )
+    p.add_argument("--allow-partial", action="store_true", help="stitch whatever joined, however few")
+    p.add_argument(
+        "--tone",
+        choices=["shoulder", "clip"],
+        default="shoulder",
+        help="shoulder: bright content is compressed below white, never clipped (default)",
+    )
+    p.add_argument("--exposure", choices=["joint", "means"], default="joint", help="exposure model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
             gain_compensation=not args.no_gain,
             lens_k1=args.lens_k1,
             seams=args.seams,
+            min_share=args.min_share,
+            allow_partial=args.allow_partial,
+            tone=args.tone,
+            exposure=args.exposure,
         )
         params.validate()
     except ValueError as e:

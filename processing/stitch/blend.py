@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -66,6 +66,10 @@ class Layer:
     footprint: tuple[int, int, int, int]
     gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
     vignetting: tuple[float, float] = (0.0, 0.0)
+    # > 0: source pixels the input clipped (every channel at its maximum) render
+    # at least this bright: a blown-out sky stays white instead of turning
+    # grey under a gain < 1 (the brightest well-exposed level, see tone.py)
+    white: float = 0.0
 
 
 def vignetting_gain(mx: np.ndarray, my: np.ndarray, cam: Camera, coeffs: tuple[float, float]) -> np.ndarray:
@@ -257,6 +261,7 @@ def render_rect(
     bands: int = 5,
     labels: np.ndarray | None = None,
     only: Sequence[int] | None = None,
+    tone: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render output pixels ``rect`` = (x0, y0, x1, y1) of the panorama.
 
@@ -264,6 +269,9 @@ def render_rect(
     per proxy pixel, see seams.py); without it, Voronoi seams.
     ``only``: indices of the layers that may meet the rectangle (a spatial
     pre-selection by the caller); default all.
+    ``tone``: the output tone curve (tone.Tone.apply, in place), applied to
+    the blended values before they are clipped to [0, 1]: exposure gains
+    push bright content past 1, and the highlight shoulder brings it back.
 
     Returns (rgb float32 HxWx3 in [0, 1] (0 where uncovered), alpha float32 HxW).
     x may run outside [0, width) with wrap (periodic canvas).
@@ -288,9 +296,12 @@ def render_rect(
         for (li, _r, sl, mx, my, _valid), sel in zip(inst, masks, strict=True):
             img = _sample(layers[li], cache, mx, my)
             np.copyto(acc[sl], img, where=sel[:, :, None])
-        out = np.clip(acc[out_sl], 0.0, 1.0)
+        out = acc[out_sl]
     else:
-        out = np.clip(_blend_bands(layers, cache, inst, masks, rect, ex_rect, bands), 0.0, 1.0)
+        out = _blend_bands(layers, cache, inst, masks, rect, ex_rect, bands)
+    if tone is not None:
+        out = tone(out)
+    out = np.clip(out, 0.0, 1.0)
     alpha = cov[out_sl].astype(np.float32)
     out *= alpha[:, :, None]
     return out, alpha
@@ -396,6 +407,17 @@ def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.
     img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
     if L.vignetting[0] or L.vignetting[1]:
         img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
+    if L.white > 0:
+        # a clipped channel's true value is at least the clipping level: a
+        # gain < 1 must not turn a blown-out sky grey. The pixel is scaled as
+        # a whole (hue kept) until its clipped channels reach ``white``.
+        top = 255 if src.dtype == np.uint8 else 65535
+        near = cv2.remap(src, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        clipped = near >= top - 1
+        if clipped.any():
+            lvl = np.where(clipped, img, np.float32(np.inf)).min(2)
+            f = np.where(np.isfinite(lvl), np.float32(L.white) / np.maximum(lvl, np.float32(1e-3)), 1.0)
+            img *= np.maximum(f, 1.0).astype(np.float32)[:, :, None]
     return img
 
 

@@ -27,10 +27,21 @@ from ..io.errors import InputError, ProcessingError
 from ..io.imageio import load_image, probe
 from ..io.params import StageParams
 from .blend import Layer, SourceCache, default_bands, margin_for, render_rect
-from .exposure import apply_vignetting_to_warps, estimate_vignetting, overlap_stats, proxy_warp, solve_gains, thumbnail
+from .exposure import (
+    apply_vignetting_to_warps,
+    brightest_unclipped,
+    estimate_vignetting,
+    lens_groups,
+    overlap_stats,
+    proxy_warp,
+    solve_exposure,
+    solve_gains,
+    thumbnail,
+)
 from .project import PROJECTIONS, Camera, Canvas, footprint, make_canvas, ypr_from_rotation
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
 from .seams import refine_seams
+from .tone import Tone, shoulder_for
 
 Progress = Callable[[str, int, int], None]
 LAYOUT_VERSION = 1
@@ -38,7 +49,7 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class StitchParams(StageParams):
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     STAGE: ClassVar[str] = "stitch"
 
     projection: str = "cylindrical"
@@ -56,10 +67,19 @@ class StitchParams(StageParams):
     gain_compensation: bool = True
     seams: str = "dp"  # "dp": Voronoi refined by dynamic programming on a proxy; "voronoi"
     vignetting: bool = False
+    # "joint": EV + white balance (+ vignetting per lens) on unclipped overlap
+    # pixel pairs (exposure.solve_exposure); "means": per-channel gains from
+    # overlap means (OpenCV's equations, the first version)
+    exposure: str = "joint"
+    tone: str = "shoulder"  # "shoulder": never clip what the inputs did not (tone.py); "clip"
     exposure_mp: float = 2.0  # proxy canvas size for exposure
     block: int = 1024
     bits: int = 8  # 8 or 16 bits per sample in the output
     cache_mb: int = 1200
+    # a failed panorama fails: fewer than this share of the images in the
+    # main (matched) component raises IncompletePanorama, unless allow_partial
+    min_share: float = 0.5
+    allow_partial: bool = False
 
     def validate(self) -> None:
         if self.projection not in PROJECTIONS:
@@ -68,8 +88,27 @@ class StitchParams(StageParams):
             raise ValueError("bits must be 8 or 16")
         if self.seams not in ("dp", "voronoi"):
             raise ValueError("seams must be 'dp' or 'voronoi'")
+        if self.exposure not in ("joint", "means"):
+            raise ValueError("exposure must be 'joint' or 'means'")
+        if self.tone not in ("shoulder", "clip"):
+            raise ValueError("tone must be 'shoulder' or 'clip'")
+        if not 0.0 <= self.min_share <= 1.0:
+            raise ValueError("min_share must be between 0 and 1")
         if self.block < 64 or self.block % 64:
             raise ValueError("block must be a multiple of 64")
+
+
+class IncompletePanorama(InputError):
+    """Too few images joined the main component: nothing is written."""
+
+    def __init__(self, folder: str | Path, joined: int, total: int, need: float, dropped: dict[str, str]) -> None:
+        self.joined, self.total, self.dropped = joined, total, dropped
+        names = ", ".join(f"{n} ({r})" for n, r in dropped.items())
+        super().__init__(
+            folder,
+            f"only {joined} of {total} images joined the main component (at least {need:.0%} needed); "
+            f"dropped: {names}; --allow-partial stitches what joined",
+        )
 
 
 @dataclass
@@ -85,6 +124,8 @@ class StitchResult:
     out_path: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     rms_px: float = 0.0
+    clipped_output: float = 0.0  # share of covered output pixels with every channel >= 254/255
+    clipped_inputs: float = 0.0  # the same share over all input pixels
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,6 +135,8 @@ class StitchResult:
             "width": self.width,
             "height": self.height,
             "seconds": round(self.seconds, 2),
+            "clipped_output": round(self.clipped_output, 5),
+            "clipped_inputs": round(self.clipped_inputs, 5),
         }
 
 
@@ -104,6 +147,7 @@ class Layout:
     bands: int
     block: int = 1024
     labels: np.ndarray | None = None  # seam labels on a proxy canvas (stitch_seams.py)
+    tone: Tone = field(default_factory=Tone)  # output highlight shoulder (tone.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +155,7 @@ class Layout:
             "canvas": self.canvas.to_dict(),
             "bands": self.bands,
             "block": self.block,
+            "tone": self.tone.to_dict(),
             "images": [
                 {
                     "path": L.path,
@@ -118,6 +163,7 @@ class Layout:
                     "footprint": list(L.footprint),
                     "gain": list(L.gain),
                     "vignetting": list(L.vignetting),
+                    "white": L.white,
                 }
                 for L in self.layers
             ],
@@ -150,6 +196,7 @@ def layout_from_json(src: str | Path | dict) -> Layout:
             tuple(int(x) for x in im["footprint"]),  # type: ignore[arg-type]
             tuple(float(x) for x in im["gain"]),  # type: ignore[arg-type]
             tuple(float(x) for x in im.get("vignetting", (0.0, 0.0))),  # type: ignore[arg-type]
+            float(im.get("white", 0.0)),
         )
         for im in d["images"]
     ]
@@ -158,7 +205,7 @@ def layout_from_json(src: str | Path | dict) -> Layout:
         sp = Path(src).with_name(Path(d["seams_file"]).name)
         if sp.is_file():
             labels = np.load(sp, allow_pickle=False)
-    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels)
+    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels, Tone.from_dict(d.get("tone")))
 
 
 # ------------------------------------------------------------------ rendering
@@ -184,6 +231,7 @@ def render_region(
     if not isinstance(layout, Layout):
         layout = layout_from_json(layout)
     cache = cache or SourceCache()
+    tone = None if layout.tone.identity else layout.tone.apply
     x0, y0, x1, y1 = rect
     y0, y1 = max(0, y0), min(layout.canvas.height, y1)
     if not layout.canvas.wrap:
@@ -195,7 +243,7 @@ def render_region(
         only = layers_meeting_rows(layout, by, min(by + B, y1))
         for bx in range(x0, x1, B):
             r = (bx, by, min(bx + B, x1), min(by + B, y1))
-            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only)
+            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only, tone)
             rgb[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = c
             alpha[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = a
     return rgb, alpha
@@ -218,16 +266,21 @@ def render_to_file(
     progress: Progress | None = None,
     tile: int = 256,
     threads: int | None = None,
+    stats: dict[str, float] | None = None,
 ) -> Path:
     """Render the whole panorama block row by block row.
 
     .tif/.tiff: tiled BigTIFF RGBA (tiles streamed, rows of blocks in memory);
     .png: RGBA; .jpg: RGB on black (both need the whole image in memory).
+    ``stats`` (if given) receives "clipped_fraction": the share of covered
+    output pixels with every channel >= 254/255.
     """
     out_path = Path(out_path)
     cv = layout.canvas
     W, H, B = cv.width, cv.height, layout.block
     cache = cache or SourceCache()
+    tone = None if layout.tone.identity else layout.tone.apply
+    clipped = [0, 0]  # covered output pixels, and those clipped (every channel >= 254/255)
     n_rows = math.ceil(H / B)
     ext = out_path.suffix.lower()
     if ext in (".tif", ".tiff"):
@@ -241,7 +294,7 @@ def render_to_file(
         dtype = np.uint8 if bits == 8 else np.uint16
 
         def render_block(row: np.ndarray, rc: tuple[int, int, int, int], only: list[int]) -> None:
-            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only)
+            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only, tone)
             row[:, rc[0] : rc[2]] = _quantize(c, a, bits)  # disjoint columns: no lock needed
 
         def render_row(pool: ThreadPoolExecutor, r: int) -> tuple[np.ndarray, list]:
@@ -250,6 +303,14 @@ def render_to_file(
             row = np.zeros((y1 - y0, W, 4), dtype)
             futs = [pool.submit(render_block, row, (bx, y0, min(W, bx + B), y1), only) for bx in range(0, W, B)]
             return row, futs
+
+        def count_clipped(q: np.ndarray) -> None:
+            full = np.iinfo(q.dtype).max
+            thr = 254 if bits == 8 else 254 * 257
+            cov = q[..., 3] >= full - (1 if bits == 8 else 257)
+            clip = cov & (q[..., 0] >= thr) & (q[..., 1] >= thr) & (q[..., 2] >= thr)
+            clipped[0] += int(cov.sum())
+            clipped[1] += int(clip.sum())
 
         def tiles():
             # block rows render on a thread pool one row ahead, so rendering
@@ -264,6 +325,7 @@ def render_to_file(
                     nxt = render_row(pool, r + 1) if r + 1 < n_rows else None
                     if progress:
                         progress("render", r + 1, n_rows)
+                    count_clipped(row)
                     for ty in range(0, row.shape[0], tile):
                         for tx in range(0, W, tile):
                             t = np.zeros((tile, tile, 4), dtype)
@@ -287,6 +349,8 @@ def render_to_file(
                 maxworkers=workers,  # zlib releases the GIL
                 buffersize=32 << 20,  # tiles compressed per batch: bounded memory
             )
+        if stats is not None:
+            stats["clipped_fraction"] = clipped[1] / max(clipped[0], 1)
         return out_path
     if W * H > 400e6:
         raise InputError(out_path, f"{W}x{H} is too large for {ext}: write a .tif (tiled BigTIFF)")
@@ -295,8 +359,12 @@ def render_to_file(
         progress("render", 1, 1)
     import cv2
 
+    q = _quantize(rgb, alpha, bits)
+    cov = alpha >= 254 / 255
+    if stats is not None:
+        clip = cov & (q[..., :3] >= (254 if bits == 8 else 254 * 257)).all(2)
+        stats["clipped_fraction"] = float(clip.sum() / max(int(cov.sum()), 1))
     if ext == ".png":
-        q = _quantize(rgb, alpha, bits)
         data = q[..., [2, 1, 0, 3]]
         ok, buf = cv2.imencode(".png", data)
     elif ext in (".jpg", ".jpeg"):
@@ -327,24 +395,48 @@ def build_layout(
         cam_list, params.projection, s, params.wrap, params.max_output_mp * 1e6 if params.max_output_mp else None
     )
     gains = {k: (1.0, 1.0, 1.0) for k in order}
-    vig = (0.0, 0.0)
+    vigs: dict[int, tuple[float, float]] = {k: (0.0, 0.0) for k in order}
+    white = 0.0  # clipped inputs render at least this bright (blend.Layer.white)
     labels = None
+    tone = Tone()
     if thumbs and (params.gain_compensation or params.vignetting or params.seams == "dp") and len(order) > 1:
         f = min(1.0, math.sqrt(params.exposure_mp * 1e6 / (canvas.width * canvas.height)))
         pc = canvas.scaled(f)
         warps = [proxy_warp(thumbs[k], cams[k], pc) if k in thumbs else None for k in order]
-        if params.vignetting:
-            vig = estimate_vignetting(warps, pc)
-            apply_vignetting_to_warps(warps, vig)
-        if params.gain_compensation:
-            N, Im = overlap_stats(warps, pc)
-            g = solve_gains(N, Im)
+        if params.exposure == "joint" and (params.gain_compensation or params.vignetting):
+            ex = solve_exposure(warps, pc, lens_groups(cam_list), params.vignetting)
+            g = ex.gains() if params.gain_compensation else np.ones((len(order), 3))
             gains = {k: tuple(float(x) for x in g[i]) for i, k in enumerate(order)}
+            vigs = {k: tuple(float(x) for x in ex.vignetting[ex.lens[i]]) for i, k in enumerate(order)}  # type: ignore[misc]
+            # before the warps are corrected in place below
+            white = brightest_unclipped(warps, g, [vigs[k] for k in order])
+            if params.tone == "shoulder":
+                tone = shoulder_for(white)
+            for i, k in enumerate(order):
+                if warps[i] is not None and any(vigs[k]):
+                    apply_vignetting_to_warps([warps[i]], vigs[k])
+        else:
+            if params.vignetting:
+                v = estimate_vignetting(warps, pc)
+                apply_vignetting_to_warps(warps, v)
+                vigs = {k: v for k in order}
+            if params.gain_compensation:
+                N, Im = overlap_stats(warps, pc)
+                g = solve_gains(N, Im)
+                gains = {k: tuple(float(x) for x in g[i]) for i, k in enumerate(order)}
+            if params.tone == "shoulder":
+                tone = shoulder_for(
+                    brightest_unclipped(warps, np.array([gains[k] for k in order]), [(0, 0)] * len(order))
+                )
         if params.seams == "dp":
             labels = refine_seams(warps, pc, np.array([gains[k] for k in order]))
     bands = params.bands if params.bands >= 0 else default_bands(canvas, cam_list)
-    layers = [Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vig) for k in order]  # type: ignore[arg-type]
-    return Layout(canvas, layers, bands, params.block, labels)
+    white = max(white, 1.0) if params.gain_compensation else 0.0
+    layers = [
+        Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white)  # type: ignore[arg-type]
+        for k in order
+    ]
+    return Layout(canvas, layers, bands, params.block, labels, tone)
 
 
 def stitch_files(
@@ -383,6 +475,7 @@ def _stitch_files(
     dropped: dict[int, str] = {}
     thumbs: dict[int, np.ndarray] = {}
     pf: list[float] = [1.0] * len(paths)
+    clipped_in: dict[int, tuple[float, float]] = {}
     thumb_px = min(0.25e6, 8e6 / max(1, len(paths)))
     # many tiles: fewer features each, so descriptors stay within ~0.6 GB
     nfeat = params.nfeatures if len(paths) <= 300 else max(500, params.nfeatures * 300 // len(paths))
@@ -393,6 +486,7 @@ def _stitch_files(
         except InputError as e:
             dropped[k] = f"unreadable: {e.reason}"
             return
+        clipped_in[k] = (float((img >= 254 / 255).all(2).sum()), float(img.shape[0] * img.shape[1]))
         g, f = proxy_gray(img, params.proxy_mp)
         thumbs[k] = thumbnail(img, thumb_px)
         del img  # only the proxies are kept: never all tiles' full-resolution pixels
@@ -434,6 +528,12 @@ def _stitch_files(
     timings["register"] = time.perf_counter() - t1
     feats.clear()  # descriptors are not needed for rendering
     dropped.update(reg.dropped)
+    joined = len(reg.cameras) - len(reg.from_prior)
+    if not params.allow_partial and joined < params.min_share * len(paths):
+        # before anything is written: a previous result of the same name stays
+        lost = {paths[k].name: r for k, r in sorted(dropped.items())}
+        lost.update({paths[k].name: "placed from its prior only" for k in reg.from_prior})
+        raise IncompletePanorama(paths[0].parent, joined, len(paths), params.min_share, lost)
     t2 = time.perf_counter()
     layout = build_layout(reg.cameras, paths, params, thumbs)
     timings["layout"] = time.perf_counter() - t2
@@ -443,7 +543,8 @@ def _stitch_files(
     layout_to_json(layout, lp)
     t3 = time.perf_counter()
     cache = SourceCache(params.cache_mb * (1 << 20))
-    render_to_file(layout, out_path, params.bits, cache, progress)
+    stats: dict[str, float] = {}
+    render_to_file(layout, out_path, params.bits, cache, progress, stats=stats)
     timings["render"] = time.perf_counter() - t3
     cams_out = []
     for L, k in zip(layout.layers, sorted(reg.cameras), strict=True):
@@ -473,6 +574,8 @@ def _stitch_files(
         out_path=str(out_path),
         timings=timings,
         rms_px=reg.rms_px,
+        clipped_output=stats.get("clipped_fraction", 0.0),
+        clipped_inputs=sum(c for c, _ in clipped_in.values()) / max(1.0, sum(t for _, t in clipped_in.values())),
     )
 
 
