@@ -494,7 +494,8 @@ def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | N
             emit({**rec, "skipped": f"{d} not found"})
             return
         files = _files(d)
-        params.update(PHOTO_SETS[name])
+        # report what was placed rather than stop (a partial set fails the CLI)
+        params.update(PHOTO_SETS[name], allow_partial=True)
         if name == "parrington":
             placements = d / "image_list.txt"
         out = work / f"{name}.tif"
