@@ -13,7 +13,17 @@ from ..io.errors import InputError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder of images (or one image list file with one path per line)")
     p.add_argument("-o", "--out", required=True, help="output .tif (tiled BigTIFF RGBA), .png or .jpg")
-    p.add_argument("--projection", choices=["cylindrical", "equirectangular"], default="cylindrical")
+    p.add_argument(
+        "--projection",
+        choices=["cylindrical", "equirectangular", "mercator", "rectilinear", "stereographic", "planar"],
+        default="cylindrical",
+    )
+    p.add_argument(
+        "--crop",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="cut to the largest filled rectangle (auto: partial panoramas only)",
+    )
     p.add_argument("--wrap", action="store_true", help="360-degree cylinder (equirectangular always wraps)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     p.add_argument("--placements", help="angles.csv / image_list.txt with approximate yaw,pitch,roll,focal")
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             lens_k1=args.lens_k1,
             seams=args.seams,
             min_share=args.min_share,
+            crop=args.crop,
             allow_partial=args.allow_partial,
             tone=args.tone,
             exposure=args.exposure,

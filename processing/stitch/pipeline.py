@@ -38,7 +38,17 @@ from .exposure import (
     solve_gains,
     thumbnail,
 )
-from .project import PROJECTIONS, Camera, Canvas, footprint, make_canvas, ypr_from_rotation
+from .project import (
+    AZIMUTHAL,
+    PROJECTIONS,
+    Camera,
+    Canvas,
+    autocrop,
+    covers_360,
+    footprint,
+    make_canvas,
+    ypr_from_rotation,
+)
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
 from .seams import refine_seams
 from .tone import Tone, shoulder_for
@@ -80,6 +90,9 @@ class StitchParams(StageParams):
     # main (matched) component raises IncompletePanorama, unless allow_partial
     min_share: float = 0.5
     allow_partial: bool = False
+    # "auto": cut partial (not 360-degree) panoramas to the largest filled
+    # rectangle; "on": always (a 360-degree one loses its wrap); "off": never
+    crop: str = "auto"
 
     def validate(self) -> None:
         if self.projection not in PROJECTIONS:
@@ -90,6 +103,8 @@ class StitchParams(StageParams):
             raise ValueError("seams must be 'dp' or 'voronoi'")
         if self.exposure not in ("joint", "means"):
             raise ValueError("exposure must be 'joint' or 'means'")
+        if self.crop not in ("auto", "on", "off"):
+            raise ValueError("crop must be 'auto', 'on' or 'off'")
         if self.tone not in ("shoulder", "clip"):
             raise ValueError("tone must be 'shoulder' or 'clip'")
         if not 0.0 <= self.min_share <= 1.0:
@@ -391,9 +406,13 @@ def build_layout(
     order = sorted(cams)
     cam_list = [cams[k] for k in order]
     s = params.scale * float(np.median([c.focal for c in cam_list]))
+    # a partial panorama is never padded to 360 degrees
+    wrap = params.wrap and params.projection not in AZIMUTHAL and covers_360(cam_list)
     canvas = make_canvas(
-        cam_list, params.projection, s, params.wrap, params.max_output_mp * 1e6 if params.max_output_mp else None
+        cam_list, params.projection, s, wrap, params.max_output_mp * 1e6 if params.max_output_mp else None
     )
+    if params.crop == "on" or (params.crop == "auto" and not wrap):
+        canvas = autocrop(cam_list, canvas)
     gains = {k: (1.0, 1.0, 1.0) for k in order}
     vigs: dict[int, tuple[float, float]] = {k: (0.0, 0.0) for k in order}
     white = 0.0  # clipped inputs render at least this bright (blend.Layer.white)
