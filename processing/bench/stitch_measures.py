@@ -87,16 +87,10 @@ def shrink(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def canvas_rays(canvas: Canvas) -> RayFn:
-    """Pixel (x, y) of a Terapan canvas -> world ray."""
+    """Pixel (x, y) of a Terapan canvas -> world ray (any projection)."""
+    from processing.stitch.project import canvas_to_rays
 
-    def rays(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        lon = (np.asarray(xs, np.float64) - canvas.u0) / canvas.su
-        t = (canvas.v0 - np.asarray(ys, np.float64)) / canvas.sv
-        lat = t if canvas.projection == "equirectangular" else np.arctan(t)
-        cl = np.cos(lat)
-        return np.stack([cl * np.sin(lon), -np.sin(lat), cl * np.cos(lon)], -1)
-
-    return rays
+    return lambda xs, ys: canvas_to_rays(np.asarray(xs, np.float64), np.asarray(ys, np.float64), canvas)[0]
 
 
 def scaled_rays(rays: RayFn, m: float) -> RayFn:
