@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="shoulder: bright content is compressed below white, never clipped (default)",
     )
     p.add_argument("--exposure", choices=["joint", "means"], default="joint", help="exposure model")
+    p.add_argument("--sky", help="folder of a separately shot sky, merged into the result's sky")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    res = stitch_files(files, args.out, params, placements, progress)
+    sky = list_images(Path(args.sky)) if args.sky else None
+    res = stitch_files(files, args.out, params, placements, progress, sky_paths=sky)
     for b in bars.values():
         b.close()
     print(

@@ -92,8 +92,6 @@ def test_shoulder_maps_the_brightest_to_white_and_keeps_midtones():
 
 
 def test_clipped_source_stays_white_under_a_gain_below_one(tmp_path):
-    from processing.io.imageio import write_image
-
     img = np.full((60, 80, 3), 1.0, np.float32)
     img[:, :40] = 0.5
     p = tmp_path / "a.png"

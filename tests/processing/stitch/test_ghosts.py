@@ -17,7 +17,7 @@ def test_moving_object_shows_once(tmp_path):
     h, w = a.shape[:2]
     # a red bus in image a only, across the part of a that b also sees (b: the
     # street without it): a seam cannot go round it, only along its sides
-    y0, x0, s = 0, w - int(0.3 * w), 28
+    x0, s = w - int(0.3 * w), 28
     a[:, x0 : x0 + s] = (0.9, 0.1, 0.1)
     paths = []
     for k, v in enumerate([views[1], a, b, views[4]]):
