@@ -137,8 +137,7 @@ def terapan_layers(layout, m: float) -> tuple[Canvas, Iterable[tuple[int, int, n
                 size = (max(2, round(cam.width * t)), max(2, round(cam.height * t)))
                 src = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
             th, tw = src.shape[:2]
-            s = tw / cam.width
-            tcam = Camera(tw, th, cam.focal * s, cam.R, cam.k1, cam.k2)
+            tcam = cam.resized(tw, th)
             x0, y0, x1, y1 = footprint(cam, pc)
             if x1 <= x0 or y1 <= y0:
                 continue

@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gain", action="store_true", help="no gain compensation")
     p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
     p.add_argument("--lens-k1", action="store_true", help="estimate radial lens distortion (k1) per lens")
+    p.add_argument("--lens", action="store_true", help="estimate k1, k2 and the principal point shift d, e per lens")
     p.add_argument(
         "--min-share",
         type=float,
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             vignetting=args.vignetting,
             gain_compensation=not args.no_gain,
             lens_k1=args.lens_k1,
+            lens_full=args.lens,
             seams=args.seams,
             min_share=args.min_share,
             crop=args.crop,

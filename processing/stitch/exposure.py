@@ -34,8 +34,7 @@ class ProxyWarp:
 def proxy_warp(thumb: np.ndarray, cam: Camera, pc: Canvas) -> ProxyWarp | None:
     """Warp a thumbnail (any size, same aspect as the original) onto the proxy canvas."""
     th, tw = thumb.shape[:2]
-    s = tw / cam.width
-    tcam = Camera(tw, th, cam.focal * s, cam.R, cam.k1, cam.k2)
+    tcam = cam.resized(tw, th)
     x0, y0, x1, y1 = footprint(cam, pc)
     if x1 <= x0 or y1 <= y0:
         return None

@@ -71,6 +71,9 @@ class StitchParams(StageParams):
     conf_thresh: float = 1.0
     wave_correct: bool = True
     lens_k1: bool = False  # estimate radial distortion k1 per lens in the bundle adjustment
+    # k1, k2 and the principal point shift d, e per lens (priors; only lenses
+    # with enough matched points, see registration.bundle_adjust)
+    lens_full: bool = False
     scale: float = 1.0  # output px/rad = scale * median focal
     max_output_mp: float = 0.0  # 0 = no limit; else shrink the canvas to fit
     bands: int = -1  # -1 = automatic
@@ -567,6 +570,7 @@ def _stitch_files(
         wave=params.wave_correct,
         progress=progress,
         estimate_k1=params.lens_k1,
+        lens_full=params.lens_full,
     )
     timings["register"] = time.perf_counter() - t1
     feats.clear()  # descriptors are not needed for rendering

@@ -90,6 +90,8 @@ class Camera:
     R: tuple[tuple[float, float, float], ...]  # 3x3 camera-to-world rotation
     k1: float = 0.0
     k2: float = 0.0
+    d: float = 0.0  # principal point shift from the image centre (px, right)
+    e: float = 0.0  # (px, down)
 
     @property
     def rot(self) -> np.ndarray:
@@ -97,7 +99,12 @@ class Camera:
 
     @property
     def center(self) -> tuple[float, float]:
-        return (self.width - 1) / 2.0, (self.height - 1) / 2.0
+        return (self.width - 1) / 2.0 + self.d, (self.height - 1) / 2.0 + self.e
+
+    def resized(self, width: int, height: int) -> Camera:
+        """The same camera for the image scaled to width x height (proxies)."""
+        s = width / self.width
+        return Camera(width, height, self.focal * s, self.R, self.k1, self.k2, self.d * s, self.e * s)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -113,13 +120,24 @@ class Camera:
             R=tuple(tuple(float(x) for x in r) for r in d["R"]),
             k1=float(d.get("k1", 0.0)),
             k2=float(d.get("k2", 0.0)),
+            d=float(d.get("d", 0.0)),
+            e=float(d.get("e", 0.0)),
         )
 
     @classmethod
-    def make(cls, width: int, height: int, focal: float, R: np.ndarray, k1: float = 0.0, k2: float = 0.0) -> Camera:
-        return cls(
-            int(width), int(height), float(focal), tuple(tuple(float(x) for x in r) for r in np.asarray(R)), k1, k2
-        )
+    def make(
+        cls,
+        width: int,
+        height: int,
+        focal: float,
+        R: np.ndarray,
+        k1: float = 0.0,
+        k2: float = 0.0,
+        d: float = 0.0,
+        e: float = 0.0,
+    ) -> Camera:
+        R_ = tuple(tuple(float(x) for x in r) for r in np.asarray(R))
+        return cls(int(width), int(height), float(focal), R_, float(k1), float(k2), float(d), float(e))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
