@@ -235,9 +235,16 @@ def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def misalignment(
-    a_rgb: np.ndarray, a_alpha: np.ndarray, a_rays: RayFn, b_rgb: np.ndarray, b_alpha: np.ndarray, b_rays: RayFn
+    a_rgb: np.ndarray,
+    a_alpha: np.ndarray,
+    a_rays: RayFn,
+    b_rgb: np.ndarray,
+    b_alpha: np.ndarray,
+    b_rays: RayFn,
+    rotation_out: list | None = None,
 ) -> dict[str, float]:
-    """Residual angles between matched points of two results after one rotation."""
+    """Residual angles between matched points of two results after one
+    rotation Q (b's rays -> a's; appended to ``rotation_out`` if given)."""
     pa, da = _sift(a_rgb, a_alpha)
     pb, db = _sift(b_rgb, b_alpha)
     if len(pa) < 10 or len(pb) < 10:
@@ -262,6 +269,8 @@ def misalignment(
         ang = np.arccos(np.clip(((rb @ Q.T) * ra).sum(1), -1, 1))
         keep = ang < max(3 * np.median(ang[keep]), 1e-4)
     deg = np.degrees(ang[keep])
+    if rotation_out is not None:
+        rotation_out.append(Q)
     return {
         "matches": int(keep.sum()),
         "rms_deg": round(float(np.sqrt(np.mean(deg**2))), 4),
