@@ -30,26 +30,24 @@ from .sky import feather_weight, sky_mask
 PROXY_PIXELS = 1.0e6
 
 
-def _proxy(layout, f: float):
-    from .pipeline import Layout
-
+def _render_proxy(layout, f: float, cache: SourceCache) -> tuple[np.ndarray, np.ndarray]:
+    """The whole layout rendered on its canvas scaled by ``f`` (a small proxy)."""
     pc = layout.canvas.scaled(f)
     layers = [dataclasses.replace(L, footprint=footprint(L.cam, pc)) for L in layout.layers]
-    return Layout(pc, layers, min(layout.bands, 2), 256, layout.labels, layout.tone)
+    tone = None if layout.tone.identity else layout.tone.apply
+    return render_rect(layers, pc, (0, 0, pc.width, pc.height), cache, min(layout.bands, 2), layout.labels, None, tone)
 
 
 class SkyMerger:
     """Callable (rect, rgb, alpha) -> (rgb, alpha): the ground block with the sky merged in."""
 
     def __init__(self, ground, sky, feather_deg: float = 2.0, cache: SourceCache | None = None) -> None:
-        from .pipeline import render_region
-
         cv = ground.canvas
         self.canvas = cv
         self.cache = cache or SourceCache(256 << 20)
         f = min(1.0, math.sqrt(PROXY_PIXELS / (cv.width * cv.height)))
-        g_rgb, g_a = render_region(_proxy(ground, f), (0, 0, max(1, round(cv.width * f)), max(1, round(cv.height * f))))
-        s_rgb, s_a = render_region(_proxy(sky, f), (0, 0, g_a.shape[1], g_a.shape[0]))
+        g_rgb, g_a = _render_proxy(ground, f, self.cache)
+        s_rgb, s_a = _render_proxy(sky, f, self.cache)
         filled = np.where(g_a[:, :, None] > 0.5, g_rgb, 1.0)  # uncovered top: sky
         m = sky_mask(filled, None)
         m = np.where(g_a > 0.5, m, 1.0).astype(np.float32)
