@@ -454,8 +454,11 @@ PLANE_LIMIT = {"rectilinear": 3.0, "stereographic": 4.0, "planar": 1.0}
 T_LIMIT = {"cylindrical": 4.0, "mercator": 3.0, "equirectangular": math.pi / 2}
 
 
-def covers_360(cams: list[Camera], bins: int = 360) -> bool:
-    """Whether the cameras' longitudes close the full circle (a 360-degree panorama)."""
+def covers_360(cams: list[Camera], bins: int = 360, min_share: float = 5 / 6) -> bool:
+    """Whether the cameras' longitudes go round the circle: a 360-degree
+    panorama, possibly with a gap (a ring whose registration does not quite
+    close, a missing stack) of up to (1 - min_share) x 360 degrees; less is
+    a partial panorama, never padded to 360 degrees."""
     hit = np.zeros(bins, bool)
     for c in cams:
         if _contains_dir(c, np.array([0.0, -1.0, 0.0])) or _contains_dir(c, np.array([0.0, 1.0, 0.0])):
@@ -469,7 +472,7 @@ def covers_360(cams: list[Camera], bins: int = 360) -> bool:
             end += 2 * math.pi
         idx = np.arange(math.floor(start / (2 * math.pi) * bins), math.ceil(end / (2 * math.pi) * bins) + 1)
         hit[np.mod(idx, bins)] = True
-    return bool(hit.all())
+    return bool(hit.mean() >= min_share)
 
 
 def make_canvas(

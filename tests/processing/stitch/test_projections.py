@@ -79,6 +79,9 @@ def test_equirectangular_partial_is_not_padded_but_a_full_sphere_is():
     assert not covers_360(two)
     ring = [Camera.make(1000, 666, 800.0, rotation_from_ypr(y, 0, 0)) for y in range(0, 360, 45)]
     assert covers_360(ring)
+    # a ring that does not quite close (one view missing) is still a 360 panorama
+    assert covers_360(ring[:3] + ring[4:])
+    assert not covers_360(ring[:5])
     full = make_canvas(ring, "equirectangular", wrap=True)
     assert full.width == 2 * full.height
     padded = make_canvas(two, "equirectangular", wrap=True)  # what issue 17 found: 360 x 180
