@@ -1,4 +1,5 @@
-"""python -m processing bench stitch [--set parrington|durlach|meadow|big] [--compare-openstitching]
+"""python -m processing bench stitch [--set parrington|durlach|meadow|big|budapest|weir|exposure_error|shared[,...]]
+[--compare-openstitching] [--compare-hugin]
 
 Each run stitches in a child process (fair peak-memory measurement with
 psutil) and prints one JSON object: images placed, seconds, peak RSS and,
@@ -11,6 +12,12 @@ where there is a reference, quality:
   same size, yaw aligned by circular cross-correlation): PSNR and SSIM on
   pixels both cover.
 - big: procedurally generated tiles (several GP), peak memory.
+- --compare-hugin: Hugin's chain (processing/bench/hugin.py) on the same
+  photos in the same run, and for both results: images placed, seconds, peak
+  memory, clipped fraction (against the inputs'), ghost measure, holes, and
+  their misalignment against each other (processing/bench/stitch_measures.py).
+  ``--set shared`` runs durlach and the other shared sets one after the other,
+  one JSON line each.
 """
 
 from __future__ import annotations
@@ -33,8 +40,40 @@ from .common import emit
 SHARED = Path(os.environ.get("TERAPAN_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
+#: photo sets in shared/data/panoramas and how Terapan stitches them (Hugin gets the same projection)
+PHOTO_SETS = {
+    "durlach": {"projection": "equirectangular", "wrap": True},
+    "parrington": {"projection": "cylindrical", "wrap": True},
+    "budapest": {"projection": "cylindrical", "wrap": False},
+    "weir": {"projection": "cylindrical", "wrap": False},
+    "exposure_error": {"projection": "cylindrical", "wrap": False},
+}
+SETS = (*PHOTO_SETS, "meadow", "big")
+SHARED_SETS = tuple(PHOTO_SETS)
+
+
+def _set_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    out: list[str] = []
+    for n in names:
+        if n == "shared":
+            out += SHARED_SETS
+        elif n in SETS:
+            out.append(n)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown set {n!r} (one of {', '.join(SETS)} or 'shared')")
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", default="parrington", choices=["parrington", "durlach", "meadow", "big"])
+    p.add_argument(
+        "--set",
+        default="parrington",
+        type=_set_list,
+        help=f"one of {', '.join(SETS)}, 'shared' ({', '.join(SHARED_SETS)}) or a comma-separated list",
+    )
+    p.add_argument("--compare-hugin", action="store_true", help="also run Hugin's chain (Debian's hugin-tools)")
+    p.add_argument("--no-install", action="store_true", help="--compare-hugin: never apt-get install Hugin")
     p.add_argument("--compare-openstitching", action="store_true", help="also run OpenStitching (pip 'stitching')")
     p.add_argument(
         "--openstitching-python",
@@ -421,28 +460,52 @@ def make_big_tiles(
 def run(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_stitch_"))
     work.mkdir(parents=True, exist_ok=True)
-    rec: dict = {"bench": "stitch", "set": args.set}
+    hugin_skip = None
+    if args.compare_hugin:
+        from .hugin import ensure_hugin
+
+        hugin_skip = ensure_hugin(install=not args.no_install)
+    for name in args.set:
+        run_set(args, name, work / name if len(args.set) > 1 else work, hugin_skip)
+    return 0
+
+
+def _hfov_from_list(path: Path) -> float | None:
+    """Horizontal field of view (degrees) from Parrington's 'name focal' list
+    and the first image's width (its JPEGs carry no EXIF focal length)."""
+    from processing.io.imageio import probe
+
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#"):
+            w = probe(path.parent / parts[0]).width
+            return math.degrees(2 * math.atan(w / 2 / float(parts[1])))
+    return None
+
+
+def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | None) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    rec: dict = {"bench": "stitch", "set": name}
     placements = None
     params: dict = {"max_output_mp": args.max_mp}
-    if args.set in ("parrington", "durlach"):
-        d = SHARED / "panoramas" / args.set
+    if name in PHOTO_SETS:
+        d = SHARED / "panoramas" / name
         if not d.is_dir():
             emit({**rec, "skipped": f"{d} not found"})
-            return 0
+            return
         files = _files(d)
-        if args.set == "parrington":
-            params.update(projection="cylindrical", wrap=True)
+        # report what was placed rather than stop (a partial set fails the CLI)
+        params.update(PHOTO_SETS[name], allow_partial=True)
+        if name == "parrington":
             placements = d / "image_list.txt"
-        else:
-            params.update(projection="equirectangular", wrap=True)
-        out = work / f"{args.set}.tif"
-    elif args.set == "meadow":
+        out = work / f"{name}.tif"
+    elif name == "meadow":
         from processing.synth.synth_pano import cube_to_equirect, cube_views, load_cube, write_views
 
         src = SHARED / "photos" / "meadow_cubemap_2048x12288.jpg"
         if not src.is_file():
             emit({**rec, "skipped": f"{src} not found"})
-            return 0
+            return
         cube = load_cube(src, args.face)
         views = cube_views(cube, (640, 480), 65.0, 40.0, pitches=(-40.0, 0.0, 40.0))
         vdir = write_views(views, work / "meadow_views", cube_to_equirect(cube, 1024))
@@ -467,15 +530,27 @@ def run(args: argparse.Namespace) -> int:
             "cpu_seconds": round(getattr(run_child, "last_cpu_s", 0.0), 1),
             "timings": res.get("timings"),
             "pair_rms_px": res.get("rms_px"),
+            "clipped_output": res.get("clipped_output"),
+            "clipped_inputs": res.get("clipped_inputs"),
             "error": res.get("error"),
         }
     )
     if "error" not in res:
-        if args.set == "meadow":
+        if name == "meadow":
             fp = {c["file"] for c in res.get("cameras", []) if c.get("from_prior")}
             rec.update(meadow_quality(work / "meadow_views", out, Path(res["layout"]), cube, fp))
-        if args.set == "durlach":
+        if name == "durlach":
             rec.update(hugin_agreement(out, SHARED / "panoramas" / "durlach" / "hugin_result_equirect.jpg"))
+    if args.compare_hugin:
+        if hugin_skip:
+            rec["hugin"] = {"skipped": hugin_skip}
+        elif name not in PHOTO_SETS:
+            rec["hugin"] = {"skipped": f"set {name} has no photos for Hugin"}
+        else:
+            from .hugin_compare import compare_with_hugin
+
+            hfov = _hfov_from_list(placements) if placements else None
+            rec.update(compare_with_hugin(files, out, res, work / "hugin", params["projection"], hfov))
     if args.compare_openstitching:
         # OpenStitching needs OpenCV 4: it runs in its own virtualenv's Python.
         py = args.openstitching_python
@@ -484,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
                 import stitching  # noqa: F401
             o, s2, p2 = openstitching_in_child(
                 files,
-                work / f"{args.set}_openstitching.jpg",
+                work / f"{name}_openstitching.jpg",
                 {"detector": "sift", "confidence_threshold": 0.5, "crop": False},
                 python=py,
             )
@@ -493,4 +568,3 @@ def run(args: argparse.Namespace) -> int:
             rec["openstitching"] = {"error": "package 'stitching' not installed (see requirements-bench.txt)"}
     rec = {k: v for k, v in rec.items() if v is not None}
     emit(rec)
-    return 0

@@ -13,7 +13,17 @@ from ..io.errors import InputError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder of images (or one image list file with one path per line)")
     p.add_argument("-o", "--out", required=True, help="output .tif (tiled BigTIFF RGBA), .png or .jpg")
-    p.add_argument("--projection", choices=["cylindrical", "equirectangular"], default="cylindrical")
+    p.add_argument(
+        "--projection",
+        choices=["cylindrical", "equirectangular", "mercator", "rectilinear", "stereographic", "planar"],
+        default="cylindrical",
+    )
+    p.add_argument(
+        "--crop",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="cut to the largest filled rectangle (auto: partial panoramas only)",
+    )
     p.add_argument("--wrap", action="store_true", help="360-degree cylinder (equirectangular always wraps)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     p.add_argument("--placements", help="angles.csv / image_list.txt with approximate yaw,pitch,roll,focal")
@@ -29,6 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gain", action="store_true", help="no gain compensation")
     p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
     p.add_argument("--lens-k1", action="store_true", help="estimate radial lens distortion (k1) per lens")
+    p.add_argument("--lens", action="store_true", help="estimate k1, k2 and the principal point shift d, e per lens")
+    p.add_argument(
+        "--min-share",
+        type=float,
+        default=0.5,
+        help="fail (exit 2, naming the dropped images) when fewer than this share of the images join",
+    )
+    p.add_argument("--allow-partial", action="store_true", help="stitch whatever joined, however few")
+    p.add_argument(
+        "--tone",
+        choices=["shoulder", "clip"],
+        default="shoulder",
+        help="shoulder: bright content is compressed below white, never clipped (default)",
+    )
+    p.add_argument("--exposure", choices=["joint", "means"], default="joint", help="exposure model")
     p.add_argument("--sky", metavar="DIR", help="folder of a separately shot sky capture to merge in last")
 
 
@@ -60,7 +85,13 @@ def run(args: argparse.Namespace) -> int:
             vignetting=args.vignetting,
             gain_compensation=not args.no_gain,
             lens_k1=args.lens_k1,
+            lens_full=args.lens,
             seams=args.seams,
+            min_share=args.min_share,
+            crop=args.crop,
+            allow_partial=args.allow_partial,
+            tone=args.tone,
+            exposure=args.exposure,
         )
         params.validate()
     except ValueError as e:

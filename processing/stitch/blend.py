@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -66,6 +66,10 @@ class Layer:
     footprint: tuple[int, int, int, int]
     gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
     vignetting: tuple[float, float] = (0.0, 0.0)
+    # > 0: source pixels the input clipped (every channel at its maximum) render
+    # at least this bright: a blown-out sky stays white instead of turning
+    # grey under a gain < 1 (the brightest well-exposed level, see tone.py)
+    white: float = 0.0
 
 
 def vignetting_gain(mx: np.ndarray, my: np.ndarray, cam: Camera, coeffs: tuple[float, float]) -> np.ndarray:
@@ -257,6 +261,7 @@ def render_rect(
     bands: int = 5,
     labels: np.ndarray | None = None,
     only: Sequence[int] | None = None,
+    tone: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render output pixels ``rect`` = (x0, y0, x1, y1) of the panorama.
 
@@ -264,6 +269,9 @@ def render_rect(
     per proxy pixel, see seams.py); without it, Voronoi seams.
     ``only``: indices of the layers that may meet the rectangle (a spatial
     pre-selection by the caller); default all.
+    ``tone``: the output tone curve (tone.Tone.apply, in place), applied to
+    the blended values before they are clipped to [0, 1]: exposure gains
+    push bright content past 1, and the highlight shoulder brings it back.
 
     Returns (rgb float32 HxWx3 in [0, 1] (0 where uncovered), alpha float32 HxW).
     x may run outside [0, width) with wrap (periodic canvas).
@@ -288,9 +296,12 @@ def render_rect(
         for (li, _r, sl, mx, my, _valid), sel in zip(inst, masks, strict=True):
             img = _sample(layers[li], cache, mx, my)
             np.copyto(acc[sl], img, where=sel[:, :, None])
-        out = np.clip(acc[out_sl], 0.0, 1.0)
+        out = acc[out_sl]
     else:
-        out = np.clip(_blend_bands(layers, cache, inst, masks, rect, ex_rect, bands), 0.0, 1.0)
+        out = _blend_bands(layers, cache, inst, masks, rect, ex_rect, bands)
+    if tone is not None:
+        out = tone(out)
+    out = np.clip(out, 0.0, 1.0)
     alpha = cov[out_sl].astype(np.float32)
     out *= alpha[:, :, None]
     return out, alpha
@@ -321,6 +332,16 @@ def _blend_bands(
     acc0 = np.zeros((OH, OW, 3), np.float32)
     acc = [acc0] + [np.zeros((EH >> k, EW >> k, 3), np.float32) for k in range(1, bands + 1)]
     wsum = [np.zeros((EH >> k, EW >> k), np.float32) for k in range(bands + 1)]
+    # pass 1: each image's pyramids (and its finest band, pasted where it owns
+    # pixels); near the output rectangle (GUARD px around it) the owner's
+    # pixels and the range of all images' values, for the ghost guard
+    q = GUARD
+    gy0, gx0 = max(0, oy0 - q), max(0, ox0 - q)
+    gy1, gx1 = min(EH, oy0 + OH + q), min(EW, ox0 + OW + q)
+    own = np.zeros((gy1 - gy0, gx1 - gx0, 3), np.float32)
+    lo = np.full(own.shape, np.inf, np.float32)
+    hi = np.full(own.shape, -np.inf, np.float32)
+    pyrs = []
     for (li, r, _sl, mx, my, valid), sel in zip(inst, masks, strict=True):
         c = _mask_crop(sel, r, m, A)
         assert c is not None
@@ -347,7 +368,19 @@ def _blend_bands(
             dst = acc0[oy + r0 - oy0 : oy + r1 - oy0, ox + c0 - ox0 : ox + c1 - ox0]
             np.copyto(dst, lap0, where=sel_c[r0:r1, c0:c1, None])
             del lap0
+        # guard window: this crop's part of it
+        a0, a1 = max(gy0, oy), min(gy1, oy + sel_c.shape[0])
+        b0, b1 = max(gx0, ox), min(gx1, ox + sel_c.shape[1])
+        if a1 > a0 and b1 > b0:
+            src = img[a0 - oy : a1 - oy, b0 - ox : b1 - ox]
+            vv = v_c[a0 - oy : a1 - oy, b0 - ox : b1 - ox, None]
+            gs = (slice(a0 - gy0, a1 - gy0), slice(b0 - gx0, b1 - gx0))
+            np.copyto(own[gs], src, where=sel_c[a0 - oy : a1 - oy, b0 - ox : b1 - ox, None])
+            np.minimum(lo[gs], np.where(vv, src, np.inf), out=lo[gs])
+            np.maximum(hi[gs], np.where(vv, src, -np.inf), out=hi[gs])
         del img
+        pyrs.append((g, gm, gv, oy, ox))
+    for g, gm, gv, oy, ox in pyrs:
         for k in range(1, bands + 1):
             if k < bands:
                 lap = g[k] - cv2.pyrUp(g[k + 1], dstsize=(g[k].shape[1], g[k].shape[0]))
@@ -362,14 +395,35 @@ def _blend_bands(
                 wk_ += 1e-8 * gv[k]
             acc[k][ys : ys + hk, xs : xs + wk] += lap * wk_[:, :, None]
             wsum[k][ys : ys + hk, xs : xs + wk] += wk_
-        del g, gm, gv
+    n_images = len(pyrs)
+    del pyrs
     res = acc[bands] / np.maximum(wsum[bands], 1e-12)[:, :, None]
     for k in range(bands - 1, 0, -1):
         lev = acc[k] / np.maximum(wsum[k], 1e-12)[:, :, None]
         res = cv2.pyrUp(res, dstsize=(lev.shape[1], lev.shape[0])) + lev
     res = _up_region(res, oy0, oy0 + OH, ox0, ox0 + OW)
     res += acc0
+    if n_images > 1:
+        # ghost guard: where the overlapping images disagree (a moving person,
+        # parallax, a residual misalignment), blending their bands would show
+        # both; there the pixel's owner (the seam's choice) wins alone,
+        # feathered over a few pixels
+        spread = np.nan_to_num(hi - lo, nan=0.0, posinf=0.0, neginf=0.0).max(2)
+        dis = cv2.dilate((spread > DISAGREE).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
+        alpha = cv2.GaussianBlur(dis, (0, 0), 1.5)
+        sl = (slice(oy0 - gy0, oy0 - gy0 + OH), slice(ox0 - gx0, ox0 - gx0 + OW))
+        a_ = alpha[sl][:, :, None]
+        res = res * (1 - a_) + own[sl] * a_
     return res
+
+
+#: difference (max over channels, values in [0, 1]) above which overlapping
+#: images count as disagreeing (a gain-compensated overlap differs by a few %)
+DISAGREE = 0.08
+
+
+#: pixels around the output rectangle that the ghost guard looks at (its dilation and feathering)
+GUARD = 8
 
 
 def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
@@ -396,6 +450,17 @@ def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.
     img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
     if L.vignetting[0] or L.vignetting[1]:
         img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
+    if L.white > 0:
+        # a clipped channel's true value is at least the clipping level: a
+        # gain < 1 must not turn a blown-out sky grey. The pixel is scaled as
+        # a whole (hue kept) until its clipped channels reach ``white``.
+        top = 255 if src.dtype == np.uint8 else 65535
+        near = cv2.remap(src, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        clipped = near >= top - 1
+        if clipped.any():
+            lvl = np.where(clipped, img, np.float32(np.inf)).min(2)
+            f = np.where(np.isfinite(lvl), np.float32(L.white) / np.maximum(lvl, np.float32(1e-3)), 1.0)
+            img *= np.maximum(f, 1.0).astype(np.float32)[:, :, None]
     return img
 
 

@@ -10,6 +10,7 @@ least squares).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +28,13 @@ class ProxyWarp:
     valid: np.ndarray  # bool h x w
     r2: np.ndarray  # normalised squared radius in the source (for vignetting)
     w: np.ndarray | None = None  # Voronoi criterion (distance to the source border)
+    clipped: np.ndarray | None = None  # bool h x w: the input was clipped there (any channel)
 
 
 def proxy_warp(thumb: np.ndarray, cam: Camera, pc: Canvas) -> ProxyWarp | None:
     """Warp a thumbnail (any size, same aspect as the original) onto the proxy canvas."""
     th, tw = thumb.shape[:2]
-    s = tw / cam.width
-    tcam = Camera(tw, th, cam.focal * s, cam.R, cam.k1, cam.k2)
+    tcam = cam.resized(tw, th)
     x0, y0, x1, y1 = footprint(cam, pc)
     if x1 <= x0 or y1 <= y0:
         return None
@@ -46,7 +47,10 @@ def proxy_warp(thumb: np.ndarray, cam: Camera, pc: Canvas) -> ProxyWarp | None:
     cx, cy = tcam.center
     r2 = ((mx - cx) ** 2 + (my - cy) ** 2) / ((tw / 2.0) ** 2 + (th / 2.0) ** 2)
     w = center_weight(tcam, mx, my, valid)
-    return ProxyWarp((x0, y0, x1, y1), img, valid, r2.astype(np.float32), w)
+    clipped = valid & (img.max(2) >= CLIPPED)
+    # a source that clipped a pixel loses it to one that did not (seams.py)
+    w = np.where(clipped, w * 0.01, w).astype(np.float32)
+    return ProxyWarp((x0, y0, x1, y1), img, valid, r2.astype(np.float32), w, clipped)
 
 
 def _overlap(a: ProxyWarp, b: ProxyWarp, canvas: Canvas):
@@ -256,3 +260,193 @@ def thumbnail(img: np.ndarray, max_pixels: float) -> np.ndarray:
     if f < 1.0:
         img = cv2.resize(img, (max(2, round(w * f)), max(2, round(h * f))), interpolation=cv2.INTER_AREA)
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------- joint photometric model
+
+#: thumbnail values at or above this (any channel) count as clipped in the input
+CLIPPED = 0.97
+#: and below this as too dark (noise, JPEG quantisation) for exposure ratios
+DARK = 0.03
+#: white balance basis: log gains per channel = ev + u * WB_U + v * WB_V (sum zero)
+WB_U = np.array([1.0, 0.0, -1.0]) / math.sqrt(2)
+WB_V = np.array([1.0, -2.0, 1.0]) / math.sqrt(6)
+
+
+@dataclass
+class Exposure:
+    """Per image: exposure (natural log of the gain), white balance (u, v);
+    per lens: vignetting (a, b) with V = 1 + a r^2 + b r^4."""
+
+    ev: np.ndarray  # n
+    wb: np.ndarray  # n x 2
+    vignetting: np.ndarray  # lenses x 2
+    lens: np.ndarray  # n, index into vignetting
+    samples: int = 0
+
+    def gains(self) -> np.ndarray:
+        return np.exp(self.ev[:, None] + self.wb[:, :1] * WB_U[None] + self.wb[:, 1:] * WB_V[None])
+
+
+def _pair_samples(
+    a: ProxyWarp, b: ProxyWarp, canvas: Canvas, cap: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """log RGB and r^2 of up to ``cap`` overlap pixels that neither image clipped."""
+    li, lj, ri, rj = [], [], [], []
+    for sa, sb in _overlap(a, b, canvas):
+        both = a.valid[sa] & b.valid[sb]
+        ia, ib = a.img[sa][both], b.img[sb][both]
+        ok = (ia.max(1) < CLIPPED) & (ib.max(1) < CLIPPED) & (ia.min(1) > DARK) & (ib.min(1) > DARK)
+        if ok.sum() == 0:
+            continue
+        li.append(np.log(ia[ok]))
+        lj.append(np.log(ib[ok]))
+        ri.append(a.r2[sa][both][ok])
+        rj.append(b.r2[sb][both][ok])
+    if not li:
+        return None
+    Li, Lj, Ri, Rj = (np.concatenate(x) for x in (li, lj, ri, rj))
+    if len(Li) < 20:
+        return None
+    if len(Li) > cap:
+        sel = rng.choice(len(Li), cap, replace=False)
+        Li, Lj, Ri, Rj = Li[sel], Lj[sel], Ri[sel], Rj[sel]
+    return Li, Lj, Ri, Rj
+
+
+def solve_exposure(
+    warps: Sequence[ProxyWarp | None],
+    canvas: Canvas,
+    lens: Sequence[int] | None = None,
+    vignetting: bool = False,
+    max_samples: int = 300_000,
+    wb_prior: float = 0.5,
+    seed: int = 0,
+) -> Exposure:
+    """Exposure (EV), white balance and (optionally) a vignetting model per
+    lens, solved jointly in the log domain on overlap pixel pairs that neither
+    image clipped or left black:
+
+        log I_i,c - log V(r_i) + ev_i + wb_i . B_c = log I_j,c - log V(r_j) + ev_j + wb_j . B_c
+
+    (B: a zero-sum basis of the three channels, so white balance never
+    changes the exposure). Clipped pixels are excluded: a blown-out sky says
+    nothing about the ratio of two exposures, and counting it pulls the dark
+    views' gains up until their sky clips too. Robust (Huber, re-weighted
+    twice) against moving things and parallax. The gauge: mean ev = 0 over
+    the images with data (the inputs' average exposure); white balance and
+    vignetting have weak ridge priors so images without overlaps stay at 1.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import lsqr
+
+    n = len(warps)
+    lens_idx = np.zeros(n, np.int64) if lens is None else np.asarray(lens, np.int64)
+    n_lens = int(lens_idx.max()) + 1 if n else 1
+    pairs = warp_pairs(warps, canvas)
+    rng = np.random.default_rng(seed)
+    cap = max(200, max_samples // max(1, len(pairs)))
+    rows_i, rows_j, Li, Lj, Ri, Rj = [], [], [], [], [], []
+    for i, j in pairs:
+        a, b = warps[i], warps[j]
+        if a is None or b is None:
+            continue
+        s = _pair_samples(a, b, canvas, cap, rng)
+        if s is None:
+            continue
+        rows_i.append(np.full(len(s[0]), i))
+        rows_j.append(np.full(len(s[0]), j))
+        Li.append(s[0])
+        Lj.append(s[1])
+        Ri.append(s[2])
+        Rj.append(s[3])
+    vig = np.zeros((n_lens, 2))
+    if not rows_i:
+        return Exposure(np.zeros(n), np.zeros((n, 2)), vig, lens_idx, 0)
+    ii, jj = np.concatenate(rows_i), np.concatenate(rows_j)
+    li, lj = np.concatenate(Li), np.concatenate(Lj)
+    qi, qj = np.concatenate(Ri), np.concatenate(Rj)
+    m = len(ii)
+    # unknowns: ev (n) | u (n) | v (n) | per lens a, b (2 L, only with vignetting)
+    nv = 3 * n + (2 * n_lens if vignetting else 0)
+    rr, cc, vv, rhs = [], [], [], []
+    for c in range(3):
+        r = np.arange(m) + c * m
+        rr += [r, r, r, r, r, r]
+        cc += [ii, jj, n + ii, n + jj, 2 * n + ii, 2 * n + jj]
+        vv += [np.ones(m), -np.ones(m), np.full(m, WB_U[c]), np.full(m, -WB_U[c])]
+        vv += [np.full(m, WB_V[c]), np.full(m, -WB_V[c])]
+        if vignetting:
+            li_, lj_ = lens_idx[ii], lens_idx[jj]
+            rr += [r, r, r, r]
+            cc += [3 * n + 2 * li_, 3 * n + 2 * li_ + 1, 3 * n + 2 * lj_, 3 * n + 2 * lj_ + 1]
+            vv += [-qi, -(qi**2), qj, qj**2]
+        rhs.append(lj[:, c] - li[:, c])
+    # priors: white balance and vignetting towards 0, ev towards 0 (weakly: the gauge)
+    k = 3 * m
+    prior_rows = np.arange(k, k + nv)
+    pw = np.concatenate([np.full(n, 1e-2), np.full(2 * n, wb_prior), np.full(nv - 3 * n, 1.0)]) * math.sqrt(
+        max(1.0, m / max(1, n)) * 1e-2
+    )
+    rr.append(prior_rows)
+    cc.append(np.arange(nv))
+    vv.append(pw)
+    R = np.concatenate(rr)
+    C = np.concatenate(cc)
+    V = np.concatenate(vv)
+    b = np.concatenate([*rhs, np.zeros(nv)])
+    A = coo_matrix((V, (R, C)), shape=(k + nv, nv)).tocsr()
+    w = np.ones(k + nv)
+    sol = np.zeros(nv)
+    for _ in range(3):
+        Aw = A.multiply(w[:, None]).tocsr()
+        sol = lsqr(Aw, b * w, atol=1e-10, btol=1e-10, iter_lim=3000, x0=sol)[0]
+        res = A @ sol - b
+        d = res[:k]
+        delta = max(1.5 * 1.4826 * float(np.median(np.abs(d))), 0.01)
+        hub = np.where(np.abs(d) <= delta, 1.0, np.sqrt(delta / np.maximum(np.abs(d), 1e-12)))
+        w = np.concatenate([hub, np.ones(nv)])
+    ev, u, v = sol[:n], sol[n : 2 * n], sol[2 * n : 3 * n]
+    used = np.bincount(np.concatenate([ii, jj]), minlength=n) > 0
+    ev = ev - ev[used].mean()
+    if vignetting:
+        # log V = a r2 + b r4  ->  V ~ 1 + a r2 + (b + a^2 / 2) r4
+        ab = sol[3 * n :].reshape(n_lens, 2)
+        vig = np.stack([ab[:, 0], ab[:, 1] + ab[:, 0] ** 2 / 2], 1)
+    return Exposure(ev, np.stack([u, v], 1), vig, lens_idx, m)
+
+
+def lens_groups(cams: Sequence[Camera]) -> list[int]:
+    """One index per camera: images of one size and focal length (within 1 %) share a lens."""
+    keys: list[tuple[int, int, float]] = []
+    out = []
+    for c in cams:
+        for k, (w, h, f) in enumerate(keys):
+            if (w, h) == (c.width, c.height) and abs(c.focal - f) < 0.01 * f:
+                out.append(k)
+                break
+        else:
+            keys.append((c.width, c.height, c.focal))
+            out.append(len(keys) - 1)
+    return out
+
+
+def brightest_unclipped(
+    warps: Sequence[ProxyWarp | None], gains: np.ndarray, vig: Sequence[tuple[float, float]], q: float = 99.9
+) -> float:
+    """The ``q``-th percentile of the largest channel, after gains and
+    vignetting, of every proxy pixel that its input did not clip: how bright
+    the brightest well-exposed content comes out."""
+    vals = []
+    for k, w in enumerate(warps):
+        if w is None:
+            continue
+        ok = w.valid & (w.img.max(2) < CLIPPED)
+        if not ok.any():
+            continue
+        v = 1.0 + w.r2 * (vig[k][0] + vig[k][1] * w.r2)
+        x = (w.img[ok] * gains[k][None]).max(1) / np.maximum(v[ok], 0.05)
+        vals.append(x)
+    if not vals:
+        return 1.0
+    return float(np.percentile(np.concatenate(vals), q))

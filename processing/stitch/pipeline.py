@@ -27,11 +27,32 @@ from ..io.errors import InputError, ProcessingError
 from ..io.imageio import load_image, probe
 from ..io.params import StageParams
 from .blend import Layer, SourceCache, default_bands, margin_for, render_rect
-from .exposure import apply_vignetting_to_warps, estimate_vignetting, overlap_stats, proxy_warp, solve_gains, thumbnail
+from .exposure import (
+    apply_vignetting_to_warps,
+    brightest_unclipped,
+    estimate_vignetting,
+    lens_groups,
+    overlap_stats,
+    proxy_warp,
+    solve_exposure,
+    solve_gains,
+    thumbnail,
+)
 from .features_store import load_features
-from .project import PROJECTIONS, Camera, Canvas, footprint, make_canvas, ypr_from_rotation
+from .project import (
+    AZIMUTHAL,
+    PROJECTIONS,
+    Camera,
+    Canvas,
+    autocrop,
+    covers_360,
+    footprint,
+    make_canvas,
+    ypr_from_rotation,
+)
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
 from .seams import refine_seams
+from .tone import Tone, shoulder_for
 
 Progress = Callable[[str, int, int], None]
 LAYOUT_VERSION = 1
@@ -39,7 +60,7 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class StitchParams(StageParams):
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     STAGE: ClassVar[str] = "stitch"
 
     projection: str = "cylindrical"
@@ -51,16 +72,31 @@ class StitchParams(StageParams):
     conf_thresh: float = 1.0
     wave_correct: bool = True
     lens_k1: bool = False  # estimate radial distortion k1 per lens in the bundle adjustment
+    # k1, k2 and the principal point shift d, e per lens (priors; only lenses
+    # with enough matched points, see registration.bundle_adjust)
+    lens_full: bool = False
     scale: float = 1.0  # output px/rad = scale * median focal
     max_output_mp: float = 0.0  # 0 = no limit; else shrink the canvas to fit
     bands: int = -1  # -1 = automatic
     gain_compensation: bool = True
     seams: str = "dp"  # "dp": Voronoi refined by dynamic programming on a proxy; "voronoi"
     vignetting: bool = False
+    # "joint": EV + white balance (+ vignetting per lens) on unclipped overlap
+    # pixel pairs (exposure.solve_exposure); "means": per-channel gains from
+    # overlap means (OpenCV's equations, the first version)
+    exposure: str = "joint"
+    tone: str = "shoulder"  # "shoulder": never clip what the inputs did not (tone.py); "clip"
     exposure_mp: float = 2.0  # proxy canvas size for exposure
     block: int = 1024
     bits: int = 8  # 8 or 16 bits per sample in the output
     cache_mb: int = 1200
+    # a failed panorama fails: fewer than this share of the images in the
+    # main (matched) component raises IncompletePanorama, unless allow_partial
+    min_share: float = 0.5
+    allow_partial: bool = False
+    # "auto": cut partial (not 360-degree) panoramas to the largest filled
+    # rectangle; "on": always (a 360-degree one loses its wrap); "off": never
+    crop: str = "auto"
 
     def validate(self) -> None:
         if self.projection not in PROJECTIONS:
@@ -69,8 +105,29 @@ class StitchParams(StageParams):
             raise ValueError("bits must be 8 or 16")
         if self.seams not in ("dp", "voronoi"):
             raise ValueError("seams must be 'dp' or 'voronoi'")
+        if self.exposure not in ("joint", "means"):
+            raise ValueError("exposure must be 'joint' or 'means'")
+        if self.crop not in ("auto", "on", "off"):
+            raise ValueError("crop must be 'auto', 'on' or 'off'")
+        if self.tone not in ("shoulder", "clip"):
+            raise ValueError("tone must be 'shoulder' or 'clip'")
+        if not 0.0 <= self.min_share <= 1.0:
+            raise ValueError("min_share must be between 0 and 1")
         if self.block < 64 or self.block % 64:
             raise ValueError("block must be a multiple of 64")
+
+
+class IncompletePanorama(InputError):
+    """Too few images joined the main component: nothing is written."""
+
+    def __init__(self, folder: str | Path, joined: int, total: int, need: float, dropped: dict[str, str]) -> None:
+        self.joined, self.total, self.dropped = joined, total, dropped
+        names = ", ".join(f"{n} ({r})" for n, r in dropped.items())
+        super().__init__(
+            folder,
+            f"only {joined} of {total} images joined the main component (at least {need:.0%} needed); "
+            f"dropped: {names}; --allow-partial stitches what joined",
+        )
 
 
 @dataclass
@@ -86,6 +143,8 @@ class StitchResult:
     out_path: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     rms_px: float = 0.0
+    clipped_output: float = 0.0  # share of covered output pixels with every channel >= 254/255
+    clipped_inputs: float = 0.0  # the same share over all input pixels
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -95,6 +154,8 @@ class StitchResult:
             "width": self.width,
             "height": self.height,
             "seconds": round(self.seconds, 2),
+            "clipped_output": round(self.clipped_output, 5),
+            "clipped_inputs": round(self.clipped_inputs, 5),
         }
 
 
@@ -105,6 +166,7 @@ class Layout:
     bands: int
     block: int = 1024
     labels: np.ndarray | None = None  # seam labels on a proxy canvas (stitch_seams.py)
+    tone: Tone = field(default_factory=Tone)  # output highlight shoulder (tone.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +174,7 @@ class Layout:
             "canvas": self.canvas.to_dict(),
             "bands": self.bands,
             "block": self.block,
+            "tone": self.tone.to_dict(),
             "images": [
                 {
                     "path": L.path,
@@ -119,6 +182,7 @@ class Layout:
                     "footprint": list(L.footprint),
                     "gain": list(L.gain),
                     "vignetting": list(L.vignetting),
+                    "white": L.white,
                 }
                 for L in self.layers
             ],
@@ -151,6 +215,7 @@ def layout_from_json(src: str | Path | dict) -> Layout:
             tuple(int(x) for x in im["footprint"]),  # type: ignore[arg-type]
             tuple(float(x) for x in im["gain"]),  # type: ignore[arg-type]
             tuple(float(x) for x in im.get("vignetting", (0.0, 0.0))),  # type: ignore[arg-type]
+            float(im.get("white", 0.0)),
         )
         for im in d["images"]
     ]
@@ -159,7 +224,7 @@ def layout_from_json(src: str | Path | dict) -> Layout:
         sp = Path(src).with_name(Path(d["seams_file"]).name)
         if sp.is_file():
             labels = np.load(sp, allow_pickle=False)
-    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels)
+    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels, Tone.from_dict(d.get("tone")))
 
 
 # ------------------------------------------------------------------ rendering
@@ -185,6 +250,7 @@ def render_region(
     if not isinstance(layout, Layout):
         layout = layout_from_json(layout)
     cache = cache or SourceCache()
+    tone = None if layout.tone.identity else layout.tone.apply
     x0, y0, x1, y1 = rect
     y0, y1 = max(0, y0), min(layout.canvas.height, y1)
     if not layout.canvas.wrap:
@@ -196,7 +262,7 @@ def render_region(
         only = layers_meeting_rows(layout, by, min(by + B, y1))
         for bx in range(x0, x1, B):
             r = (bx, by, min(bx + B, x1), min(by + B, y1))
-            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only)
+            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only, tone)
             rgb[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = c
             alpha[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = a
     return rgb, alpha
@@ -219,16 +285,26 @@ def render_to_file(
     progress: Progress | None = None,
     tile: int = 256,
     threads: int | None = None,
+    stats: dict[str, float] | None = None,
+    merge: Callable[[tuple[int, int, int, int], np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Path:
     """Render the whole panorama block row by block row.
 
     .tif/.tiff: tiled BigTIFF RGBA (tiles streamed, rows of blocks in memory);
     .png: RGBA; .jpg: RGB on black (both need the whole image in memory).
+    ``stats`` (if given) receives "clipped_fraction": the share of covered
+    output pixels with every channel >= 254/255. ``merge`` (if given) gets
+    each rendered block (rect, rgb, alpha) and returns it with another
+    layer merged in (sky_merge.SkyMerger).
     """
+    # long: the block loop shares the writer, the cache, the clipping statistics and the
+    # optional sky merge; split, each helper would take all of them.
     out_path = Path(out_path)
     cv = layout.canvas
     W, H, B = cv.width, cv.height, layout.block
     cache = cache or SourceCache()
+    tone = None if layout.tone.identity else layout.tone.apply
+    clipped = [0, 0]  # covered output pixels, and those clipped (every channel >= 254/255)
     n_rows = math.ceil(H / B)
     ext = out_path.suffix.lower()
     if ext in (".tif", ".tiff"):
@@ -242,7 +318,9 @@ def render_to_file(
         dtype = np.uint8 if bits == 8 else np.uint16
 
         def render_block(row: np.ndarray, rc: tuple[int, int, int, int], only: list[int]) -> None:
-            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only)
+            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only, tone)
+            if merge is not None:
+                c, a = merge(rc, c, a)
             row[:, rc[0] : rc[2]] = _quantize(c, a, bits)  # disjoint columns: no lock needed
 
         def render_row(pool: ThreadPoolExecutor, r: int) -> tuple[np.ndarray, list]:
@@ -251,6 +329,14 @@ def render_to_file(
             row = np.zeros((y1 - y0, W, 4), dtype)
             futs = [pool.submit(render_block, row, (bx, y0, min(W, bx + B), y1), only) for bx in range(0, W, B)]
             return row, futs
+
+        def count_clipped(q: np.ndarray) -> None:
+            full = np.iinfo(q.dtype).max
+            thr = 254 if bits == 8 else 254 * 257
+            cov = q[..., 3] >= full - (1 if bits == 8 else 257)
+            clip = cov & (q[..., 0] >= thr) & (q[..., 1] >= thr) & (q[..., 2] >= thr)
+            clipped[0] += int(cov.sum())
+            clipped[1] += int(clip.sum())
 
         def tiles():
             # block rows render on a thread pool one row ahead, so rendering
@@ -265,6 +351,7 @@ def render_to_file(
                     nxt = render_row(pool, r + 1) if r + 1 < n_rows else None
                     if progress:
                         progress("render", r + 1, n_rows)
+                    count_clipped(row)
                     for ty in range(0, row.shape[0], tile):
                         for tx in range(0, W, tile):
                             t = np.zeros((tile, tile, 4), dtype)
@@ -288,16 +375,24 @@ def render_to_file(
                 maxworkers=workers,  # zlib releases the GIL
                 buffersize=32 << 20,  # tiles compressed per batch: bounded memory
             )
+        if stats is not None:
+            stats["clipped_fraction"] = clipped[1] / max(clipped[0], 1)
         return out_path
     if W * H > 400e6:
         raise InputError(out_path, f"{W}x{H} is too large for {ext}: write a .tif (tiled BigTIFF)")
     rgb, alpha = render_region(layout, (0, 0, W, H), cache)
+    if merge is not None:
+        rgb, alpha = merge((0, 0, W, H), rgb, alpha)
     if progress:
         progress("render", 1, 1)
     import cv2
 
+    q = _quantize(rgb, alpha, bits)
+    cov = alpha >= 254 / 255
+    if stats is not None:
+        clip = cov & (q[..., :3] >= (254 if bits == 8 else 254 * 257)).all(2)
+        stats["clipped_fraction"] = float(clip.sum() / max(int(cov.sum()), 1))
     if ext == ".png":
-        q = _quantize(rgb, alpha, bits)
         data = q[..., [2, 1, 0, 3]]
         ok, buf = cv2.imencode(".png", data)
     elif ext in (".jpg", ".jpeg"):
@@ -315,37 +410,75 @@ def render_to_file(
 # -------------------------------------------------------------------- pipeline
 
 
+def fit_canvas(cam_list: list[Camera], params: StitchParams) -> Canvas:
+    """The output canvas: a partial panorama is never padded to 360 degrees,
+    and (crop "auto") is cut to its largest filled rectangle."""
+    s = params.scale * float(np.median([c.focal for c in cam_list]))
+    wrap = params.wrap and params.projection not in AZIMUTHAL and covers_360(cam_list)
+    canvas = make_canvas(
+        cam_list, params.projection, s, wrap, params.max_output_mp * 1e6 if params.max_output_mp else None
+    )
+    if params.crop == "on" or (params.crop == "auto" and not wrap):
+        canvas = autocrop(cam_list, canvas)
+    return canvas
+
+
 def build_layout(
     cams: dict[int, Camera],
     paths: Sequence[Path],
     params: StitchParams,
     thumbs: dict[int, np.ndarray] | None = None,
+    canvas: Canvas | None = None,
 ) -> Layout:
+    """Canvas (unless given: a sky layout shares the ground's), exposure,
+    tone and seams of the cameras ``cams`` (indices into ``paths``)."""
     order = sorted(cams)
     cam_list = [cams[k] for k in order]
-    s = params.scale * float(np.median([c.focal for c in cam_list]))
-    canvas = make_canvas(
-        cam_list, params.projection, s, params.wrap, params.max_output_mp * 1e6 if params.max_output_mp else None
-    )
+    if canvas is None:
+        canvas = fit_canvas(cam_list, params)
     gains = {k: (1.0, 1.0, 1.0) for k in order}
-    vig = (0.0, 0.0)
+    vigs: dict[int, tuple[float, float]] = {k: (0.0, 0.0) for k in order}
+    white = 0.0  # clipped inputs render at least this bright (blend.Layer.white)
     labels = None
+    tone = Tone()
     if thumbs and (params.gain_compensation or params.vignetting or params.seams == "dp") and len(order) > 1:
         f = min(1.0, math.sqrt(params.exposure_mp * 1e6 / (canvas.width * canvas.height)))
         pc = canvas.scaled(f)
         warps = [proxy_warp(thumbs[k], cams[k], pc) if k in thumbs else None for k in order]
-        if params.vignetting:
-            vig = estimate_vignetting(warps, pc)
-            apply_vignetting_to_warps(warps, vig)
-        if params.gain_compensation:
-            N, Im = overlap_stats(warps, pc)
-            g = solve_gains(N, Im)
+        if params.exposure == "joint" and (params.gain_compensation or params.vignetting):
+            ex = solve_exposure(warps, pc, lens_groups(cam_list), params.vignetting)
+            g = ex.gains() if params.gain_compensation else np.ones((len(order), 3))
             gains = {k: tuple(float(x) for x in g[i]) for i, k in enumerate(order)}
+            vigs = {k: tuple(float(x) for x in ex.vignetting[ex.lens[i]]) for i, k in enumerate(order)}  # type: ignore[misc]
+            # before the warps are corrected in place below
+            white = brightest_unclipped(warps, g, [vigs[k] for k in order])
+            if params.tone == "shoulder":
+                tone = shoulder_for(white)
+            for i, k in enumerate(order):
+                if warps[i] is not None and any(vigs[k]):
+                    apply_vignetting_to_warps([warps[i]], vigs[k])
+        else:
+            if params.vignetting:
+                v = estimate_vignetting(warps, pc)
+                apply_vignetting_to_warps(warps, v)
+                vigs = {k: v for k in order}
+            if params.gain_compensation:
+                N, Im = overlap_stats(warps, pc)
+                g = solve_gains(N, Im)
+                gains = {k: tuple(float(x) for x in g[i]) for i, k in enumerate(order)}
+            if params.tone == "shoulder":
+                tone = shoulder_for(
+                    brightest_unclipped(warps, np.array([gains[k] for k in order]), [(0, 0)] * len(order))
+                )
         if params.seams == "dp":
             labels = refine_seams(warps, pc, np.array([gains[k] for k in order]))
     bands = params.bands if params.bands >= 0 else default_bands(canvas, cam_list)
-    layers = [Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vig) for k in order]  # type: ignore[arg-type]
-    return Layout(canvas, layers, bands, params.block, labels)
+    white = max(white, 1.0) if params.gain_compensation else 0.0
+    layers = [
+        Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white)  # type: ignore[arg-type]
+        for k in order
+    ]
+    return Layout(canvas, layers, bands, params.block, labels, tone)
 
 
 def stitch_files(
@@ -355,11 +488,15 @@ def stitch_files(
     placements: dict[str, Placement] | None = None,
     progress: Progress | None = None,
     render: bool = True,
+    sky_paths: Sequence[str | Path] | None = None,
 ) -> StitchResult:
     """Stitch images into a panorama at ``out_path`` (+ ``.layout.json``).
 
     ``render=False`` stops after the layout (the farm renders it in blocks):
     only ``<out_path>.layout.json`` is written.
+    ``sky_paths``: a separately shot sky, registered with the ground images,
+    laid out on its own (``.sky.layout.json``) and merged into the sky of the
+    result (sky_merge.py).
 
     Its stages run their own threads (features, matching, rendering rows), so
     OpenCV and BLAS run single-threaded inside unless TERAPAN_LIB_THREADS is
@@ -367,7 +504,7 @@ def stitch_files(
     from ..device.backend import frame_parallel_libraries, library_threads
 
     with frame_parallel_libraries() if library_threads() == "one" else contextlib.nullcontext():
-        return _stitch_files(paths, out_path, params, placements, progress, render)
+        return _stitch_files(paths, out_path, params, placements, progress, render, sky_paths)
 
 
 def _stitch_files(
@@ -377,11 +514,16 @@ def _stitch_files(
     placements: dict[str, Placement] | None,
     progress: Progress | None,
     render: bool = True,
+    sky_paths: Sequence[str | Path] | None = None,
 ) -> StitchResult:
+    # long: the stages (features, registration, exposure, seams, layout, render) hand on
+    # many locals (timings, dropped, sky cameras); the next step is a typed state like
+    # the stack pipeline's (processing/stack/pipeline.py).
     params = params or StitchParams()
     params.validate()
     t0 = time.perf_counter()
-    paths = [Path(p) for p in paths]
+    n_ground = len(paths)
+    paths = [Path(p) for p in paths] + [Path(p) for p in sky_paths or ()]
     timings: dict[str, float] = {}
     if not paths:
         raise InputError("-", "no input images")
@@ -389,6 +531,7 @@ def _stitch_files(
     dropped: dict[int, str] = {}
     thumbs: dict[int, np.ndarray] = {}
     pf: list[float] = [1.0] * len(paths)
+    clipped_in: dict[int, tuple[float, float]] = {}
     thumb_px = min(0.25e6, 8e6 / max(1, len(paths)))
     # many tiles: fewer features each, so descriptors stay within ~0.6 GB
     nfeat = params.nfeatures if len(paths) <= 300 else max(500, params.nfeatures * 300 // len(paths))
@@ -405,6 +548,7 @@ def _stitch_files(
         except InputError as e:
             dropped[k] = f"unreadable: {e.reason}"
             return
+        clipped_in[k] = (float((img >= 254 / 255).all(2).sum()), float(img.shape[0] * img.shape[1]))
         g, f = proxy_gray(img, params.proxy_mp)
         thumbs[k] = thumbnail(img, thumb_px)
         del img  # only the proxies are kept: never all tiles' full-resolution pixels
@@ -443,24 +587,48 @@ def _stitch_files(
         wave=params.wave_correct,
         progress=progress,
         estimate_k1=params.lens_k1,
+        lens_full=params.lens_full,
     )
     timings["register"] = time.perf_counter() - t1
     feats.clear()  # descriptors are not needed for rendering
     dropped.update(reg.dropped)
+    # Images placed from the caller's rig placements are placed on purpose (featureless
+    # sky, water): they count as joined; without a rig, a prior is only a guess.
+    joined = len(reg.cameras) - (0 if placements else len(reg.from_prior))
+    if not params.allow_partial and joined < params.min_share * len(paths):
+        # before anything is written: a previous result of the same name stays
+        lost = {paths[k].name: r for k, r in sorted(dropped.items())}
+        lost.update({paths[k].name: "placed from its prior only" for k in reg.from_prior})
+        raise IncompletePanorama(paths[0].parent, joined, len(paths), params.min_share, lost)
     t2 = time.perf_counter()
-    layout = build_layout(reg.cameras, paths, params, thumbs)
+    ground = {k: c for k, c in reg.cameras.items() if k < n_ground}
+    sky_cams = {k: c for k, c in reg.cameras.items() if k >= n_ground}
+    if not ground:
+        raise InputError(paths[0].parent, "no ground image was placed")
+    canvas = fit_canvas(list(reg.cameras.values()), params) if sky_cams else None
+    layout = build_layout(ground, paths, params, thumbs, canvas)
+    sky_layout = build_layout(sky_cams, paths, params, thumbs, layout.canvas) if sky_cams else None
     timings["layout"] = time.perf_counter() - t2
     thumbs.clear()
     out_path = Path(out_path)
     lp = out_path.with_name(out_path.name + ".layout.json")
     layout_to_json(layout, lp)
+    merge = None
+    if sky_layout is not None:
+        from .sky_merge import SkyMerger
+
+        layout_to_json(sky_layout, out_path.with_name(out_path.name + ".sky.layout.json"))
+        merge = SkyMerger(layout, sky_layout)
+        timings["sky_share"] = merge.sky_share
     t3 = time.perf_counter()
+    stats: dict[str, float] = {}
     if render:
         cache = SourceCache(params.cache_mb * (1 << 20))
-        render_to_file(layout, out_path, params.bits, cache, progress)
+        render_to_file(layout, out_path, params.bits, cache, progress, stats=stats, merge=merge)
         timings["render"] = time.perf_counter() - t3
     cams_out = []
-    for L, k in zip(layout.layers, sorted(reg.cameras), strict=True):
+    all_layers = layout.layers + (sky_layout.layers if sky_layout is not None else [])
+    for L, k in zip(all_layers, sorted(ground) + sorted(sky_cams), strict=True):
         y, pch, r = ypr_from_rotation(L.cam.rot)
         fx0, fy0, fx1, fy1 = L.footprint
         cams_out.append(
@@ -487,6 +655,8 @@ def _stitch_files(
         out_path=str(out_path) if render else "",
         timings=timings,
         rms_px=reg.rms_px,
+        clipped_output=stats.get("clipped_fraction", 0.0),
+        clipped_inputs=sum(c for c, _ in clipped_in.values()) / max(1.0, sum(t for _, t in clipped_in.values())),
     )
 
 

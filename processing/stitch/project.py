@@ -24,7 +24,60 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-PROJECTIONS = ("cylindrical", "equirectangular")
+#: longitude-based projections: u from longitude, v from a function of latitude (separable maps)
+LON_PROJECTIONS = ("cylindrical", "equirectangular", "mercator")
+#: projections of the sphere onto the plane tangent at the canvas centre
+#: (planar: orthographic, the fast mosaic for flat scenes)
+AZIMUTHAL = ("rectilinear", "stereographic", "planar")
+PROJECTIONS = LON_PROJECTIONS + AZIMUTHAL
+
+
+def lat_to_t(lat: np.ndarray, projection: str) -> np.ndarray:
+    """Vertical plane coordinate of a latitude for the longitude-based projections."""
+    if projection == "equirectangular":
+        return lat
+    if projection == "cylindrical":
+        return np.tan(lat)
+    return np.arcsinh(np.tan(lat))  # mercator
+
+
+def t_to_lat(t: np.ndarray, projection: str) -> np.ndarray:
+    if projection == "equirectangular":
+        return t
+    if projection == "cylindrical":
+        return np.arctan(t)
+    return np.arctan(np.sinh(t))  # mercator
+
+
+def local_to_plane(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, projection: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rays in the canvas frame (x right, y down, z at the centre) to plane
+    coordinates (x right, y up) of an azimuthal projection; nan where the
+    projection does not reach (behind a rectilinear / orthographic plane)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if projection == "rectilinear":
+            ok = Z > 1e-9
+            x, y = X / Z, -Y / Z
+        elif projection == "stereographic":
+            ok = Z > -1 + 1e-9
+            k = 2.0 / (1.0 + Z)
+            x, y = k * X, -k * Y
+        else:  # planar (orthographic)
+            ok = Z >= 0
+            x, y = X * 1.0, -Y * 1.0
+    return np.where(ok, x, np.nan), np.where(ok, y, np.nan)
+
+
+def plane_to_local(x: np.ndarray, y: np.ndarray, projection: str) -> tuple[np.ndarray, ...]:
+    """Inverse of local_to_plane: unit rays (X, Y, Z) and where they are valid."""
+    if projection == "rectilinear":
+        n = np.sqrt(x * x + y * y + 1.0)
+        return x / n, -y / n, 1.0 / n, np.ones(np.shape(x), bool)
+    r2 = x * x + y * y
+    if projection == "stereographic":
+        d = 4.0 + r2
+        return 4.0 * x / d, -4.0 * y / d, (4.0 - r2) / d, np.ones(np.shape(x), bool)
+    ok = r2 <= 1.0
+    return x, -y, np.sqrt(np.maximum(1.0 - r2, 0.0)), ok
 
 
 @dataclass(frozen=True)
@@ -37,6 +90,8 @@ class Camera:
     R: tuple[tuple[float, float, float], ...]  # 3x3 camera-to-world rotation
     k1: float = 0.0
     k2: float = 0.0
+    d: float = 0.0  # principal point shift from the image centre (px, right)
+    e: float = 0.0  # (px, down)
 
     @property
     def rot(self) -> np.ndarray:
@@ -44,7 +99,12 @@ class Camera:
 
     @property
     def center(self) -> tuple[float, float]:
-        return (self.width - 1) / 2.0, (self.height - 1) / 2.0
+        return (self.width - 1) / 2.0 + self.d, (self.height - 1) / 2.0 + self.e
+
+    def resized(self, width: int, height: int) -> Camera:
+        """The same camera for the image scaled to width x height (proxies)."""
+        s = width / self.width
+        return Camera(width, height, self.focal * s, self.R, self.k1, self.k2, self.d * s, self.e * s)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,13 +120,24 @@ class Camera:
             R=tuple(tuple(float(x) for x in r) for r in d["R"]),
             k1=float(d.get("k1", 0.0)),
             k2=float(d.get("k2", 0.0)),
+            d=float(d.get("d", 0.0)),
+            e=float(d.get("e", 0.0)),
         )
 
     @classmethod
-    def make(cls, width: int, height: int, focal: float, R: np.ndarray, k1: float = 0.0, k2: float = 0.0) -> Camera:
-        return cls(
-            int(width), int(height), float(focal), tuple(tuple(float(x) for x in r) for r in np.asarray(R)), k1, k2
-        )
+    def make(
+        cls,
+        width: int,
+        height: int,
+        focal: float,
+        R: np.ndarray,
+        k1: float = 0.0,
+        k2: float = 0.0,
+        d: float = 0.0,
+        e: float = 0.0,
+    ) -> Camera:
+        R_ = tuple(tuple(float(x) for x in r) for r in np.asarray(R))
+        return cls(int(width), int(height), float(focal), R_, float(k1), float(k2), float(d), float(e))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -81,9 +152,20 @@ class Canvas:
     u0: float
     v0: float
     wrap: bool
+    # camera-to-world rotation of the canvas centre (azimuthal projections)
+    center: tuple[tuple[float, float, float], ...] | None = None
+
+    @property
+    def rot(self) -> np.ndarray:
+        return np.eye(3) if self.center is None else np.asarray(self.center, np.float64)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.center is None:
+            d.pop("center")
+        else:
+            d["center"] = [list(r) for r in self.center]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Canvas:
@@ -96,6 +178,13 @@ class Canvas:
             float(d["u0"]),
             float(d["v0"]),
             bool(d["wrap"]),
+            tuple(tuple(float(x) for x in r) for r in d["center"]) if d.get("center") else None,  # type: ignore[arg-type]
+        )
+
+    def cropped(self, x0: int, y0: int, x1: int, y1: int) -> Canvas:
+        """The output rectangle [x0, x1) x [y0, y1) as a canvas of its own."""
+        return Canvas(
+            self.projection, x1 - x0, y1 - y0, self.su, self.sv, self.u0 - x0, self.v0 - y0, False, self.center
         )
 
     def scaled(self, factor: float) -> Canvas:
@@ -112,6 +201,7 @@ class Canvas:
             (self.u0 + 0.5) * fx - 0.5,
             (self.v0 + 0.5) * fy - 0.5,
             self.wrap,
+            self.center,
         )
 
 
@@ -140,24 +230,53 @@ def ypr_from_rotation(R: np.ndarray) -> tuple[float, float, float]:
 
 def rays_to_canvas(rays: np.ndarray, canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     """World rays (..., 3) to canvas (u, v); v is inf for cylinder poles."""
+    if canvas.center is not None:
+        rays = rays @ canvas.rot  # world -> canvas frame (rows: R^T r)
     x, y, z = rays[..., 0], rays[..., 1], rays[..., 2]
+    if canvas.projection in AZIMUTHAL:
+        px, py = local_to_plane(x, y, z, canvas.projection)
+        u = canvas.u0 + px * canvas.su
+        v = canvas.v0 - py * canvas.sv
+        return np.where(np.isfinite(u), u, np.inf), np.where(np.isfinite(v), v, np.inf)
     horiz = np.hypot(x, z)
     lon = np.arctan2(x, z)
     u = canvas.u0 + lon * canvas.su
     if canvas.projection == "equirectangular":
         v = canvas.v0 - np.arctan2(-y, horiz) * canvas.sv
+    elif canvas.projection == "mercator":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = canvas.v0 - np.arcsinh(-y / horiz) * canvas.sv
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             v = canvas.v0 - (-y / horiz) * canvas.sv
     return u, v
 
 
+def canvas_to_rays(us: np.ndarray, vs: np.ndarray, canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
+    """Output points (u, v) (arrays of one shape) to world rays (..., 3) and
+    where the projection reaches them: the inverse of rays_to_canvas."""
+    px = (np.asarray(us, np.float64) - canvas.u0) / canvas.su
+    py = (canvas.v0 - np.asarray(vs, np.float64)) / canvas.sv
+    if canvas.projection in AZIMUTHAL:
+        X, Y, Z, ok = plane_to_local(px, py, canvas.projection)
+        r = np.stack([X, Y, Z], -1)
+    else:
+        lat = t_to_lat(py, canvas.projection)
+        ok = np.abs(lat) <= math.pi / 2
+        cl = np.cos(lat)
+        r = np.stack([cl * np.sin(px), -np.sin(lat), cl * np.cos(px)], -1)
+    if canvas.center is not None:
+        r = r @ canvas.rot.T
+    return r, ok
+
+
 def canvas_lonlat(us: np.ndarray, vs: np.ndarray, canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     """1-D output coordinates to longitudes and latitudes (radians)."""
+    if canvas.projection in AZIMUTHAL:
+        raise ValueError(f"{canvas.projection} is not separable into longitudes and latitudes")
     lon = (np.asarray(us, np.float64) - canvas.u0) / canvas.su
     t = (canvas.v0 - np.asarray(vs, np.float64)) / canvas.sv
-    lat = t if canvas.projection == "equirectangular" else np.arctan(t)
-    return lon, lat
+    return lon, t_to_lat(t, canvas.projection)
 
 
 def block_map(
@@ -168,19 +287,32 @@ def block_map(
     Returns (map_x, map_y, valid) float32 / bool arrays of shape (h, w). The
     rectangle may extend beyond the canvas horizontally (periodic with wrap).
     """
-    lon, lat = canvas_lonlat(np.arange(x0, x0 + w), np.arange(y0, y0 + h), canvas)
-    if canvas.projection == "equirectangular":
-        lat = np.clip(lat, -math.pi / 2, math.pi / 2)
-    cl, sl = np.cos(lat).astype(np.float32), np.sin(lat).astype(np.float32)
-    cx_, sx_ = np.cos(lon).astype(np.float32), np.sin(lon).astype(np.float32)
-    Rt = cam.rot.T.astype(np.float32)  # world -> camera
-    # ray = (cl*sin(lon), -sl, cl*cos(lon)); camera = Rt @ ray, separably.
-    a = cl[:, None]
-    out = []
-    for i in range(3):
-        out.append(a * (Rt[i, 0] * sx_ + Rt[i, 2] * cx_)[None, :] - (Rt[i, 1] * sl)[:, None])
-    X, Y, Z = out
-    front = Z > 1e-6
+    if canvas.projection in AZIMUTHAL:
+        # not separable: one ray per output pixel, through the canvas centre's frame
+        uu, vv = np.meshgrid(np.arange(x0, x0 + w, dtype=np.float64), np.arange(y0, y0 + h, dtype=np.float64))
+        px = (uu - canvas.u0) / canvas.su
+        py = (canvas.v0 - vv) / canvas.sv
+        lx, ly, lz, reach = plane_to_local(px, py, canvas.projection)
+        M = (cam.rot.T @ canvas.rot).astype(np.float32)  # canvas frame -> camera
+        lx, ly, lz = lx.astype(np.float32), ly.astype(np.float32), lz.astype(np.float32)
+        X = M[0, 0] * lx + M[0, 1] * ly + M[0, 2] * lz
+        Y = M[1, 0] * lx + M[1, 1] * ly + M[1, 2] * lz
+        Z = M[2, 0] * lx + M[2, 1] * ly + M[2, 2] * lz
+        front = (Z > 1e-6) & reach
+    else:
+        lon, lat = canvas_lonlat(np.arange(x0, x0 + w), np.arange(y0, y0 + h), canvas)
+        if canvas.projection == "equirectangular":
+            lat = np.clip(lat, -math.pi / 2, math.pi / 2)
+        cl, sl = np.cos(lat).astype(np.float32), np.sin(lat).astype(np.float32)
+        cx_, sx_ = np.cos(lon).astype(np.float32), np.sin(lon).astype(np.float32)
+        Rt = cam.rot.T.astype(np.float32)  # world -> camera
+        # ray = (cl*sin(lon), -sl, cl*cos(lon)); camera = Rt @ ray, separably.
+        a = cl[:, None]
+        out = []
+        for i in range(3):
+            out.append(a * (Rt[i, 0] * sx_ + Rt[i, 2] * cx_)[None, :] - (Rt[i, 1] * sl)[:, None])
+        X, Y, Z = out
+        front = Z > 1e-6
     Zs = np.where(front, Z, 1.0)
     xn = X / Zs
     yn = Y / Zs
@@ -253,6 +385,17 @@ def footprint(cam: Camera, canvas: Canvas, margin: int = 2) -> tuple[int, int, i
     rays = border_rays(cam)
     u, v = rays_to_canvas(rays, canvas)
     W = canvas.width
+    if canvas.projection in AZIMUTHAL:
+        fin = np.isfinite(u) & np.isfinite(v)
+        if not fin.any():
+            return 0, 0, 0, 0
+        if not fin.all():  # the image reaches past the projection's edge: all of the canvas it may cover
+            return 0, 0, W, canvas.height
+        x0 = max(0, math.floor(float(u.min())) - margin)
+        x1 = min(W, math.ceil(float(u.max())) + margin + 1)
+        y0 = max(0, math.floor(float(v.min())) - margin)
+        y1 = min(canvas.height, math.ceil(float(v.max())) + margin + 1)
+        return x0, y0, max(x0, x1), max(y0, y1)
     north = _contains_dir(cam, np.array([0.0, -1.0, 0.0]))
     south = _contains_dir(cam, np.array([0.0, 1.0, 0.0]))
     if canvas.wrap:
@@ -305,6 +448,33 @@ def rect_hits(fp: tuple[int, int, int, int], rect: tuple[int, int, int, int], ca
     return any(fx0 + s < rx1 and fx1 + s > rx0 for s in shifts)
 
 
+#: how far the plane of each azimuthal projection may extend (rectilinear: 72 degrees off centre)
+PLANE_LIMIT = {"rectilinear": 3.0, "stereographic": 4.0, "planar": 1.0}
+#: and the vertical plane coordinate of the longitude-based ones
+T_LIMIT = {"cylindrical": 4.0, "mercator": 3.0, "equirectangular": math.pi / 2}
+
+
+def covers_360(cams: list[Camera], bins: int = 360, min_share: float = 5 / 6) -> bool:
+    """Whether the cameras' longitudes go round the circle: a 360-degree
+    panorama, possibly with a gap (a ring whose registration does not quite
+    close, a missing stack) of up to (1 - min_share) x 360 degrees; less is
+    a partial panorama, never padded to 360 degrees."""
+    hit = np.zeros(bins, bool)
+    for c in cams:
+        if _contains_dir(c, np.array([0.0, -1.0, 0.0])) or _contains_dir(c, np.array([0.0, 1.0, 0.0])):
+            return True
+        r = border_rays(c)
+        lon = np.sort(np.mod(np.arctan2(r[:, 0], r[:, 2]), 2 * math.pi))
+        gaps = np.diff(np.concatenate([lon, [lon[0] + 2 * math.pi]]))
+        k = int(np.argmax(gaps))
+        start, end = lon[(k + 1) % len(lon)], lon[k]
+        if end < start:
+            end += 2 * math.pi
+        idx = np.arange(math.floor(start / (2 * math.pi) * bins), math.ceil(end / (2 * math.pi) * bins) + 1)
+        hit[np.mod(idx, bins)] = True
+    return bool(hit.mean() >= min_share)
+
+
 def make_canvas(
     cams: list[Camera],
     projection: str,
@@ -314,14 +484,16 @@ def make_canvas(
 ) -> Canvas:
     """Canvas for a set of cameras: ``scale`` px/rad (default: median focal).
 
-    Equirectangular is always the full 360 x 180 degree 2:1 canvas.
-    Cylindrical spans the cameras' vertical extent; with ``wrap`` its width is
-    exactly 360 degrees, else the horizontal extent of the cameras.
+    Equirectangular with ``wrap`` is the full 360 x 180 degree 2:1 canvas;
+    without, like every other projection, it is fitted to the cameras'
+    extent. The longitude-based projections span 360 degrees with ``wrap``,
+    else the cameras' longitudes; the azimuthal ones are centred on the
+    cameras' mean optical axis (horizon level).
     """
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}")
     s = float(scale if scale else np.median([c.focal for c in cams]))
-    if projection == "equirectangular":
+    if projection == "equirectangular" and wrap:
         W = max(4, round(2 * math.pi * s / 2) * 2)
         H = W // 2
         if max_pixels and max_pixels < W * H:
@@ -329,8 +501,33 @@ def make_canvas(
             H = W // 2
         return Canvas(projection, W, H, W / (2 * math.pi), H / math.pi, W / 2 - 0.5, H / 2 - 0.5, True)
     rays = np.concatenate([border_rays(c) for c in cams])
-    lat_t = -rays[:, 1] / np.maximum(np.hypot(rays[:, 0], rays[:, 2]), 1e-9)
-    t0, t1 = float(np.clip(lat_t.min(), -4, 4)), float(np.clip(lat_t.max(), -4, 4))
+    if projection in AZIMUTHAL:
+        axis = np.sum([c.rot[:, 2] for c in cams], axis=0)
+        yaw = math.degrees(math.atan2(axis[0], axis[2]))
+        pitch = math.degrees(math.atan2(-axis[1], math.hypot(axis[0], axis[2])))
+        R0 = rotation_from_ypr(yaw, pitch, 0.0)
+        loc = rays @ R0
+        px, py = local_to_plane(loc[:, 0], loc[:, 1], loc[:, 2], projection)
+        lim = PLANE_LIMIT[projection]
+        fin = np.isfinite(px) & np.isfinite(py)
+        px = np.clip(px[fin], -lim, lim) if fin.any() else np.array([-lim, lim])
+        py = np.clip(py[fin], -lim, lim) if fin.any() else np.array([-lim, lim])
+        if not fin.all():  # cameras reach past the plane's edge
+            px = np.concatenate([px, [-lim, lim]])
+            py = np.concatenate([py, [-lim, lim]])
+        lo, hi, t0, t1 = float(px.min()), float(px.max()), float(py.min()), float(py.max())
+        W = max(4, math.ceil((hi - lo) * s) + 1)
+        H = max(4, math.ceil((t1 - t0) * s) + 1)
+        cv = Canvas(projection, W, H, s, s, -lo * s, t1 * s, False, tuple(tuple(float(x) for x in r) for r in R0))  # type: ignore[arg-type]
+        return cv.scaled(math.sqrt(max_pixels / (W * H))) if max_pixels and max_pixels < W * H else cv
+    lat = np.arctan2(-rays[:, 1], np.maximum(np.hypot(rays[:, 0], rays[:, 2]), 1e-12))
+    tl = T_LIMIT[projection]
+    lat_t = np.clip(lat_to_t(np.clip(lat, -1.5707, 1.5707), projection), -tl, tl)
+    t0, t1 = float(lat_t.min()), float(lat_t.max())
+    if any(_contains_dir(c, np.array([0.0, -1.0, 0.0])) for c in cams):
+        t1 = tl
+    if any(_contains_dir(c, np.array([0.0, 1.0, 0.0])) for c in cams):
+        t0 = -tl
     if wrap:
         W = max(4, round(2 * math.pi * s))
         su = W / (2 * math.pi)
@@ -349,3 +546,55 @@ def make_canvas(
         f = math.sqrt(max_pixels / (W * H))
         return Canvas(projection, W, H, su, s, u0, t1 * s, wrap).scaled(f)
     return Canvas(projection, W, H, su, s, u0, t1 * s, wrap)
+
+
+def largest_filled_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the largest axis-aligned rectangle of True pixels
+    (row by row, the largest rectangle under the histogram of column runs)."""
+    h, w = mask.shape
+    heights = np.zeros(w + 1, np.int64)
+    best, rect = 0, (0, 0, 0, 0)
+    for y in range(h):
+        heights[:w] = np.where(mask[y], heights[:w] + 1, 0)
+        stack: list[int] = []
+        for x in range(w + 1):
+            while stack and heights[stack[-1]] >= heights[x]:
+                top = stack.pop()
+                hgt = int(heights[top])
+                left = stack[-1] + 1 if stack else 0
+                area = hgt * (x - left)
+                if area > best:
+                    best, rect = area, (left, y - hgt + 1, x, y + 1)
+            stack.append(x)
+    return rect
+
+
+def coverage_mask(cams: list[Camera], canvas: Canvas) -> np.ndarray:
+    """Which pixels of ``canvas`` (a small proxy) some camera covers."""
+    cov = np.zeros((canvas.height, canvas.width), bool)
+    for c in cams:
+        x0, y0, x1, y1 = footprint(c, canvas)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        _mx, _my, valid = block_map(c, canvas, x0, y0, x1 - x0, y1 - y0)
+        cols = np.mod(np.arange(x0, x1), canvas.width) if canvas.wrap else np.arange(x0, x1)
+        keep = (cols >= 0) & (cols < canvas.width)
+        cov[y0:y1][:, cols[keep]] |= valid[:, keep]
+    return cov
+
+
+def autocrop(cams: list[Camera], canvas: Canvas, proxy_pixels: float = 0.5e6) -> Canvas:
+    """The canvas cut to the largest rectangle every pixel of which some camera
+    covers (found on a small proxy, then shrunk by a proxy pixel for safety)."""
+    f = min(1.0, math.sqrt(proxy_pixels / (canvas.width * canvas.height)))
+    pc = canvas.scaled(f)
+    cov = coverage_mask(cams, pc)
+    if not cov.any():
+        return canvas
+    x0, y0, x1, y1 = largest_filled_rectangle(cov)
+    fx, fy = pc.width / canvas.width, pc.height / canvas.height
+    X0 = min(canvas.width - 1, math.ceil((x0 + 1) / fx))
+    Y0 = min(canvas.height - 1, math.ceil((y0 + 1) / fy))
+    X1 = max(X0 + 1, math.floor((x1 - 1) / fx))
+    Y1 = max(Y0 + 1, math.floor((y1 - 1) / fy))
+    return canvas.cropped(X0, Y0, X1, Y1)

@@ -486,12 +486,19 @@ class _RayProblem:
     rot_col: np.ndarray  # first Jacobian column of each image's rotation (-1: the fixed one)
     n_free: int  # images whose rotation is adjusted
     nf: int  # log-focal parameters (0 or one per group)
-    nk: int  # k1 parameters (0 or one per group)
-    estimate_k1: bool
+    nk: int  # lens parameters (0, or nl per group)
+    estimate_k1: bool  # a lens model is adjusted (k1; with lens_full also k2, d, e)
     optimize_focal: bool
     huber_px: float
     focal_weight: float
     k1_weight: float
+    lens_full: bool = False
+    lens_w: np.ndarray | None = None  # prior weight of every lens parameter (ng * nl)
+
+    @property
+    def nl(self) -> int:
+        """Lens parameters per group: k1; or k1, k2 and the principal point shift d, e."""
+        return 4 if self.lens_full else 1
 
     @property
     def m(self) -> int:
@@ -503,13 +510,19 @@ class _RayProblem:
 
     def cam_v(self, a: np.ndarray, q0: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """Unit camera rays of the points Q0 of images A."""
-        f = np.exp(logf[self.gidx[a]])
+        g = self.gidx[a]
+        f = np.exp(logf[g])
+        L = lens.reshape(-1, self.nl) if self.estimate_k1 else None
+        if L is not None and self.lens_full:
+            q0 = q0 - L[g, 2:4]  # principal point shift
         xd, yd = q0[:, 0] / f, q0[:, 1] / f
         xn, yn = xd, yd
-        if self.estimate_k1:
-            k = lens[self.gidx[a]]
-            for _ in range(6):  # invert pixel = f xn (1 + k1 r^2)
-                d = 1.0 + k * (xn * xn + yn * yn)
+        if L is not None:
+            k = L[g, 0]
+            k2 = L[g, 1] if self.lens_full else 0.0
+            for _ in range(6):  # invert pixel = f xn (1 + k1 r^2 + k2 r^4)
+                r2 = xn * xn + yn * yn
+                d = 1.0 + r2 * (k + k2 * r2)
                 xn, yn = xd / d, yd / d
         q = np.stack([xn, yn, np.ones(self.m)], 1)
         return q / np.linalg.norm(q, axis=1, keepdims=True)
@@ -521,16 +534,19 @@ class _RayProblem:
         for a, q0 in ((self.ai, self.qi0), (self.aj, self.qj0)):
             v = self.cam_v(a, q0, logf, lens)
             w = np.einsum("nij,nj->ni", R[a], v)
-            # derivatives of the camera ray by log focal and k1 (forward differences)
+            # derivatives of the camera ray by log focal and each lens parameter
+            # (forward differences; a point depends on its own group's only)
             dvf = (self.cam_v(a, q0, logf + h, lens) - v) / h
-            dvk = (self.cam_v(a, q0, logf, lens + h) - v) / h if self.estimate_k1 else None
-            out.append(
-                (
-                    w,
-                    np.einsum("nij,nj->ni", R[a], dvf),
-                    None if dvk is None else np.einsum("nij,nj->ni", R[a], dvk),
-                )
-            )
+            dks = None
+            if self.estimate_k1:
+                dks = []
+                for p in range(self.nl):
+                    hp = h if p < 2 else 1e-3  # d, e are in pixels
+                    step = np.zeros(self.nl)
+                    step[p] = hp
+                    dv = (self.cam_v(a, q0, logf, lens + np.tile(step, self.ng)) - v) / hp
+                    dks.append(np.einsum("nij,nj->ni", R[a], dv))
+            out.append((w, np.einsum("nij,nj->ni", R[a], dvf), dks))
         return out
 
     def residuals(self, R: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, list]:
@@ -545,8 +561,11 @@ class _RayProblem:
         if self.optimize_focal:
             c += 0.5 * ((self.focal_weight * (logf - self.logf_prior)) ** 2).sum()
         if self.estimate_k1:
-            c += 0.5 * ((self.k1_weight * lens) ** 2).sum()
+            c += 0.5 * ((self._lens_weights() * lens) ** 2).sum()
         return float(c)
+
+    def _lens_weights(self) -> np.ndarray:
+        return self.lens_w if self.lens_w is not None else np.full(self.ng * self.nl, self.k1_weight)
 
     def normal_equations(self, st: list, e: np.ndarray, logf: np.ndarray, lens: np.ndarray) -> tuple[Any, np.ndarray]:
         """J^T W J (sparse, CSC) and J^T W r at the current state: the analytic
@@ -554,7 +573,7 @@ class _RayProblem:
         from scipy.sparse import coo_matrix, diags
 
         m, ng, fs, n_rot = self.m, self.ng, self.fs, 3 * self.n_free
-        nf, nk, focal_weight, k1_weight = self.nf, self.nk, self.focal_weight, self.k1_weight
+        nf, nk, focal_weight = self.nf, self.nk, self.focal_weight
         rows3 = (3 * np.arange(m))[:, None] + np.arange(3)[None, :]
         (wi, dwi, dki), (wj, dwj, dkj) = st
         rr = np.linalg.norm(e, axis=1)
@@ -579,14 +598,16 @@ class _RayProblem:
             rr_.append(3 * m + np.arange(ng))
             cc_.append(n_rot + np.arange(ng))
         if self.estimate_k1:
-            for a, dk, sign in ((self.ai, dki, 1.0), (self.aj, dkj, -1.0)):
-                for r_ in range(3):
-                    data.append(sign * fs * dk[:, r_])
-                    rr_.append(rows3[:, r_])
-                    cc_.append(n_rot + nf + self.gidx[a])
-            data.append(np.full(ng, k1_weight))
-            rr_.append(3 * m + nf + np.arange(ng))
-            cc_.append(n_rot + nf + np.arange(ng))
+            nl = self.nl
+            for a, dks, sign in ((self.ai, dki, 1.0), (self.aj, dkj, -1.0)):
+                for p, dk in enumerate(dks):
+                    for r_ in range(3):
+                        data.append(sign * fs * dk[:, r_])
+                        rr_.append(rows3[:, r_])
+                        cc_.append(n_rot + nf + self.gidx[a] * nl + p)
+            data.append(self._lens_weights())
+            rr_.append(3 * m + nf + np.arange(nk))
+            cc_.append(n_rot + nf + np.arange(nk))
         J = coo_matrix(
             (np.concatenate(data), (np.concatenate(rr_), np.concatenate(cc_))), shape=(3 * m + nf + nk, n_rot + nf + nk)
         ).tocsr()
@@ -596,8 +617,8 @@ class _RayProblem:
             res = np.concatenate([res, focal_weight * (logf - self.logf_prior)])
             wvec = np.concatenate([wvec, np.ones(ng)])
         if self.estimate_k1:
-            res = np.concatenate([res, k1_weight * lens])
-            wvec = np.concatenate([wvec, np.ones(ng)])
+            res = np.concatenate([res, self._lens_weights() * lens])
+            wvec = np.concatenate([wvec, np.ones(nk)])
         JtW = J.T @ diags(wvec)
         return (JtW @ J).tocsc(), JtW @ res
 
@@ -670,7 +691,7 @@ def _ray_problem(
         rot_col=rot_col,
         n_free=len(free),
         nf=ng if weights["optimize_focal"] else 0,
-        nk=ng if weights["estimate_k1"] else 0,
+        nk=ng * (4 if weights.get("lens_full") else 1) if weights["estimate_k1"] else 0,
         **weights,
     )
     return problem, logf
@@ -693,6 +714,9 @@ def bundle_adjust(
     groups: dict[int, int] | None = None,
     estimate_k1: bool = False,
     k1_weight: float = 200.0,
+    lens_full: bool = False,
+    lens_min_matches: int = 400,
+    lens_out: dict[int, tuple[float, float, float, float]] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[tuple[int, int], float], dict[int, float]]:
     """Ray-direction bundle adjustment (rotation per image + log focal per
     focal group: images of one lens share a focal when ``groups`` says so,
@@ -704,8 +728,14 @@ def bundle_adjust(
     around the current rotations. A weak prior keeps focals near their
     initial values. With ``estimate_k1`` a radial distortion k1 per focal
     group is adjusted too (pixel = f * xn * (1 + k1 r^2), weak prior towards
-    0). Returns rotations, focals, the per-pair RMS residual (px) and k1 per
-    image.
+    0). With ``lens_full`` (and ``estimate_k1``) the lens model per group is
+    k1, k2 (pixel = f xn (1 + k1 r^2 + k2 r^4)) and the principal point shift
+    d, e (px), each with a prior towards 0 (d, e: sigma 2 % of the width
+    against a tenth of a px^2 per match), and only for groups with at least
+    ``lens_min_matches`` matched points and 3 images (otherwise held at 0):
+    a few control points cannot run it away. ``lens_out`` (if given)
+    receives each image's lens (k1, k2, d, e). Returns rotations, focals,
+    the per-pair RMS residual (px) and k1 per image.
     """
     from scipy.sparse import diags
     from scipy.sparse.linalg import spsolve
@@ -720,12 +750,24 @@ def bundle_adjust(
         huber_px=huber_px,
         focal_weight=focal_weight,
         k1_weight=k1_weight,
+        lens_full=lens_full and estimate_k1,
     )
     prob, logf = _ray_problem(
         comp, use, feats, focals, fixed, max_points, max_total_points, focal_prior, groups, weights
     )
+    if prob.lens_full:
+        # priors and the safeguard: groups with few points keep a pinhole
+        ng, nl = prob.ng, prob.nl
+        pts = np.bincount(prob.gidx[prob.ai], minlength=ng) + np.bincount(prob.gidx[prob.aj], minlength=ng)
+        imgs = np.bincount(prob.gidx, minlength=ng)
+        width = float(np.mean([feats[c].width for c in comp]))
+        w = np.zeros((ng, nl))
+        w[:, :2] = k1_weight
+        w[:, 2:] = np.sqrt(0.1 * np.maximum(pts, 1)) / (0.02 * width)
+        w[(pts < lens_min_matches) | (imgs < 3)] = 1e6
+        prob.lens_w = w.ravel()
     R = np.stack([rots[c] for c in comp])
-    lens = np.zeros(prob.ng)
+    lens = np.zeros(prob.ng * prob.nl) if prob.estimate_k1 else np.zeros(prob.ng)
     lam = 1e-3
     e, st = prob.residuals(R, logf, lens)
     c0 = prob.cost(e, logf, lens)
@@ -756,7 +798,12 @@ def bundle_adjust(
         ek = err[order[bounds[k] : bounds[k + 1]]]
         pair_rms[(p.i, p.j)] = float(np.sqrt(np.median(ek**2))) if len(ek) else 0.0
     f = np.exp(logf[prob.gidx])
-    k1 = lens[prob.gidx]
+    L = lens.reshape(prob.ng, -1) if prob.estimate_k1 else np.zeros((prob.ng, 1))
+    k1 = L[prob.gidx, 0]
+    full = np.zeros((prob.ng, 4))
+    full[:, : L.shape[1]] = L
+    if lens_out is not None:
+        lens_out.update({c: tuple(float(x) for x in full[prob.gidx[k]]) for k, c in enumerate(comp)})  # type: ignore[misc]
     return (
         {c: R[k] for k, c in enumerate(comp)},
         {c: float(f[k]) for k, c in enumerate(comp)},
@@ -894,6 +941,7 @@ class _Adjusted:
     focals: dict[int, float]
     k1: dict[int, float]
     rms: float  # RMS of the per-pair residuals (px)
+    lens: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)  # k1, k2, d, e
 
 
 def _adjust_main_component(
@@ -908,6 +956,7 @@ def _adjust_main_component(
     progress: Callable[[str, int, int], None] | None,
     debug: bool,
     estimate_k1: bool,
+    lens_full: bool = False,
 ) -> _Adjusted:
     """Initial rotations (priors or a spanning tree), bundle adjustment, then
     pairs that stay inconsistent are removed while the graph stays connected
@@ -928,9 +977,20 @@ def _adjust_main_component(
         sub = [p for p in pairs if p.i in main and p.j in main]
         if progress:
             progress("adjust", 0, 1)
+        lens_b: dict[int, tuple[float, float, float, float]] = {}
         rots_b, foc_b, pair_rms, k1_b = bundle_adjust(
-            main, sub, feats, rots, focals, root, focal_prior=focal_prior, groups=groups, estimate_k1=estimate_k1
-        )  # type: ignore[arg-type]
+            main,
+            sub,
+            feats,  # type: ignore[arg-type]
+            rots,
+            focals,
+            root,
+            focal_prior=focal_prior,
+            groups=groups,
+            estimate_k1=estimate_k1 or lens_full,
+            lens_full=lens_full,
+            lens_out=lens_b,
+        )
         vals = sorted(pair_rms.values())
         if debug:
             print("pair rms", [round(v, 1) for v in vals[-10:]])
@@ -945,7 +1005,7 @@ def _adjust_main_component(
         rms = float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
         if not removed:
             break
-    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms)
+    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms, lens_b)
 
 
 def register(
@@ -963,6 +1023,7 @@ def register(
     debug: bool = False,
     shared_focal: bool = True,
     estimate_k1: bool = False,
+    lens_full: bool = False,
 ) -> Registration:
     """Register images (``feats[k]`` None for unreadable ones)."""
     placements = placements or {}
@@ -980,7 +1041,7 @@ def register(
     focal_prior = dict(focals)
     groups = _lens_groups(feats, ok, pri, focal_prior) if shared_focal else None
     adj = _adjust_main_component(
-        feats, ok, pairs, focals, focal_prior, groups, prior_cams, max_pair_rms, progress, debug, estimate_k1
+        feats, ok, pairs, focals, focal_prior, groups, prior_cams, max_pair_rms, progress, debug, estimate_k1, lens_full
     )
     pairs = adj.pairs
     cams: dict[int, Camera] = {}
@@ -1013,5 +1074,9 @@ def register(
     for k in final_rots:
         f = feats[k]
         assert f is not None
-        cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], k1=final_k1.get(k, k1_med))
+        lk = adj.lens.get(k)
+        if lens_full and lk is not None:
+            cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], lk[0], lk[1], lk[2], lk[3])
+        else:
+            cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], k1=final_k1.get(k, k1_med))
     return Registration(cams, dropped, sorted(from_prior), pairs, adj.rms)

@@ -111,6 +111,26 @@ def _pair_windows(a: ProxyWarp, b: ProxyWarp, pc: Canvas) -> list[tuple[int, int
     return out
 
 
+#: cost of each pixel an image that clipped it keeps (against a few tenths for a colour difference)
+CLIP_OWNERSHIP = 0.2
+
+
+def _clip_mask(wp: ProxyWarp, ys: slice, xs: slice, sub: tuple[slice, slice], ok: np.ndarray) -> np.ndarray:
+    if wp.clipped is None:
+        return np.zeros(ok.shape, bool)
+    return wp.clipped[ys, xs][sub] & ok
+
+
+def _ownership_cost(clip_low: np.ndarray, clip_high: np.ndarray) -> np.ndarray:
+    """Cost of cutting a row before column x: the low image keeps columns < x,
+    the high one the rest; every clipped pixel a side keeps costs
+    CLIP_OWNERSHIP, so the cut hands blown-out content to the image that saw
+    it unclipped."""
+    low = np.cumsum(clip_low, axis=1) - clip_low  # clipped pixels of the low image left of x
+    high = np.cumsum(clip_high[:, ::-1], axis=1)[:, ::-1]  # those of the high image from x on
+    return CLIP_OWNERSHIP * (low + high).astype(np.float32)
+
+
 def refine_seams(
     warps: Sequence[ProxyWarp | None], pc: Canvas, gains: np.ndarray | None = None, max_pairs: int = 100_000
 ) -> np.ndarray:
@@ -141,15 +161,18 @@ def refine_seams(
             sub = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
             dd = np.abs(a.img[ya, xa][sub] * g[i] - b.img[yb, xb][sub] * g[j]).sum(2)
             ok, ll_s, vi, vj = ok[sub], ll[sub], vi[sub], vj[sub]
+            ki = _clip_mask(a, ya, xa, sub, ok)
+            kj = _clip_mask(b, yb, xb, sub, ok)
             vertical = ok.shape[0] >= ok.shape[1]
             oi, oj = vi & ~vj, vj & ~vi
             if not vertical:
-                ok, dd, ll_s, oi, oj = ok.T, dd.T, ll_s.T, oi.T, oj.T
+                ok, dd, ll_s, oi, oj, ki, kj = ok.T, dd.T, ll_s.T, oi.T, oj.T, ki.T, kj.T
             # which image lies on the low side of the cut
             ci = np.nonzero(oi)[1].mean() if oi.any() else np.nonzero(ll_s == i)[1].mean()
             cj = np.nonzero(oj)[1].mean() if oj.any() else np.nonzero(ll_s == j)[1].mean()
             low, high = (i, j) if ci <= cj else (j, i)
-            cut = _dp_cut(dd, ok)
+            kl, kh = (ki, kj) if low == i else (kj, ki)
+            cut = _dp_cut(dd + _ownership_cost(kl, kh), ok)
             xx = np.arange(ok.shape[1])[None, :]
             newl = np.where(xx < cut[:, None], low, high)
             upd = ok & (cut[:, None] >= 0)
