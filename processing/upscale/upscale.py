@@ -12,10 +12,14 @@ Every pass reads rows from a source and writes rows to a sink, so the same
 code runs on in-memory arrays (upscale_array) and on disk memmaps
 (upscale_file: strips in, strips out, memory independent of image area).
 
-Model windows overlap; each window's edge (inside the image) is discarded
-over a margin and then blended in with a raised-cosine ramp; the window grid
-is jittered per window row and per iteration (UltraZoom's varying stride) so
-no seam line repeats at a fixed position.
+Model windows overlap only where they must: along each axis the fewest
+equal windows (side <= tile) that cover the image with the overlap that
+blending needs; each window's edge (inside the image) is discarded over a
+margin and then blended in with a raised-cosine ramp. An image no larger
+than a window runs as one call. The inner window edges are jittered per
+window row and per iteration (UltraZoom's varying stride) so no seam line
+repeats at a fixed position; all windows of a pass share one shape, so the
+compiled model is not retraced.
 """
 
 from __future__ import annotations
@@ -46,16 +50,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UpscaleParams(StageParams):
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2  # 2: fewest equal windows, minimal overlap, bounded jitter
     STAGE: ClassVar[str] = "upscale"
 
     scale: float = 4.0
     pre_downscale: float = 0.0  # percent, 0-95, applied before the model
     iterations: int = 1  # N steps of equal factor (final/original)^(1/N)
-    tile: int = 192  # model window side, input pixels
+    tile: int = 384  # largest model window side, input pixels
     margin: int = 6  # window edge discarded (input px) where it lies inside the image
     blend: int = 10  # raised-cosine ramp width (input px)
     batch: int = 2  # windows per model call
+    jitter_px: int = 3  # inner window edges move by up to this many input px
     weights: str | None = None  # None: processing/upscale/weights/edsr_x{s}.weights.h5
     auto: bool = False  # choose pre_downscale / iterations from the image
     jitter: bool = True  # vary the window grid per row and iteration
@@ -69,8 +74,14 @@ class UpscaleParams(StageParams):
             raise ValueError(f"pre_downscale must be in 0-95 %, got {self.pre_downscale}")
         if not 1 <= self.iterations <= 8:
             raise ValueError(f"iterations must be 1-8, got {self.iterations}")
-        if self.tile < 2 * (2 * self.margin + self.blend) or self.batch < 1:
-            raise ValueError("tile too small for margin and blend (tile >= 4*margin + 2*blend)")
+        if self.jitter_px < 0:
+            raise ValueError(f"jitter_px must be >= 0, got {self.jitter_px}")
+        if (
+            self.tile < 2 * (2 * self.margin + self.blend)
+            or self.tile <= 2 * self.margin + self.blend + 2 * self.jitter_px + 1
+            or self.batch < 1
+        ):
+            raise ValueError("tile too small for margin, blend and jitter (tile >= 4*margin + 2*blend)")
 
 
 # ---------------------------------------------------------------- row IO
@@ -229,11 +240,26 @@ def resize_exact(img: np.ndarray, out_h: int, out_w: int, fy: float, fx: float) 
 
 
 # ---------------------------------------------------------------- model pass
-def _starts(n: int, t: int, stride: int, offset: int) -> list[int]:
+def window_layout(n: int, t: int, overlap: int, jitter: int, rng: np.random.Generator | None) -> tuple[int, list[int]]:
+    """Window side and starts along an axis of n px: the fewest equal windows
+    of side <= t whose neighbours overlap by at least `overlap` px.
+
+    With jitter, every inner start moves by up to +-jitter px; the nominal
+    overlap is widened by 2 jitter (+1 for rounding) so it never falls below
+    `overlap`. One window when the axis fits.
+    """
     if n <= t:
-        return [0]
-    out = sorted({min(max(k * stride - offset, 0), n - t) for k in range(0, (n + offset) // stride + 2)})
-    return out
+        return n, [0]
+    ov = overlap + 2 * jitter + 1
+    if t <= ov:
+        raise ValueError(f"window {t} px too small for an overlap of {ov} px")
+    k = math.ceil((n - ov) / (t - ov))
+    side = min(t, math.ceil((n + (k - 1) * ov) / k))
+    starts = [round(i * (n - side) / (k - 1)) for i in range(k)]
+    if jitter > 0 and rng is not None:
+        for i in range(1, k - 1):
+            starts[i] = min(max(starts[i] + int(rng.integers(-jitter, jitter + 1)), 0), n - side)
+    return side, sorted(starts)
 
 
 def _profile(length: int, lead: bool, trail: bool, margin: int, blend: int) -> np.ndarray:
@@ -350,19 +376,20 @@ def model_pass(
     xp = src.xp if device else np
     run = _device_runner(model, xp) if device else lambda tiles, b: _run_batch(model, tiles, b)
     H, W = src.shape[:2]
-    th, tw = min(params.tile, H), min(params.tile, W)
     m, b = params.margin, params.blend
-    st_y, st_x = max(1, th - 2 * m - b), max(1, tw - 2 * m - b)
     rng = np.random.default_rng(params.seed * 1009 + iteration)
-    oy = int(rng.integers(0, st_y)) if params.jitter and th < H else 0
-    ys = _starts(H, th, st_y, oy)
+    jit = params.jitter_px if params.jitter else 0
+    # Neighbours must overlap by both margins plus the ramp: every pixel then
+    # has a window where it is at least `margin` px from a cut edge.
+    ov = 2 * m + b
+    th, ys = window_layout(H, params.tile, ov, jit, rng)
+    tw, _ = window_layout(W, params.tile, ov, jit, None)
     Wo = W * s
     acc = xp.zeros((0, Wo, 3), xp.float32)
     wsum = xp.zeros((0, Wo), xp.float32)
     base = 0  # output row of acc[0]
     for ri, y in enumerate(ys):
-        ox = int(rng.integers(0, st_x)) if params.jitter and tw < W else 0
-        xs = _starts(W, tw, st_x, ox)
+        xs = window_layout(W, params.tile, ov, jit, rng)[1]
         band = xp.clip(xp.asarray(src.get(y, y + th)), 0.0, 1.0)
         outs = run([band[:, x : x + tw] for x in xs], params.batch)
         end = (y + th) * s

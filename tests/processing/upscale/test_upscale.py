@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import itertools
+
 from processing.io.errors import InputError
 from processing.upscale.edsr import load_model, predict
 from processing.upscale.upscale import (
@@ -19,6 +21,7 @@ from processing.upscale.upscale import (
     resize_exact,
     upscale_array,
     upscale_file,
+    window_layout,
 )
 
 from .._edsr_helpers import tiny_weights
@@ -40,11 +43,47 @@ def _img(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def test_tiled_equals_whole(weights) -> None:
     img = _img(90, 130)
-    whole = predict(load_model(4, weights[4]), img[None])[0]
+    whole = np.clip(predict(load_model(4, weights[4]), img[None])[0], 0, 1)
     p = UpscaleParams(scale=4, weights=str(weights[4]), tile=48, margin=6, blend=8, batch=3)
     tiled = upscale_array(img, 4, p)
     assert tiled.shape == whole.shape
-    assert np.mean(np.abs(tiled - np.clip(whole, 0, 1))) < 0.5 / 255
+    assert np.mean(np.abs(tiled - whole)) < 0.5 / 255
+    assert np.max(np.abs(tiled - whole)) < 4.0 / 255
+
+
+@pytest.mark.parametrize("n", [50, 100, 101, 383, 385, 500, 1000, 2000, 4097])
+@pytest.mark.parametrize("jitter", [0, 3])
+def test_window_layout_covers_with_overlap(n: int, jitter: int) -> None:
+    import math
+
+    t, ov = 384, 22
+    side, starts = window_layout(n, t, ov, jitter, np.random.default_rng(n))
+    if n <= t:
+        assert (side, starts) == (n, [0])
+        return
+    assert side <= t and starts[0] == 0 and starts[-1] + side == n
+    assert all(b - a <= side - ov for a, b in itertools.pairwise(starts))  # overlap >= ov
+    # The fewest windows of at most t px that can overlap by ov (+ the jitter allowance).
+    assert len(starts) == math.ceil((n - ov - 2 * jitter - 1) / (t - ov - 2 * jitter - 1))
+
+
+def test_windows_share_one_shape(weights, monkeypatch) -> None:
+    import processing.upscale.upscale as up
+
+    shapes: set[tuple[int, ...]] = set()
+    real = up._run_batch
+
+    def spy(model, tiles, batch):
+        shapes.update(t.shape for t in tiles)
+        return real(model, tiles, batch)
+
+    monkeypatch.setattr(up, "_run_batch", spy)
+    p = UpscaleParams(scale=2, weights=str(weights[2]), tile=64, margin=5, blend=6)
+    upscale_array(_img(150, 170, 2), 2, p)
+    assert len(shapes) == 1  # no retracing for edge windows
+    shapes.clear()
+    upscale_array(_img(60, 64, 2), 2, p)  # fits one window: one call on the whole image
+    assert shapes == {(60, 64, 3)}
 
 
 def test_jitter_changes_grid_not_result(weights) -> None:
