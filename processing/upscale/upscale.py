@@ -30,7 +30,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import product
+from itertools import pairwise, product
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -358,6 +358,63 @@ def _device_runner(model: Any, xp: ModuleType) -> Callable[[list[Any], int], lis
     return run
 
 
+@dataclass
+class _Axis:
+    """One axis of a window layout at output resolution: each window's 1-D
+    blending weight, and the runs of positions where exactly one window
+    contributes (copied as they are) or several do (blended)."""
+
+    starts: list[int]  # window starts, output px
+    weights: list[np.ndarray]  # per window, normalised by the sum of all windows' weights
+    runs: list[list[tuple[int, int, int]]]  # per window: (start, end, contributors) in output px
+
+
+def _axis(starts: list[int], side: int, n: int, s: int, margin: int, blend: int) -> _Axis:
+    L, N = side * s, n * s
+    prof = [_profile(L, st > 0, st + side < n, margin * s, blend * s) for st in starts]
+    tot = np.zeros(N, np.float32)
+    cnt = np.zeros(N, np.int32)
+    for st, w in zip(starts, prof, strict=True):
+        tot[st * s : st * s + L] += w
+        cnt[st * s : st * s + L] += w > 0
+    if np.any(cnt == 0):
+        raise ProcessingError("tiling left pixels uncovered (tile/margin/blend)")
+    # Runs end wherever any window's support starts or ends, so windows that
+    # share pixels cut them into identical runs (the keys of the blending).
+    spans = []
+    for st, w in zip(starts, prof, strict=True):
+        pos = np.flatnonzero(w > 0)
+        spans.append((st * s + int(pos[0]), st * s + int(pos[-1]) + 1))
+    cuts = sorted({c for sp in spans for c in sp})
+    runs = []
+    for a, b in spans:
+        inner = [c for c in cuts if a < c < b]
+        bounds = [a, *inner, b]
+        runs.append([(r0, r1, int(cnt[r0])) for r0, r1 in pairwise(bounds)])
+    weights = [w / np.maximum(tot[st * s : st * s + L], 1e-12) for st, w in zip(starts, prof, strict=True)]
+    return _Axis([st * s for st in starts], weights, runs)
+
+
+def _stitch_row(outs: list[Any], ax: _Axis, width: int, xp: ModuleType) -> Any:
+    """Windows of one band side by side: copied where alone, blended only in their overlaps."""
+    h = outs[0].shape[0]
+    band = xp.empty((h, width, 3), xp.float32)
+    seen: set[tuple[int, int]] = set()
+    for o, a, w, runs in zip(outs, ax.starts, ax.weights, ax.runs, strict=True):
+        for r0, r1, k in runs:
+            part = o[:, r0 - a : r1 - a]
+            if k == 1:
+                band[:, r0:r1] = part
+                continue
+            contrib = part * xp.asarray(w[r0 - a : r1 - a])[None, :, None]
+            if (r0, r1) in seen:
+                band[:, r0:r1] += contrib
+            else:
+                band[:, r0:r1] = contrib
+                seen.add((r0, r1))
+    return band
+
+
 def model_pass(
     src: ArrayRows,
     dst: ArrayRows,
@@ -370,8 +427,12 @@ def model_pass(
 ) -> None:
     """Tiled model inference, blended, streamed row band by row band.
 
-    With DEVICE the source, the windows, the accumulation and the output stay
-    in the source's array module (CuPy on a GPU: no host round trips).
+    Each output pixel is the weighted mean of the windows covering it (raised
+    cosine ramps past a discarded margin); where one window alone covers a
+    pixel it is copied, so the blending arithmetic runs only on the overlap
+    strips. Bands are written out as soon as no later band touches their rows.
+    With DEVICE the source, the windows and the output stay in the source's
+    array module (CuPy on a GPU: no host round trips).
     """
     xp = src.xp if device else np
     run = _device_runner(model, xp) if device else lambda tiles, b: _run_batch(model, tiles, b)
@@ -379,42 +440,38 @@ def model_pass(
     m, b = params.margin, params.blend
     rng = np.random.default_rng(params.seed * 1009 + iteration)
     jit = params.jitter_px if params.jitter else 0
-    # Neighbours must overlap by both margins plus the ramp: every pixel then
-    # has a window where it is at least `margin` px from a cut edge.
+    # Neighbours overlap by both margins plus the ramp: every pixel then has a
+    # window where it is at least `margin` px from a cut edge.
     ov = 2 * m + b
     th, ys = window_layout(H, params.tile, ov, jit, rng)
     tw, _ = window_layout(W, params.tile, ov, jit, None)
-    Wo = W * s
-    acc = xp.zeros((0, Wo, 3), xp.float32)
-    wsum = xp.zeros((0, Wo), xp.float32)
-    base = 0  # output row of acc[0]
+    ay = _axis(ys, th, H, s, m, b)
+    pending: dict[tuple[int, int], tuple[int, Any]] = {}  # shared rows: (contributions so far, sum)
     for ri, y in enumerate(ys):
         xs = window_layout(W, params.tile, ov, jit, rng)[1]
         band = xp.clip(xp.asarray(src.get(y, y + th)), 0.0, 1.0)
         outs = run([band[:, x : x + tw] for x in xs], params.batch)
-        end = (y + th) * s
-        if end - base > acc.shape[0]:
-            grow = end - base - acc.shape[0]
-            acc = xp.concatenate([acc, xp.zeros((grow, Wo, 3), xp.float32)])
-            wsum = xp.concatenate([wsum, xp.zeros((grow, Wo), xp.float32)])
-        wy = xp.asarray(_profile(th * s, y > 0, y + th < H, m * s, b * s))
-        for x, o in zip(xs, outs, strict=True):
-            wx = xp.asarray(_profile(tw * s, x > 0, x + tw < W, m * s, b * s))
-            wgt = wy[:, None] * wx[None, :]
-            r0 = y * s - base
-            acc[r0 : r0 + th * s, x * s : (x + tw) * s] += o * wgt[:, :, None]
-            wsum[r0 : r0 + th * s, x * s : (x + tw) * s] += wgt
-        # Rows above the next band's start receive no more contributions.
-        flush_to = ys[ri + 1] * s if ri + 1 < len(ys) else H * s
-        n = flush_to - base
-        if n > 0:
-            ws = wsum[:n]
-            if bool(xp.any(ws <= 0)):
-                raise ProcessingError("tiling left pixels uncovered (tile/margin/blend)")
-            dst.put(base, xp.clip(acc[:n] / ws[:, :, None], 0.0, 1.0))
-            acc, wsum, base = acc[n:], wsum[n:], flush_to
+        if len(xs) == 1:
+            rows = outs[0]
+        else:
+            rows = _stitch_row(outs, _axis(xs, tw, W, s, m, b), W * s, xp)
+        a, wy = ay.starts[ri], ay.weights[ri]
+        for r0, r1, k in ay.runs[ri]:
+            part = rows[r0 - a : r1 - a]
+            if k == 1:
+                dst.put(r0, xp.clip(part, 0.0, 1.0))
+                continue
+            contrib = part * xp.asarray(wy[r0 - a : r1 - a])[:, None, None]
+            n_done, acc = pending.pop((r0, r1), (0, None))
+            acc = contrib if acc is None else acc + contrib
+            if n_done + 1 == k:
+                dst.put(r0, xp.clip(acc, 0.0, 1.0))
+            else:
+                pending[(r0, r1)] = (n_done + 1, acc)
         if progress:
             progress((ri + 1) / len(ys))
+    if pending:
+        raise ProcessingError("tiling left rows unfinished (tile/margin/blend)")
 
 
 # ---------------------------------------------------------------- driver
