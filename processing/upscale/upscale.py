@@ -748,6 +748,39 @@ def write_tiled_tiff(path: Path, rows: ArrayRows, tile: int = 256) -> None:
         )
 
 
+#: Output formats by extension: TIFF and PNG keep 16 bits, JPEG has 8.
+OUTPUT_EXTS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def write_output(path: Path, rows: ArrayRows, jpeg_quality: int = 92) -> None:
+    """Write by extension: tiled 16-bit BigTIFF, 16-bit PNG or 8-bit JPEG.
+
+    PNG and JPEG are encoded by libvips straight from the (memmapped) rows,
+    so memory does not grow with the image either.
+    """
+    kind = OUTPUT_EXTS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(path, f"cannot write {path.suffix or 'a file without extension'}: use .tif, .png or .jpg")
+    if kind == "tiff":
+        write_tiled_tiff(path, rows)
+        return
+    import pyvips
+
+    from ..io.atomic import atomic_path
+
+    mm = rows.arr
+    if mm.dtype != np.uint16:
+        mm = (np.clip(mm, 0, 1) * 65535.0 + 0.5).astype(np.uint16)
+    H, W = mm.shape[:2]
+    im = pyvips.Image.new_from_memory(np.ascontiguousarray(mm).data, W, H, 3, "ushort")
+    with atomic_path(path) as tmp:
+        if kind == "png":
+            im.copy(interpretation="rgb16").pngsave(str(tmp), compression=6)
+        else:  # 16-bit codes to 8-bit, rounded
+            im8 = ((im + 128) / 257).cast("uchar").copy(interpretation="srgb")
+            im8.jpegsave(str(tmp), Q=int(jpeg_quality))
+
+
 def upscale_file(
     in_path: str | Path,
     out_path: str | Path,
@@ -756,7 +789,8 @@ def upscale_file(
     max_pixels: int | None = None,
     tmp_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Upscale a file to a tiled 16-bit BigTIFF; memory does not grow with area.
+    """Upscale a file to .tif (tiled 16-bit BigTIFF), .png (16-bit) or .jpg
+    (8-bit) by OUT's extension; memory does not grow with area.
 
     Intermediate images live in uint16 memmaps in a temporary folder.
     """
@@ -765,8 +799,10 @@ def upscale_file(
     in_path, out_path = Path(in_path), Path(out_path)
     params = params or UpscaleParams()
     params.validate()
-    if out_path.suffix.lower() not in (".tif", ".tiff"):
-        raise InputError(out_path, "output must be a .tif (tiled 16-bit BigTIFF)")
+    if out_path.suffix.lower() not in OUTPUT_EXTS:
+        raise InputError(
+            out_path, f"cannot write {out_path.suffix or 'a file without extension'}: use .tif, .png or .jpg"
+        )
     native = available_scales(params)
     if not native:
         raise InputError(None, "no EDSR weights available")
@@ -791,7 +827,7 @@ def upscale_file(
             )
 
         out = run_passes(src, passes, params, buf, progress) if passes else src
-        write_tiled_tiff(out_path, out)
+        write_output(out_path, out)
         return {
             "input": str(in_path),
             "output": str(out_path),

@@ -203,3 +203,46 @@ def test_stitching_is_exact_partition(monkeypatch, jitter: int, size: tuple[int,
         p = UpscaleParams(scale=2, tile=40, margin=5, blend=6, jitter_px=jitter, seed=seed)
         up.model_pass(up.ArrayRows(img), up.ArrayRows(out), None, 2, p)
         assert np.abs(out - img.repeat(2, 0).repeat(2, 1)).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("ext", "dtype", "tol"), [(".png", np.uint16, 0.5), (".tif", np.uint16, 0.5), (".jpg", np.uint8, 8.0)]
+)
+def test_cli_writes_format_by_extension(weights, tmp_path, ext: str, dtype: type, tol: float) -> None:
+    import cv2
+    from PIL import Image
+
+    from processing.__main__ import main
+
+    img = (_img(40, 50, 3) * 255).round().astype(np.uint8)
+    src = tmp_path / "in.png"
+    Image.fromarray(img).save(src)
+    out = tmp_path / f"out{ext}"
+    argv = ["upscale", str(src), "-o", str(out), "--scale", "2", "--weights", str(weights[2]), "--quiet"]
+    assert main(argv) == 0
+    got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+    assert got.dtype == dtype and got.shape == (80, 100, 3)
+    ref = upscale_array(img.astype(np.float32) / 255, 2, UpscaleParams(scale=2, weights=str(weights[2])))
+    scale = 65535.0 if dtype == np.uint16 else 255.0
+    assert np.mean(np.abs(got / scale - ref)) * 255 < tol
+    assert not list(tmp_path.glob(".out*"))  # no temporary left beside it
+
+
+def test_cli_errors_never_share_the_progress_bar_line(weights, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from processing.__main__ import main
+
+    src = tmp_path / "in.png"
+    Image.fromarray((_img(30, 30) * 255).astype(np.uint8)).save(src)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.bmp"), "--scale", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "o.bmp" in err and ".png" in err and err.count("\n") == 1
+    # A failure after the bar has started (undecodable input behind a valid header).
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert main(["upscale", str(bad), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(weights[2])]) == 2
+    lines = capsys.readouterr().err.split("\n")
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "bad.png" in errors[0]
+    assert not (tmp_path / "o.png").exists()
