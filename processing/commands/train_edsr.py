@@ -25,12 +25,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lr", type=float, default=5e-4, help="initial learning rate")
     p.add_argument("--decay-every", type=int, default=0, help="halve the rate every N steps (0: at 50%% and 75%%)")
+    p.add_argument("--schedule", choices=("step", "cosine"), default="step", help="learning-rate decay")
+    p.add_argument("--lr-min", type=float, default=1e-6, help="final rate of the cosine schedule")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear warm-up")
+    p.add_argument(
+        "--time-budget", type=float, default=0.0, help="stop after this many minutes of training (0: by --steps)"
+    )
+    p.add_argument(
+        "--sampling", choices=("cache", "online"), default="cache", help="fixed patch cache or new crops every batch"
+    )
     p.add_argument("--patches", type=int, default=8000, help="LR/HR pairs in the patch cache")
     p.add_argument("--degradation", choices=("bicubic", "realistic", "mixed"), default="bicubic")
     p.add_argument("--val", action="append", default=[], help="validation folder (default: Set5 beside --data)")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--init-from", help="initialise matching layers from these weights (e.g. x4 from x2)")
+    p.add_argument(
+        "--init-from", help="initialise matching layers from these weights (warm start; or x4 from x2's body)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--finetune", action="store_true", help="fine-tune a copy of --from on --images")
     p.add_argument("--from", dest="from_", help="base weights for --finetune")
@@ -87,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         degradation=degradation,
         lr=args.lr,
         decay_every=args.decay_every,
+        schedule=args.schedule,
+        lr_min=args.lr_min,
+        warmup=args.warmup,
+        time_budget=args.time_budget * 60.0,
+        sampling=args.sampling,
         n_patches=args.patches,
         seed=args.seed,
         val=val,

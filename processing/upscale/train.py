@@ -1,9 +1,12 @@
 """Training and fine-tuning of the EDSR model (CPU-friendly).
 
-LR/HR patch pairs are pre-extracted once into a NumPy cache (uint8) so that
-the training loop only flips/rotates and feeds batches. Loss L1, Adam with a
-step decay, periodic checkpoints (weights + optimizer state + history) so a
-run can resume, and validation PSNR on Set5 (Y channel, border = scale).
+LR/HR patch pairs come either from a pre-extracted NumPy cache (uint8) or,
+for long runs, as fresh random crops of the whole degraded images every batch
+(OnlinePatches); every batch gets random flips/rotations. Loss L1, Adam with
+a warm-up and a step or cosine decay over the run's steps or time budget, a
+warm start from any weights of the same architecture (init_from), periodic
+checkpoints (weights + optimizer state + history) so a run can resume, and
+validation PSNR on Set5 (Y channel, border = scale).
 """
 
 from __future__ import annotations
@@ -191,6 +194,56 @@ def extract_patches(
     return lr_out[order], hr_out[order]
 
 
+class OnlinePatches:
+    """New random aligned LR/HR crops for every batch (no fixed patch pool).
+
+    Each image is degraded once as a whole (no patch-edge effects), then
+    every batch crops fresh pairs anywhere in it: long runs see far more
+    distinct patches than a cache could hold. Nearly flat crops are mostly
+    redrawn, as in extract_patches.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        scale: int,
+        patch: int,
+        degradation: str = "bicubic",
+        seed: int = 0,
+        finetune_blur: float = 0.0,
+    ) -> None:
+        import cv2
+
+        rng = np.random.default_rng(seed)
+        hrs = [mod_crop(read_rgb8(p), scale) for p in paths]
+        hrs = [im for im in hrs if min(im.shape[:2]) >= (patch + 1) * scale]
+        if not hrs:
+            raise InputError(str(paths[0]) if paths else None, f"no image is larger than {patch * scale} px")
+        srcs = [cv2.GaussianBlur(h, (0, 0), finetune_blur * scale / 2) if finetune_blur > 0 else h for h in hrs]
+        self.hrs, self.lrs = hrs, [degrade(s, scale, degradation, rng) for s in srcs]
+        areas = np.array([lr.shape[0] * lr.shape[1] for lr in self.lrs], np.float64)
+        self.p = areas / areas.sum()
+        self.scale, self.patch = scale, patch
+
+    def __len__(self) -> int:
+        return len(self.hrs)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        s, ps = self.scale, self.patch
+        lo = np.empty((n, ps, ps, 3), np.uint8)
+        hi = np.empty((n, ps * s, ps * s, 3), np.uint8)
+        for i in range(n):
+            for _ in range(10):
+                k = int(rng.choice(len(self.lrs), p=self.p))
+                lr = self.lrs[k]
+                y, x = int(rng.integers(0, lr.shape[0] - ps + 1)), int(rng.integers(0, lr.shape[1] - ps + 1))
+                if lr[y : y + ps, x : x + ps].std() >= 4.0 or rng.random() < 0.2:
+                    break
+            lo[i] = lr[y : y + ps, x : x + ps]
+            hi[i] = self.hrs[k][y * s : (y + ps) * s, x * s : (x + ps) * s]
+        return lo, hi
+
+
 def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample random flips and 90-degree rotations, identical on LR and HR."""
     lo, ho = np.empty_like(lr), np.empty_like(hr)
@@ -314,18 +367,40 @@ class TrainConfig:
     finetune_from: str | None = None
     finetune_blur: float = 0.0
     threads: int = 2
+    schedule: str = "step"  # "step": halvings (decay_every); "cosine": cosine to lr_min
+    lr_min: float = 1e-6
+    warmup: int = 0  # steps of linear warm-up (a warm start with a fresh Adam)
+    time_budget: float = 0.0  # seconds of training (summed over resumes); 0: by steps only
+    sampling: str = "cache"  # "cache": fixed pre-extracted pairs; "online": new random crops every batch
     command: str = ""
 
 
-def _lr_schedule(cfg: TrainConfig) -> Any:
-    import keras
+def progress_of(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """Fraction of the run done: by steps, or by training seconds when a time budget is set."""
+    frac = step / max(cfg.steps, 1)
+    if cfg.time_budget > 0:
+        frac = max(frac, elapsed / cfg.time_budget)
+    return min(1.0, max(0.0, frac))
 
-    if cfg.decay_every > 0:
-        bounds = list(range(cfg.decay_every, cfg.steps, cfg.decay_every))
+
+def learning_rate(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """The rate for this step: warm-up, then step decay or cosine decay over the run's progress."""
+    import math
+
+    f = progress_of(cfg, step, elapsed)
+    if cfg.schedule == "cosine":
+        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * f))
+    elif cfg.schedule == "step":
+        if cfg.decay_every > 0 and cfg.time_budget <= 0:
+            halvings = step // cfg.decay_every
+        else:
+            halvings = int(f >= 0.5) + int(f >= 0.75)
+        lr = cfg.lr * 0.5**halvings
     else:
-        bounds = [int(cfg.steps * 0.5), int(cfg.steps * 0.75)]
-    values = [cfg.lr * 0.5**i for i in range(len(bounds) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+        raise ValueError(f"unknown schedule {cfg.schedule!r}")
+    if cfg.warmup > 0:
+        lr *= min(1.0, (step + 1) / cfg.warmup)
+    return lr
 
 
 def _save_ckpt(model: Any, opt: Any, out: Path, state: dict[str, Any]) -> None:
@@ -359,27 +434,48 @@ def _load_ckpt(model: Any, opt: Any, out: Path) -> dict[str, Any] | None:
     return json.loads((ck / "state.json").read_text())
 
 
+def _cached_patches(cfg: TrainConfig, paths: list[Path], out: Path) -> tuple[np.ndarray, np.ndarray]:
+    cache = out / f"patches_x{cfg.scale}_p{cfg.patch}_n{cfg.n_patches}_{cfg.degradation}_s{cfg.seed}.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            return z["lr"], z["hr"]
+    t0 = time.time()
+    lr_all, hr_all = extract_patches(
+        paths, cfg.scale, cfg.patch, cfg.n_patches, cfg.degradation, cfg.seed, cfg.finetune_blur
+    )
+    np.savez(cache, lr=lr_all, hr=hr_all)
+    print(f"patch cache: {len(lr_all)} pairs in {time.time() - t0:.1f}s -> {cache}", file=sys.stderr)
+    return lr_all, hr_all
+
+
+def _done(cfg: TrainConfig, state: dict[str, Any]) -> bool:
+    if state["step"] >= cfg.steps:
+        return True
+    return cfg.time_budget > 0 and state.get("elapsed", 0.0) >= cfg.time_budget
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train (or fine-tune) and write OUT/edsr_x{scale}.weights.h5 + sidecar."""
+    """Train (or fine-tune) and write OUT/edsr_x{scale}.weights.h5 + sidecar.
+
+    The run ends at cfg.steps or, with a time budget, after that many
+    seconds of training (summed over resumes), whichever comes first.
+    """
     from .edsr import architecture, build_edsr, configure_threads, file_sha256, write_sidecar
 
     configure_threads(cfg.threads)
     import keras
 
+    if cfg.sampling not in ("cache", "online"):
+        raise ValueError(f"unknown sampling {cfg.sampling!r}")
+    learning_rate(cfg, 0)  # rejects an unknown schedule before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = list_images(cfg.data)
-    cache = out / f"patches_x{cfg.scale}_p{cfg.patch}_n{cfg.n_patches}_{cfg.degradation}_s{cfg.seed}.npz"
-    if cache.is_file():
-        with np.load(cache) as z:
-            lr_all, hr_all = z["lr"], z["hr"]
+    online: OnlinePatches | None = None
+    if cfg.sampling == "online":
+        online = OnlinePatches(paths, cfg.scale, cfg.patch, cfg.degradation, cfg.seed, cfg.finetune_blur)
     else:
-        t0 = time.time()
-        lr_all, hr_all = extract_patches(
-            paths, cfg.scale, cfg.patch, cfg.n_patches, cfg.degradation, cfg.seed, cfg.finetune_blur
-        )
-        np.savez(cache, lr=lr_all, hr=hr_all)
-        print(f"patch cache: {len(lr_all)} pairs in {time.time() - t0:.1f}s -> {cache}", file=sys.stderr)
+        lr_all, hr_all = _cached_patches(cfg, paths, out)
 
     keras.utils.set_random_seed(cfg.seed)
     model = build_edsr(cfg.scale, cfg.blocks, cfg.filters, cfg.res_scale, cfg.skip)
@@ -389,49 +485,63 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if base:
         copied = copy_matching_weights(model, Path(base))
         print(f"initialised {len(copied)} layers from {base}", file=sys.stderr)
-    opt = keras.optimizers.Adam(_lr_schedule(cfg), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    # The rate is set before every step (warm-up, decay by steps or by time).
+    opt = keras.optimizers.Adam(learning_rate(cfg, 0), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     model.compile(optimizer=opt, loss="mean_absolute_error")
-    state: dict[str, Any] = {"step": 0, "history": [], "val": []}
+    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "history": [], "val": []}
     if resume:
         st = _load_ckpt(model, opt, out)
         if st:
-            state = st
+            state = {"elapsed": 0.0} | st
             print(f"resumed at step {state['step']}", file=sys.stderr)
     val_paths = list_images(cfg.val) if cfg.val else []
     rng = np.random.default_rng(cfg.seed + state["step"])
-    n = len(lr_all)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, file=sys.stderr, mininterval=5)
-    run_loss, t_start = [], time.time()
-    while state["step"] < cfg.steps:
-        idx = rng.integers(0, n, cfg.batch)
-        lo, hi = augment(lr_all[idx], hr_all[idx], rng)
-        loss = model.train_on_batch(lo.astype(np.float32) / 255.0, hi.astype(np.float32) / 255.0)
-        loss = float(np.asarray(loss).reshape(-1)[0])
-        run_loss.append(loss)
-        state["step"] += 1
-        bar.update(1)
+    run_loss: list[float] = []
+    t_last = time.time()
+    while not _done(cfg, state):
         step = state["step"]
+        lr_now = learning_rate(cfg, step, state["elapsed"])
+        opt.learning_rate.assign(lr_now)
+        if online is not None:
+            lo, hi = online.sample(cfg.batch, rng)
+        else:
+            idx = rng.integers(0, len(lr_all), cfg.batch)
+            lo, hi = lr_all[idx], hr_all[idx]
+        lo, hi = augment(lo, hi, rng)
+        loss = model.train_on_batch(lo.astype(np.float32) / 255.0, hi.astype(np.float32) / 255.0)
+        run_loss.append(float(np.asarray(loss).reshape(-1)[0]))
+        now = time.time()
+        state["elapsed"] += now - t_last
+        t_last = now
+        state["step"] = step = step + 1
+        bar.update(1)
+        last = _done(cfg, state)
         if step % 25 == 0:
-            state["history"].append([step, float(np.mean(run_loss)), round(time.time() - t_start, 1)])
+            state["history"].append([step, float(np.mean(run_loss)), round(state["elapsed"], 1), lr_now])
             bar.set_postfix(l1=f"{np.mean(run_loss):.4f}")
             run_loss = []
-        if val_paths and (step % cfg.val_every == 0 or step == cfg.steps):
+        if val_paths and (step % cfg.val_every == 0 or last):
             v = evaluate(model, cfg.scale, val_paths)
             state["val"].append([step, v["psnr"], v["psnr_bicubic"]])
-            print(f"\nstep {step}: val PSNR-Y {v['psnr']:.3f} dB (bicubic {v['psnr_bicubic']:.3f})", file=sys.stderr)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            bar.write(f"step {step}: val PSNR-Y {v['psnr']:.3f} dB (bicubic {v['psnr_bicubic']:.3f})", file=sys.stderr)
+            t_last = time.time()  # validation is not training time
+        if step % cfg.ckpt_every == 0 or last:
             _save_ckpt(model, opt, out, state)
+            t_last = time.time()
     bar.close()
 
     final = out / f"edsr_x{cfg.scale}.weights.h5"
     export_weights(model, final, arch)
+    sched = "cosine to lr_min" if cfg.schedule == "cosine" else "step decay x0.5"
     recipe = asdict(cfg) | {
         "loss": "L1",
-        "optimizer": "Adam(0.9, 0.999, 1e-8), step decay x0.5",
+        "optimizer": f"Adam(0.9, 0.999, 1e-8), {sched}" + (f", {cfg.warmup} warm-up steps" if cfg.warmup else ""),
         "n_train_images": len(paths),
         "steps_done": state["step"],
+        "train_seconds": round(state["elapsed"], 1),
         "history": state["history"],
         "val_psnr_y": state["val"],
         "initialised_layers": len(copied),

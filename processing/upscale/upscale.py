@@ -12,10 +12,14 @@ Every pass reads rows from a source and writes rows to a sink, so the same
 code runs on in-memory arrays (upscale_array) and on disk memmaps
 (upscale_file: strips in, strips out, memory independent of image area).
 
-Model windows overlap; each window's edge (inside the image) is discarded
-over a margin and then blended in with a raised-cosine ramp; the window grid
-is jittered per window row and per iteration (UltraZoom's varying stride) so
-no seam line repeats at a fixed position.
+Model windows overlap only where they must: along each axis the fewest
+equal windows (side <= tile) that cover the image with the overlap that
+blending needs; each window's edge (inside the image) is discarded over a
+margin and then blended in with a raised-cosine ramp. An image no larger
+than a window runs as one call. The inner window edges are jittered per
+window row and per iteration (UltraZoom's varying stride) so no seam line
+repeats at a fixed position; all windows of a pass share one shape, so the
+compiled model is not retraced.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import product
+from itertools import pairwise, product
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -46,16 +50,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UpscaleParams(StageParams):
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2  # 2: fewest equal windows, minimal overlap, bounded jitter
     STAGE: ClassVar[str] = "upscale"
 
     scale: float = 4.0
     pre_downscale: float = 0.0  # percent, 0-95, applied before the model
     iterations: int = 1  # N steps of equal factor (final/original)^(1/N)
-    tile: int = 192  # model window side, input pixels
+    tile: int = 384  # largest model window side, input pixels
     margin: int = 6  # window edge discarded (input px) where it lies inside the image
     blend: int = 10  # raised-cosine ramp width (input px)
     batch: int = 2  # windows per model call
+    jitter_px: int = 3  # inner window edges move by up to this many input px
     weights: str | None = None  # None: processing/upscale/weights/edsr_x{s}.weights.h5
     auto: bool = False  # choose pre_downscale / iterations from the image
     jitter: bool = True  # vary the window grid per row and iteration
@@ -69,8 +74,14 @@ class UpscaleParams(StageParams):
             raise ValueError(f"pre_downscale must be in 0-95 %, got {self.pre_downscale}")
         if not 1 <= self.iterations <= 8:
             raise ValueError(f"iterations must be 1-8, got {self.iterations}")
-        if self.tile < 2 * (2 * self.margin + self.blend) or self.batch < 1:
-            raise ValueError("tile too small for margin and blend (tile >= 4*margin + 2*blend)")
+        if self.jitter_px < 0:
+            raise ValueError(f"jitter_px must be >= 0, got {self.jitter_px}")
+        if (
+            self.tile < 2 * (2 * self.margin + self.blend)
+            or self.tile <= 2 * self.margin + self.blend + 2 * self.jitter_px + 1
+            or self.batch < 1
+        ):
+            raise ValueError("tile too small for margin, blend and jitter (tile >= 4*margin + 2*blend)")
 
 
 # ---------------------------------------------------------------- row IO
@@ -229,11 +240,26 @@ def resize_exact(img: np.ndarray, out_h: int, out_w: int, fy: float, fx: float) 
 
 
 # ---------------------------------------------------------------- model pass
-def _starts(n: int, t: int, stride: int, offset: int) -> list[int]:
+def window_layout(n: int, t: int, overlap: int, jitter: int, rng: np.random.Generator | None) -> tuple[int, list[int]]:
+    """Window side and starts along an axis of n px: the fewest equal windows
+    of side <= t whose neighbours overlap by at least `overlap` px.
+
+    With jitter, every inner start moves by up to +-jitter px; the nominal
+    overlap is widened by 2 jitter (+1 for rounding) so it never falls below
+    `overlap`. One window when the axis fits.
+    """
     if n <= t:
-        return [0]
-    out = sorted({min(max(k * stride - offset, 0), n - t) for k in range(0, (n + offset) // stride + 2)})
-    return out
+        return n, [0]
+    ov = overlap + 2 * jitter + 1
+    if t <= ov:
+        raise ValueError(f"window {t} px too small for an overlap of {ov} px")
+    k = math.ceil((n - ov) / (t - ov))
+    side = min(t, math.ceil((n + (k - 1) * ov) / k))
+    starts = [round(i * (n - side) / (k - 1)) for i in range(k)]
+    if jitter > 0 and rng is not None:
+        for i in range(1, k - 1):
+            starts[i] = min(max(starts[i] + int(rng.integers(-jitter, jitter + 1)), 0), n - side)
+    return side, sorted(starts)
 
 
 def _profile(length: int, lead: bool, trail: bool, margin: int, blend: int) -> np.ndarray:
@@ -332,6 +358,63 @@ def _device_runner(model: Any, xp: ModuleType) -> Callable[[list[Any], int], lis
     return run
 
 
+@dataclass
+class _Axis:
+    """One axis of a window layout at output resolution: each window's 1-D
+    blending weight, and the runs of positions where exactly one window
+    contributes (copied as they are) or several do (blended)."""
+
+    starts: list[int]  # window starts, output px
+    weights: list[np.ndarray]  # per window, normalised by the sum of all windows' weights
+    runs: list[list[tuple[int, int, int]]]  # per window: (start, end, contributors) in output px
+
+
+def _axis(starts: list[int], side: int, n: int, s: int, margin: int, blend: int) -> _Axis:
+    L, N = side * s, n * s
+    prof = [_profile(L, st > 0, st + side < n, margin * s, blend * s) for st in starts]
+    tot = np.zeros(N, np.float32)
+    cnt = np.zeros(N, np.int32)
+    for st, w in zip(starts, prof, strict=True):
+        tot[st * s : st * s + L] += w
+        cnt[st * s : st * s + L] += w > 0
+    if np.any(cnt == 0):
+        raise ProcessingError("tiling left pixels uncovered (tile/margin/blend)")
+    # Runs end wherever any window's support starts or ends, so windows that
+    # share pixels cut them into identical runs (the keys of the blending).
+    spans = []
+    for st, w in zip(starts, prof, strict=True):
+        pos = np.flatnonzero(w > 0)
+        spans.append((st * s + int(pos[0]), st * s + int(pos[-1]) + 1))
+    cuts = sorted({c for sp in spans for c in sp})
+    runs = []
+    for a, b in spans:
+        inner = [c for c in cuts if a < c < b]
+        bounds = [a, *inner, b]
+        runs.append([(r0, r1, int(cnt[r0])) for r0, r1 in pairwise(bounds)])
+    weights = [w / np.maximum(tot[st * s : st * s + L], 1e-12) for st, w in zip(starts, prof, strict=True)]
+    return _Axis([st * s for st in starts], weights, runs)
+
+
+def _stitch_row(outs: list[Any], ax: _Axis, width: int, xp: ModuleType) -> Any:
+    """Windows of one band side by side: copied where alone, blended only in their overlaps."""
+    h = outs[0].shape[0]
+    band = xp.empty((h, width, 3), xp.float32)
+    seen: set[tuple[int, int]] = set()
+    for o, a, w, runs in zip(outs, ax.starts, ax.weights, ax.runs, strict=True):
+        for r0, r1, k in runs:
+            part = o[:, r0 - a : r1 - a]
+            if k == 1:
+                band[:, r0:r1] = part
+                continue
+            contrib = part * xp.asarray(w[r0 - a : r1 - a])[None, :, None]
+            if (r0, r1) in seen:
+                band[:, r0:r1] += contrib
+            else:
+                band[:, r0:r1] = contrib
+                seen.add((r0, r1))
+    return band
+
+
 def model_pass(
     src: ArrayRows,
     dst: ArrayRows,
@@ -344,50 +427,51 @@ def model_pass(
 ) -> None:
     """Tiled model inference, blended, streamed row band by row band.
 
-    With DEVICE the source, the windows, the accumulation and the output stay
-    in the source's array module (CuPy on a GPU: no host round trips).
+    Each output pixel is the weighted mean of the windows covering it (raised
+    cosine ramps past a discarded margin); where one window alone covers a
+    pixel it is copied, so the blending arithmetic runs only on the overlap
+    strips. Bands are written out as soon as no later band touches their rows.
+    With DEVICE the source, the windows and the output stay in the source's
+    array module (CuPy on a GPU: no host round trips).
     """
     xp = src.xp if device else np
     run = _device_runner(model, xp) if device else lambda tiles, b: _run_batch(model, tiles, b)
     H, W = src.shape[:2]
-    th, tw = min(params.tile, H), min(params.tile, W)
     m, b = params.margin, params.blend
-    st_y, st_x = max(1, th - 2 * m - b), max(1, tw - 2 * m - b)
     rng = np.random.default_rng(params.seed * 1009 + iteration)
-    oy = int(rng.integers(0, st_y)) if params.jitter and th < H else 0
-    ys = _starts(H, th, st_y, oy)
-    Wo = W * s
-    acc = xp.zeros((0, Wo, 3), xp.float32)
-    wsum = xp.zeros((0, Wo), xp.float32)
-    base = 0  # output row of acc[0]
+    jit = params.jitter_px if params.jitter else 0
+    # Neighbours overlap by both margins plus the ramp: every pixel then has a
+    # window where it is at least `margin` px from a cut edge.
+    ov = 2 * m + b
+    th, ys = window_layout(H, params.tile, ov, jit, rng)
+    tw, _ = window_layout(W, params.tile, ov, jit, None)
+    ay = _axis(ys, th, H, s, m, b)
+    pending: dict[tuple[int, int], tuple[int, Any]] = {}  # shared rows: (contributions so far, sum)
     for ri, y in enumerate(ys):
-        ox = int(rng.integers(0, st_x)) if params.jitter and tw < W else 0
-        xs = _starts(W, tw, st_x, ox)
+        xs = window_layout(W, params.tile, ov, jit, rng)[1]
         band = xp.clip(xp.asarray(src.get(y, y + th)), 0.0, 1.0)
         outs = run([band[:, x : x + tw] for x in xs], params.batch)
-        end = (y + th) * s
-        if end - base > acc.shape[0]:
-            grow = end - base - acc.shape[0]
-            acc = xp.concatenate([acc, xp.zeros((grow, Wo, 3), xp.float32)])
-            wsum = xp.concatenate([wsum, xp.zeros((grow, Wo), xp.float32)])
-        wy = xp.asarray(_profile(th * s, y > 0, y + th < H, m * s, b * s))
-        for x, o in zip(xs, outs, strict=True):
-            wx = xp.asarray(_profile(tw * s, x > 0, x + tw < W, m * s, b * s))
-            wgt = wy[:, None] * wx[None, :]
-            r0 = y * s - base
-            acc[r0 : r0 + th * s, x * s : (x + tw) * s] += o * wgt[:, :, None]
-            wsum[r0 : r0 + th * s, x * s : (x + tw) * s] += wgt
-        # Rows above the next band's start receive no more contributions.
-        flush_to = ys[ri + 1] * s if ri + 1 < len(ys) else H * s
-        n = flush_to - base
-        if n > 0:
-            ws = wsum[:n]
-            if bool(xp.any(ws <= 0)):
-                raise ProcessingError("tiling left pixels uncovered (tile/margin/blend)")
-            dst.put(base, xp.clip(acc[:n] / ws[:, :, None], 0.0, 1.0))
-            acc, wsum, base = acc[n:], wsum[n:], flush_to
+        if len(xs) == 1:
+            rows = outs[0]
+        else:
+            rows = _stitch_row(outs, _axis(xs, tw, W, s, m, b), W * s, xp)
+        a, wy = ay.starts[ri], ay.weights[ri]
+        for r0, r1, k in ay.runs[ri]:
+            part = rows[r0 - a : r1 - a]
+            if k == 1:
+                dst.put(r0, xp.clip(part, 0.0, 1.0))
+                continue
+            contrib = part * xp.asarray(wy[r0 - a : r1 - a])[:, None, None]
+            n_done, acc = pending.pop((r0, r1), (0, None))
+            acc = contrib if acc is None else acc + contrib
+            if n_done + 1 == k:
+                dst.put(r0, xp.clip(acc, 0.0, 1.0))
+            else:
+                pending[(r0, r1)] = (n_done + 1, acc)
         if progress:
             progress((ri + 1) / len(ys))
+    if pending:
+        raise ProcessingError("tiling left rows unfinished (tile/margin/blend)")
 
 
 # ---------------------------------------------------------------- driver
@@ -664,6 +748,39 @@ def write_tiled_tiff(path: Path, rows: ArrayRows, tile: int = 256) -> None:
         )
 
 
+#: Output formats by extension: TIFF and PNG keep 16 bits, JPEG has 8.
+OUTPUT_EXTS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def write_output(path: Path, rows: ArrayRows, jpeg_quality: int = 92) -> None:
+    """Write by extension: tiled 16-bit BigTIFF, 16-bit PNG or 8-bit JPEG.
+
+    PNG and JPEG are encoded by libvips straight from the (memmapped) rows,
+    so memory does not grow with the image either.
+    """
+    kind = OUTPUT_EXTS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(path, f"cannot write {path.suffix or 'a file without extension'}: use .tif, .png or .jpg")
+    if kind == "tiff":
+        write_tiled_tiff(path, rows)
+        return
+    import pyvips
+
+    from ..io.atomic import atomic_path
+
+    mm = rows.arr
+    if mm.dtype != np.uint16:
+        mm = (np.clip(mm, 0, 1) * 65535.0 + 0.5).astype(np.uint16)
+    H, W = mm.shape[:2]
+    im = pyvips.Image.new_from_memory(np.ascontiguousarray(mm).data, W, H, 3, "ushort")
+    with atomic_path(path) as tmp:
+        if kind == "png":
+            im.copy(interpretation="rgb16").pngsave(str(tmp), compression=6)
+        else:  # 16-bit codes to 8-bit, rounded
+            im8 = ((im + 128) / 257).cast("uchar").copy(interpretation="srgb")
+            im8.jpegsave(str(tmp), Q=int(jpeg_quality))
+
+
 def upscale_file(
     in_path: str | Path,
     out_path: str | Path,
@@ -672,7 +789,8 @@ def upscale_file(
     max_pixels: int | None = None,
     tmp_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Upscale a file to a tiled 16-bit BigTIFF; memory does not grow with area.
+    """Upscale a file to .tif (tiled 16-bit BigTIFF), .png (16-bit) or .jpg
+    (8-bit) by OUT's extension; memory does not grow with area.
 
     Intermediate images live in uint16 memmaps in a temporary folder.
     """
@@ -681,8 +799,10 @@ def upscale_file(
     in_path, out_path = Path(in_path), Path(out_path)
     params = params or UpscaleParams()
     params.validate()
-    if out_path.suffix.lower() not in (".tif", ".tiff"):
-        raise InputError(out_path, "output must be a .tif (tiled 16-bit BigTIFF)")
+    if out_path.suffix.lower() not in OUTPUT_EXTS:
+        raise InputError(
+            out_path, f"cannot write {out_path.suffix or 'a file without extension'}: use .tif, .png or .jpg"
+        )
     native = available_scales(params)
     if not native:
         raise InputError(None, "no EDSR weights available")
@@ -707,7 +827,7 @@ def upscale_file(
             )
 
         out = run_passes(src, passes, params, buf, progress) if passes else src
-        write_tiled_tiff(out_path, out)
+        write_output(out_path, out)
         return {
             "input": str(in_path),
             "output": str(out_path),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -11,10 +12,12 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from processing.upscale.train import (
+    OnlinePatches,
     TrainConfig,
     augment,
     bicubic_down,
     extract_patches,
+    learning_rate,
     psnr_y,
     rgb_to_y,
     train,
@@ -123,3 +126,73 @@ def test_cli_rejects_missing_data(tmp_path) -> None:
     assert main(["train-edsr", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     with pytest.raises(SystemExit):
         main(["train-edsr", "--scale", "5", "--out", str(tmp_path / "o")])
+
+
+def test_learning_rate_schedules() -> None:
+    cos = TrainConfig(steps=100, lr=1e-3, lr_min=1e-5, schedule="cosine")
+    rates = [learning_rate(cos, k) for k in range(0, 101, 10)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert rates[5] == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    # Warm-up ramps linearly into the schedule.
+    warm = TrainConfig(steps=100, lr=1e-3, schedule="cosine", warmup=10)
+    assert learning_rate(warm, 0) == pytest.approx(
+        learning_rate(cos.__class__(**{**warm.__dict__, "warmup": 0}), 0) / 10
+    )
+    # The step schedule halves at 50 % and 75 %, or every decay_every steps.
+    st = TrainConfig(steps=100, lr=1e-3)
+    assert [learning_rate(st, k) for k in (0, 49, 50, 75, 99)] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 2.5e-4])
+    assert learning_rate(TrainConfig(steps=100, lr=1e-3, decay_every=20), 45) == pytest.approx(2.5e-4)
+    # With a time budget the progress is the larger of steps and seconds.
+    tb = TrainConfig(steps=10_000, lr=1e-3, lr_min=0.0, schedule="cosine", time_budget=60.0)
+    assert learning_rate(tb, 10, elapsed=30.0) == pytest.approx(5e-4)
+    assert learning_rate(tb, 10, elapsed=90.0) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        learning_rate(TrainConfig(schedule="linear"), 0)
+
+
+def test_online_patches_aligned(tmp_path) -> None:
+    for i in range(2):
+        _photo(tmp_path / f"p{i}.png", i)
+    src = OnlinePatches(sorted(tmp_path.glob("*.png")), 2, 12, seed=1)
+    rng = np.random.default_rng(0)
+    lr, hr = src.sample(6, rng)
+    assert lr.shape == (6, 12, 12, 3) and hr.shape == (6, 24, 24, 3)
+    for a, b in zip(lr, hr, strict=True):
+        d = bicubic_down(b, 2).astype(float)
+        assert np.abs(d[3:-3, 3:-3] - a[3:-3, 3:-3]).mean() < 2.0
+    lr2, _ = src.sample(6, rng)
+    assert not np.array_equal(lr, lr2)  # new crops every batch
+
+
+def test_warm_start_cosine_online_time_budget(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _photo(data / f"p{i}.png", i)
+    base = tiny_weights(tmp_path, 2, blocks=1, filters=8, seed=3)
+    cfg = TrainConfig(
+        scale=2,
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        steps=3,
+        batch=2,
+        patch=8,
+        blocks=1,
+        filters=8,
+        lr=1e-3,
+        schedule="cosine",
+        warmup=2,
+        sampling="online",
+        init_from=str(base),
+        ckpt_every=1,
+    )
+    w = train(cfg, progress=False)
+    rec = json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]
+    assert rec["steps_done"] == 3 and rec["schedule"] == "cosine" and rec["sampling"] == "online"
+    assert rec["initialised_layers"] > 0 and rec["base_weights"]["path"] == str(base)
+    assert rec["train_seconds"] > 0
+    # A time budget already spent: resuming with more steps does no more training.
+    spent = TrainConfig(**{**cfg.__dict__, "steps": 50, "time_budget": 1e-3})
+    w = train(spent, resume=True, progress=False)
+    assert json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]["steps_done"] == 3

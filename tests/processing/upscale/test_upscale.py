@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import itertools
+
 from processing.io.errors import InputError
 from processing.upscale.edsr import load_model, predict
 from processing.upscale.upscale import (
@@ -19,6 +21,7 @@ from processing.upscale.upscale import (
     resize_exact,
     upscale_array,
     upscale_file,
+    window_layout,
 )
 
 from .._edsr_helpers import tiny_weights
@@ -40,11 +43,47 @@ def _img(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def test_tiled_equals_whole(weights) -> None:
     img = _img(90, 130)
-    whole = predict(load_model(4, weights[4]), img[None])[0]
+    whole = np.clip(predict(load_model(4, weights[4]), img[None])[0], 0, 1)
     p = UpscaleParams(scale=4, weights=str(weights[4]), tile=48, margin=6, blend=8, batch=3)
     tiled = upscale_array(img, 4, p)
     assert tiled.shape == whole.shape
-    assert np.mean(np.abs(tiled - np.clip(whole, 0, 1))) < 0.5 / 255
+    assert np.mean(np.abs(tiled - whole)) < 0.5 / 255
+    assert np.max(np.abs(tiled - whole)) < 4.0 / 255
+
+
+@pytest.mark.parametrize("n", [50, 100, 101, 383, 385, 500, 1000, 2000, 4097])
+@pytest.mark.parametrize("jitter", [0, 3])
+def test_window_layout_covers_with_overlap(n: int, jitter: int) -> None:
+    import math
+
+    t, ov = 384, 22
+    side, starts = window_layout(n, t, ov, jitter, np.random.default_rng(n))
+    if n <= t:
+        assert (side, starts) == (n, [0])
+        return
+    assert side <= t and starts[0] == 0 and starts[-1] + side == n
+    assert all(b - a <= side - ov for a, b in itertools.pairwise(starts))  # overlap >= ov
+    # The fewest windows of at most t px that can overlap by ov (+ the jitter allowance).
+    assert len(starts) == math.ceil((n - ov - 2 * jitter - 1) / (t - ov - 2 * jitter - 1))
+
+
+def test_windows_share_one_shape(weights, monkeypatch) -> None:
+    import processing.upscale.upscale as up
+
+    shapes: set[tuple[int, ...]] = set()
+    real = up._run_batch
+
+    def spy(model, tiles, batch):
+        shapes.update(t.shape for t in tiles)
+        return real(model, tiles, batch)
+
+    monkeypatch.setattr(up, "_run_batch", spy)
+    p = UpscaleParams(scale=2, weights=str(weights[2]), tile=64, margin=5, blend=6)
+    upscale_array(_img(150, 170, 2), 2, p)
+    assert len(shapes) == 1  # no retracing for edge windows
+    shapes.clear()
+    upscale_array(_img(60, 64, 2), 2, p)  # fits one window: one call on the whole image
+    assert shapes == {(60, 64, 3)}
 
 
 def test_jitter_changes_grid_not_result(weights) -> None:
@@ -146,3 +185,64 @@ def test_missing_weights(tmp_path) -> None:
     img = _img(20, 20)
     with pytest.raises(InputError, match="not found"):
         upscale_array(img, 2, UpscaleParams(weights=str(tmp_path / "none.weights.h5")))
+
+
+@pytest.mark.parametrize("jitter", [0, 3])
+@pytest.mark.parametrize("size", [(80, 100), (41, 150), (150, 39)])
+def test_stitching_is_exact_partition(monkeypatch, jitter: int, size: tuple[int, int]) -> None:
+    """With a position-independent 'model' (nearest x2), blending the windows
+    must give back exactly the whole-image result: the normalised weights of
+    every pixel sum to one, whatever the jittered layout (windows wholly
+    overlapped by their neighbours included)."""
+    import processing.upscale.upscale as up
+
+    monkeypatch.setattr(up, "_run_batch", lambda model, tiles, b: [t.repeat(2, 0).repeat(2, 1) for t in tiles])
+    img = np.random.default_rng(1).random((*size, 3)).astype(np.float32)
+    for seed in range(3):
+        out = np.zeros((size[0] * 2, size[1] * 2, 3), np.float32)
+        p = UpscaleParams(scale=2, tile=40, margin=5, blend=6, jitter_px=jitter, seed=seed)
+        up.model_pass(up.ArrayRows(img), up.ArrayRows(out), None, 2, p)
+        assert np.abs(out - img.repeat(2, 0).repeat(2, 1)).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("ext", "dtype", "tol"), [(".png", np.uint16, 0.5), (".tif", np.uint16, 0.5), (".jpg", np.uint8, 8.0)]
+)
+def test_cli_writes_format_by_extension(weights, tmp_path, ext: str, dtype: type, tol: float) -> None:
+    import cv2
+    from PIL import Image
+
+    from processing.__main__ import main
+
+    img = (_img(40, 50, 3) * 255).round().astype(np.uint8)
+    src = tmp_path / "in.png"
+    Image.fromarray(img).save(src)
+    out = tmp_path / f"out{ext}"
+    argv = ["upscale", str(src), "-o", str(out), "--scale", "2", "--weights", str(weights[2]), "--quiet"]
+    assert main(argv) == 0
+    got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+    assert got.dtype == dtype and got.shape == (80, 100, 3)
+    ref = upscale_array(img.astype(np.float32) / 255, 2, UpscaleParams(scale=2, weights=str(weights[2])))
+    scale = 65535.0 if dtype == np.uint16 else 255.0
+    assert np.mean(np.abs(got / scale - ref)) * 255 < tol
+    assert not list(tmp_path.glob(".out*"))  # no temporary left beside it
+
+
+def test_cli_errors_never_share_the_progress_bar_line(weights, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from processing.__main__ import main
+
+    src = tmp_path / "in.png"
+    Image.fromarray((_img(30, 30) * 255).astype(np.uint8)).save(src)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.bmp"), "--scale", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "o.bmp" in err and ".png" in err and err.count("\n") == 1
+    # A failure after the bar has started (undecodable input behind a valid header).
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert main(["upscale", str(bad), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(weights[2])]) == 2
+    lines = capsys.readouterr().err.split("\n")
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "bad.png" in errors[0]
+    assert not (tmp_path / "o.png").exists()
