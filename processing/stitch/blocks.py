@@ -34,8 +34,9 @@ def render_block(layout: Layout, rect: Rect, cache: SourceCache | None = None) -
     if not (0 <= x0 < x1 <= layout.canvas.width and 0 <= y0 < y1 <= layout.canvas.height):
         raise InputError("layout", f"block {rect} is outside the {layout.canvas.width}x{layout.canvas.height} canvas")
     only = layers_meeting_rows(layout, y0, y1)
+    tone = None if layout.tone.identity else layout.tone.apply  # the same highlight shoulder as render_to_file
     rgb, alpha = render_rect(
-        layout.layers, layout.canvas, rect, cache or SourceCache(), layout.bands, layout.labels, only
+        layout.layers, layout.canvas, rect, cache or SourceCache(), layout.bands, layout.labels, only, tone
     )
     return _quantize(rgb, alpha, 8)
 
