@@ -296,6 +296,8 @@ def render_to_file(
     each rendered block (rect, rgb, alpha) and returns it with another
     layer merged in (sky_merge.SkyMerger).
     """
+    # long: the streamed TIFF writer's nested generators (render a row ahead,
+    # count clipped pixels, cut tiles) share its state; the small-file path follows
     out_path = Path(out_path)
     cv = layout.canvas
     W, H, B = cv.width, cv.height, layout.block
@@ -509,6 +511,8 @@ def _stitch_files(
     progress: Progress | None,
     sky_paths: Sequence[str | Path] | None = None,
 ) -> StitchResult:
+    # long: the stages in order (features, registration, the failure check,
+    # ground and sky layouts, render, the result record), each a call
     params = params or StitchParams()
     params.validate()
     t0 = time.perf_counter()
