@@ -298,7 +298,12 @@ def read_rgba_tiff(path: Path) -> tuple[np.ndarray, np.ndarray]:
     a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if a is None:
         raise ValueError(f"{path}: unreadable TIFF")
-    a = a[..., [2, 1, 0, 3]] if a.shape[-1] == 4 else a[..., ::-1]
+    if a.ndim == 2:  # grey (budapest): nona / enblend keep one channel
+        a = a[:, :, None]
+    if a.shape[2] <= 2:  # grey (+ alpha)
+        a = np.concatenate([np.repeat(a[:, :, :1], 3, axis=2), a[:, :, 1:]], axis=2)
+    else:
+        a = a[..., [2, 1, 0, 3]] if a.shape[2] == 4 else a[..., ::-1]
     mx = 255.0 if a.dtype == np.uint8 else 65535.0
     rgb = a[..., :3].astype(np.float32) / mx
     alpha = a[..., 3].astype(np.float32) / mx if a.shape[-1] == 4 else np.ones(a.shape[:2], np.float32)

@@ -297,8 +297,8 @@ def render_to_file(
     each rendered block (rect, rgb, alpha) and returns it with another
     layer merged in (sky_merge.SkyMerger).
     """
-    # long: the block loop shares the writer, the cache, the clipping statistics and the
-    # optional sky merge; split, each helper would take all of them.
+    # long: the streamed TIFF writer's nested generators (render a row ahead,
+    # count clipped pixels, cut tiles) share its state; the small-file path follows
     out_path = Path(out_path)
     cv = layout.canvas
     W, H, B = cv.width, cv.height, layout.block
@@ -516,9 +516,8 @@ def _stitch_files(
     render: bool = True,
     sky_paths: Sequence[str | Path] | None = None,
 ) -> StitchResult:
-    # long: the stages (features, registration, exposure, seams, layout, render) hand on
-    # many locals (timings, dropped, sky cameras); the next step is a typed state like
-    # the stack pipeline's (processing/stack/pipeline.py).
+    # long: the stages in order (features, registration, the failure check,
+    # ground and sky layouts, render, the result record), each a call
     params = params or StitchParams()
     params.validate()
     t0 = time.perf_counter()
