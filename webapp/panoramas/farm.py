@@ -190,15 +190,22 @@ def enqueue_graph(pano: Panorama, work: Path, jobs: list[dict[str, Any]], root: 
     total = len(jobs)
     for k, fj in enumerate(jobs):
         last = k == total - 1
-        params = {"work": work_rel, "id": fj["id"], "total": total}
+        func = "webapp.panoramas.farm.run_root" if last else "webapp.panoramas.farm.run_node"
+        # rq_*: a re-queue by the reconciler or an admin retry runs the same function.
+        params = {
+            "work": work_rel,
+            "id": fj["id"],
+            "total": total,
+            "rq_queue": "default",
+            "rq_func": func,
+            "rq_timeout": timeout,
+        }
         if last:
             Job.objects.filter(pk=root.pk).update(params={**root.params, **params})
             row = root
-            func = "webapp.panoramas.farm.run_root"
         else:
             kind = Job.Kind.BLOCK if fj["kind"] == "block" else Job.Kind.REDUCE
             row = Job.objects.create(kind=kind, panorama=pano, params=params)
-            func = "webapp.panoramas.farm.run_node"
         deps = [rq_of[a] for a in fj["after"]]
         rq_job = queue.enqueue(
             func,

@@ -76,10 +76,15 @@ def _drop_rq(rq_id: str) -> None:
 
 def enqueue_job(job: Job) -> None:
     """Queue the render job JOB under its fixed RQ id, after the unfinished rows it waits on."""
-    if job.kind not in ROUTES:
+    if job.params.get("rq_func"):
+        # Farm stages (stack with features, layout, block, reduce, root) run their own functions.
+        queue, func = job.params["rq_queue"], job.params["rq_func"]
+    elif job.kind in ROUTES:
+        queue, func = ROUTES[job.kind]
+    else:
         raise ValueError(f"job #{job.pk}: {job.kind} jobs are not part of a render chain")
-    queue, func = ROUTES[job.kind]
-    timeout = settings.TERAPAN_JOB_TIMEOUTS[job.kind]
+    timeouts = settings.TERAPAN_JOB_TIMEOUTS
+    timeout = int(job.params.get("rq_timeout") or timeouts.get(job.kind) or timeouts["composite"])
     after = [int(pk) for pk in job.params.get("after", [])]
     waiting = list(Job.objects.filter(pk__in=after).exclude(status=Status.DONE).values_list("rq_id", flat=True))
     waiting = [r for r in waiting if r and fetch_rq(r) is not None]
@@ -107,6 +112,9 @@ def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> 
     """Queue JOB to run FUNC under its fixed RQ id: the farm chain's stages
     (stack with features, layout, block, reduce), whose functions differ from
     ROUTES' and whose dependencies the farm builds itself."""
+    # Remembered so that a re-queue (reconcile, admin retry) runs the same function.
+    job.params = {**(job.params or {}), "rq_queue": queue, "rq_func": func, "rq_timeout": timeout}
+    Job.objects.filter(pk=job.pk).update(params=job.params)
     rq_job = django_rq.get_queue(queue).enqueue(
         func,
         job.pk,
