@@ -85,10 +85,25 @@ def test_farm_chain_on_real_workers(settings, tmp_path: Path, clean_queues) -> N
 
 
 def _wait(job_pk: int, pano) -> None:  # noqa: ANN001
+    """Wait for the chain, running the reconciler as the workers do, but every second and
+    with a short grace: it must leave a healthy farm chain alone (it once queued the root
+    as a plain pyramid job before the layout had planned the farm)."""
+    from webapp.panoramas import reconcile
+
+    grace, reconcile.GRACE_SECONDS = reconcile.GRACE_SECONDS, 3
+    try:
+        _wait_reconciling(job_pk, pano, reconcile.reconcile)
+    finally:
+        reconcile.GRACE_SECONDS = grace
+
+
+def _wait_reconciling(job_pk: int, pano, reconcile) -> None:  # noqa: ANN001
     from webapp.panoramas.models import Job, Status
 
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
+        report = reconcile()
+        assert report.requeued == [] and report.failed == [], report
         if Job.objects.get(pk=job_pk).status == Status.DONE:
             return
         failed = Job.objects.filter(panorama=pano, status=Status.FAILED)

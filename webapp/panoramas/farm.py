@@ -16,14 +16,13 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.db import transaction
-from rq.job import Dependency
 
 from processing.io.params import recipe_hash
 
@@ -31,7 +30,7 @@ from . import storage
 from .jobs import _run, _stitch_progress, next_pyramid_version, publish
 from .leases import lease
 from .models import Job, Panorama, Pyramid, Stack, Status
-from .pipeline import RenderPlan, _enqueue, _retry
+from .pipeline import RenderPlan, _drop_rq, enqueue_with
 
 #: Block side in tiles (a power of two): 8 x 254 px = 2032 px, about 4 MP per block job.
 DEFAULT_BLOCK_TILES = 8
@@ -51,28 +50,44 @@ def farm_settings(pano: Panorama) -> dict[str, Any]:
     }
 
 
+def _enqueue_stacks(pano: Panorama, stacks: Iterable[Stack], chain: str) -> list[Job]:
+    timeouts = settings.TERAPAN_JOB_TIMEOUTS
+    rows = []
+    for s in stacks:
+        job = Job.objects.create(
+            kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale, "chain": chain}
+        )
+        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
+        enqueue_with(job, "gpu", "webapp.panoramas.farm.run_stack_with_features", timeouts["stack"])
+        rows.append(job)
+    return rows
+
+
+def _enqueue_layout(pano: Panorama, stack_jobs: list[Job], func: str, extra: dict[str, Any]) -> RenderPlan:
+    """The layout row after the stacks, and the pyramid (root) row it fills in and queues
+    once it has planned the farm; both in the stacks' chain, so a failed layout fails the
+    root and the reconciler leaves the root to the layout."""
+    chain = stack_jobs[0].params["chain"] if stack_jobs else uuid.uuid4().hex
+    after = [j.pk for j in stack_jobs]
+    lj = Job.objects.create(kind=Job.Kind.LAYOUT, panorama=pano, params={"chain": chain, "after": after})
+    pj = Job.objects.create(
+        kind=Job.Kind.PYRAMID,
+        panorama=pano,
+        params={"farm": True, "publish": True, "chain": chain, "after": [lj.pk]},
+    )
+    lj.params = {**lj.params, **extra, "pyramid_job": pj.pk}
+    lj.save(update_fields=["params"])
+    enqueue_with(lj, "default", func, settings.TERAPAN_JOB_TIMEOUTS["composite"])
+    return RenderPlan(stack_jobs=stack_jobs, composite_job=lj, pyramid_job=pj)
+
+
 def enqueue_farm_render(pano: Panorama, stacks: Iterable[Stack] | None = None) -> RenderPlan:
     """Queue stack jobs (that also store their features), the layout job after them, and the
     pyramid (root) row the layout job fills in."""
-    timeouts = settings.TERAPAN_JOB_TIMEOUTS
     if stacks is None:
         stacks = Stack.objects.filter(subpanorama__panorama=pano)
-    plan = RenderPlan()
-    for s in stacks:
-        job = Job.objects.create(kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale})
-        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
-        _enqueue("gpu", "webapp.panoramas.farm.run_stack_with_features", job, timeouts["stack"])
-        plan.stack_jobs.append(job)
-    rq_ids = [j.rq_id for j in plan.stack_jobs]
-    lj = Job.objects.create(kind=Job.Kind.LAYOUT, panorama=pano, params={})
-    pj = Job.objects.create(kind=Job.Kind.PYRAMID, panorama=pano, params={"farm": True, "publish": True})
-    lj.params = {"pyramid_job": pj.pk}
-    lj.save(update_fields=["params"])
-    dep = Dependency(jobs=rq_ids, allow_failure=True) if rq_ids else None
-    _enqueue("default", "webapp.panoramas.farm.run_layout", lj, timeouts["composite"], dep)
-    plan.composite_job = lj
-    plan.pyramid_job = pj
-    return plan
+    stack_jobs = _enqueue_stacks(pano, stacks, uuid.uuid4().hex)
+    return _enqueue_layout(pano, stack_jobs, "webapp.panoramas.farm.run_layout", {})
 
 
 def run_stack_with_features(job_pk: int) -> dict[str, Any]:
@@ -176,74 +191,54 @@ def _layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
         layout={"path": layout_rel, "width": layout["canvas"]["width"], "height": layout["canvas"]["height"]}
     )
     root = Job.objects.get(pk=job.params["pyramid_job"])
-    n = enqueue_graph(pano, work, plan["jobs"], root)
+    n = enqueue_graph(pano, work, plan["jobs"], root, job)
     result.update(farm_jobs=n, work=str(work.relative_to(storage.media_root())))
     return result
 
 
-def enqueue_graph(pano: Panorama, work: Path, jobs: list[dict[str, Any]], root: Job) -> int:
-    """One Job row and one RQ job per farm job; dependencies by RQ ids; the last job is ROOT."""
+def enqueue_graph(pano: Panorama, work: Path, jobs: list[dict[str, Any]], root: Job, layout: Job) -> int:
+    """One Job row and one RQ job per farm job, in ROOT's chain, each after the rows of the
+    farm jobs it reads; the last job is ROOT. Rows of an earlier run of the same LAYOUT job
+    (one killed after queuing part of its graph) are dropped first: their folder is gone."""
     timeout = settings.TERAPAN_JOB_TIMEOUTS["pyramid"]
     work_rel = str(work.relative_to(storage.media_root()))
-    rq_of: dict[str, str] = {}
-    queue = django_rq.get_queue("default")
+    for old in Job.objects.filter(params__layout=layout.pk).exclude(pk=root.pk):
+        _drop_rq(old.rq_id)
+        old.delete()
+    chain = root.params.get("chain") or uuid.uuid4().hex
+    pk_of: dict[str, int] = {}
     total = len(jobs)
     for k, fj in enumerate(jobs):
         last = k == total - 1
         func = "webapp.panoramas.farm.run_root" if last else "webapp.panoramas.farm.run_node"
-        # rq_*: a re-queue by the reconciler or an admin retry runs the same function.
         params = {
             "work": work_rel,
             "id": fj["id"],
             "total": total,
-            "rq_queue": "default",
-            "rq_func": func,
-            "rq_timeout": timeout,
+            "chain": chain,
+            "layout": layout.pk,
+            "after": [pk_of[a] for a in fj["after"]],
         }
         if last:
-            Job.objects.filter(pk=root.pk).update(params={**root.params, **params})
+            root.refresh_from_db()
+            root.params = {**root.params, **params}
+            # a root failed with an earlier run of its layout runs again with this one
+            Job.objects.filter(pk=root.pk).update(params=root.params, status=Status.QUEUED, error="", ended=None)
             row = root
         else:
             kind = Job.Kind.BLOCK if fj["kind"] == "block" else Job.Kind.REDUCE
             row = Job.objects.create(kind=kind, panorama=pano, params=params)
-        deps = [rq_of[a] for a in fj["after"]]
-        rq_job = queue.enqueue(
-            func,
-            row.pk,
-            job_id=f"terapan-{row.kind}-{row.pk}",
-            job_timeout=timeout,
-            retry=_retry(),
-            depends_on=Dependency(jobs=deps) if deps else None,
-            result_ttl=7 * 24 * 3600,
-            failure_ttl=30 * 24 * 3600,
-            description=f"{row.kind} {fj['id']} #{row.pk}",
-        )
-        Job.objects.filter(pk=row.pk).update(rq_id=rq_job.id)
-        rq_of[fj["id"]] = rq_job.id
+        enqueue_with(row, "default", func, timeout)
+        pk_of[fj["id"]] = row.pk
     return total
 
 
 def enqueue_farm_partial(pano: Panorama, stacks: Iterable[Stack], region: list[int]) -> RenderPlan:
     """Re-render REGION of a farm-built panorama: STACKS again, then only the block jobs under
     the region (and the jobs around and above them) into a new version."""
-    timeouts = settings.TERAPAN_JOB_TIMEOUTS
-    plan = RenderPlan()
-    for s in stacks:
-        job = Job.objects.create(kind=Job.Kind.STACK, panorama=pano, stack=s, params={"scale": pano.scale})
-        Stack.objects.filter(pk=s.pk).update(status=Status.QUEUED, progress=0.0)
-        _enqueue("gpu", "webapp.panoramas.farm.run_stack_with_features", job, timeouts["stack"])
-        plan.stack_jobs.append(job)
-    pj = Job.objects.create(kind=Job.Kind.PYRAMID, panorama=pano, params={"farm": True, "publish": True})
-    lj = Job.objects.create(
-        kind=Job.Kind.LAYOUT,
-        panorama=pano,
-        params={"pyramid_job": pj.pk, "region": list(region), "base_pyramid": pano.published_pyramid_id},
-    )
-    rq_ids = [j.rq_id for j in plan.stack_jobs]
-    dep = Dependency(jobs=rq_ids, allow_failure=True) if rq_ids else None
-    _enqueue("default", "webapp.panoramas.farm.run_partial_layout", lj, timeouts["composite"], dep)
-    plan.composite_job, plan.pyramid_job = lj, pj
-    return plan
+    stack_jobs = _enqueue_stacks(pano, stacks, uuid.uuid4().hex)
+    extra = {"region": list(region), "base_pyramid": pano.published_pyramid_id}
+    return _enqueue_layout(pano, stack_jobs, "webapp.panoramas.farm.run_partial_layout", extra)
 
 
 def run_partial_layout(job_pk: int) -> dict[str, Any]:
@@ -272,7 +267,7 @@ def _partial_layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
     rep(0.5, f"re-rendering {job.params['region']}")
     jobs = plan_partial(work, lp, work / f"pyramid-{job.pk}", base.abs_path, tuple(job.params["region"]))
     root = Job.objects.get(pk=job.params["pyramid_job"])
-    n = enqueue_graph(pano, work, jobs, root)
+    n = enqueue_graph(pano, work, jobs, root, job)
     return {"partial": True, "region": job.params["region"], "farm_jobs": n, "work": base.stats["farm"]}
 
 

@@ -15,9 +15,11 @@ import contextlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import django_rq
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rq import Retry
 from rq.job import Dependency, JobStatus
@@ -31,9 +33,21 @@ ROUTES = {
     Job.Kind.COMPOSITE: ("default", "webapp.panoramas.jobs.run_composite"),
     Job.Kind.PYRAMID: ("default", "webapp.panoramas.jobs.run_pyramid"),
 }
-CHAIN_ORDER = {Job.Kind.STACK: 0, Job.Kind.COMPOSITE: 1, Job.Kind.PYRAMID: 2}
+#: the order a chain's rows run in (a farm chain: stacks, layout, blocks, reduces, root)
+CHAIN_ORDER = {
+    Job.Kind.STACK: 0,
+    Job.Kind.COMPOSITE: 1,
+    Job.Kind.LAYOUT: 1,
+    Job.Kind.BLOCK: 2,
+    Job.Kind.REDUCE: 3,
+    Job.Kind.PYRAMID: 4,
+}
+#: rows that run after their stacks whatever became of them, and decide themselves
+DECIDE_ON_FAILED = (Job.Kind.COMPOSITE, Job.Kind.LAYOUT)
 LIVE_RQ_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 OPEN = (Status.PENDING, Status.QUEUED, Status.RUNNING)
+#: how long after its last dependency ended a deferred job may still be waiting for RQ
+MISSED_END_SECONDS = 10
 
 
 def _retry() -> Retry | None:
@@ -74,11 +88,19 @@ def _drop_rq(rq_id: str) -> None:
             rq_job.delete(remove_from_queue=True, delete_dependents=False)
 
 
+def awaits_layout(job: Job) -> bool:
+    """A farm chain's pyramid (root) row before its layout job has planned the farm: it
+    has no function to run yet, and only the layout job queues it."""
+    return bool(job.params.get("farm")) and not job.params.get("rq_func")
+
+
 def enqueue_job(job: Job) -> None:
     """Queue the render job JOB under its fixed RQ id, after the unfinished rows it waits on."""
     if job.params.get("rq_func"):
         # Farm stages (stack with features, layout, block, reduce, root) run their own functions.
         queue, func = job.params["rq_queue"], job.params["rq_func"]
+    elif awaits_layout(job):
+        raise ValueError(f"job #{job.pk}: the farm's pyramid is queued by its layout job")
     elif job.kind in ROUTES:
         queue, func = ROUTES[job.kind]
     else:
@@ -90,9 +112,9 @@ def enqueue_job(job: Job) -> None:
     waiting = [r for r in waiting if r and fetch_rq(r) is not None]
     depends_on = None
     if waiting:
-        # The composite runs after its stacks whatever became of them, and decides;
-        # the pyramid runs only after a composite that succeeded.
-        depends_on = Dependency(jobs=waiting, allow_failure=job.kind == Job.Kind.COMPOSITE)
+        # The composite (or farm layout) runs after its stacks whatever became of them,
+        # and decides; every other row runs only after rows that succeeded.
+        depends_on = Dependency(jobs=waiting, allow_failure=job.kind in DECIDE_ON_FAILED)
     rq_job = django_rq.get_queue(queue).enqueue(
         func,
         job.pk,
@@ -102,32 +124,19 @@ def enqueue_job(job: Job) -> None:
         depends_on=depends_on,
         result_ttl=7 * 24 * 3600,
         failure_ttl=30 * 24 * 3600,
-        description=f"{job.kind} #{job.pk}",
+        description=f"{job.kind} #{job.pk} {job.params.get('id', '')}".strip(),
     )
     Job.objects.filter(pk=job.pk).update(rq_id=rq_job.id)
     job.rq_id = rq_job.id
 
 
-def _enqueue(queue: str, func: str, job: Job, timeout: int, depends_on=None) -> None:  # noqa: ANN001
-    """Queue JOB to run FUNC under its fixed RQ id: the farm chain's stages
-    (stack with features, layout, block, reduce), whose functions differ from
-    ROUTES' and whose dependencies the farm builds itself."""
-    # Remembered so that a re-queue (reconcile, admin retry) runs the same function.
+def enqueue_with(job: Job, queue: str, func: str, timeout: int) -> None:
+    """Queue JOB to run FUNC (the farm chain's stages, whose functions differ from ROUTES'),
+    after the rows in its params["after"]. The function is kept in the row's params so a
+    re-queue (reconcile, admin retry) runs the same one."""
     job.params = {**(job.params or {}), "rq_queue": queue, "rq_func": func, "rq_timeout": timeout}
     Job.objects.filter(pk=job.pk).update(params=job.params)
-    rq_job = django_rq.get_queue(queue).enqueue(
-        func,
-        job.pk,
-        job_id=rq_job_id(job),
-        job_timeout=timeout,
-        retry=_retry(),
-        depends_on=depends_on,
-        result_ttl=7 * 24 * 3600,
-        failure_ttl=30 * 24 * 3600,
-        description=f"{job.kind} #{job.pk}",
-    )
-    Job.objects.filter(pk=job.pk).update(rq_id=rq_job.id)
-    job.rq_id = rq_job.id
+    enqueue_job(job)
 
 
 def enqueue_render(
@@ -239,8 +248,11 @@ def is_live(job: Job) -> bool:
     if state == JobStatus.DEFERRED:
         # Waiting on rows that have all finished means RQ missed their end (a
         # Redis crash can lose a job's last second): it would wait forever.
+        # Rows that ended a moment ago: RQ queues their dependents just after the row
+        # says done, so give it time before calling the end missed.
         after = job.params.get("after", [])
-        return not after or Job.objects.filter(pk__in=after, status__in=OPEN).exists()
+        recent = timezone.now() - timedelta(seconds=MISSED_END_SECONDS)
+        return not after or Job.objects.filter(pk__in=after).filter(Q(status__in=OPEN) | Q(ended__gt=recent)).exists()
     return state in LIVE_RQ_STATES
 
 
@@ -266,12 +278,12 @@ def resume_chain(job: Job, message: str = "queued again") -> int:
     """Queue again the unfinished rows of JOB's chain that nothing runs; the rows
     waiting on one queued again are queued again too (their RQ dependencies
     named the old job). Returns how many."""
-    if job.kind not in ROUTES:
+    if job.kind not in ROUTES and not job.params.get("rq_func") and not awaits_layout(job):
         return requeue_other(job, message)
     again: set[int] = set()
     for j in chain_jobs(job):
-        if j.status == Status.DONE:
-            continue
+        if j.status == Status.DONE or awaits_layout(j):
+            continue  # done, or a farm root that its layout job will queue
         waits_on_new = any(int(pk) in again for pk in j.params.get("after", []))
         if j.status == Status.CANCELED and j.pk != job.pk and not waits_on_new:
             continue  # canceled by someone: only an explicit retry of it brings it back

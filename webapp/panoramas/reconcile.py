@@ -22,6 +22,7 @@ from .pipeline import (
     OPEN,
     ROUTES,
     _drop_rq,
+    awaits_layout,
     chain_jobs,
     fail_dependents,
     fetch_rq,
@@ -66,6 +67,17 @@ def _mark_failed(job: Job, reason: str, report: Report) -> None:
     # and the composite decides.
 
 
+def _check_unplanned_root(job: Job, report: Report) -> None:
+    """A farm root is queued by its layout job; it only needs repair when that layout
+    finished without queuing it (it would wait for ever). A failed layout fails it itself."""
+    after = job.params.get("after", [])
+    if not after or not Job.objects.filter(pk__in=after, status=Status.DONE).exists():
+        return
+    job.refresh_from_db()  # the layout may have filled it in since it was read
+    if job.status in OPEN and awaits_layout(job):
+        _mark_failed(job, "its layout job finished without queuing the farm's jobs", report)
+
+
 def reconcile(now_only: list[int] | None = None) -> Report:
     """Check every open Job row (or those in NOW_ONLY) against RQ and repair it."""
     report = Report()
@@ -90,9 +102,12 @@ def reconcile(now_only: list[int] | None = None) -> Report:
         if state == JobStatus.FINISHED:
             # The function returned; only the row's last update was lost.
             continue
+        if awaits_layout(job):
+            _check_unplanned_root(job, report)
+            continue
         if is_live(job):
             continue
-        if job.kind in ROUTES:
+        if job.kind in ROUTES or job.params.get("rq_func"):
             _drop_rq(job.rq_id)
             resume_chain(job, message="queued again by reconcile (its RQ job was lost)")
             for j in chain_jobs(job):
