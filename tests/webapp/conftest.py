@@ -83,6 +83,26 @@ def make_pano(media, users, tmp_path):
 
 
 @pytest.fixture
+def stacked_pano(make_pano):
+    """stacked_pano(slug, n=3) -> a private panorama with one sub-panorama of N stacks (no frames);
+    the queues are emptied afterwards."""
+    import django_rq
+
+    from webapp.panoramas.models import Stack, SubPanorama
+
+    def make(slug: str, n: int = 3):
+        pano = make_pano(slug, public=False)
+        sub = SubPanorama.objects.create(panorama=pano, name="main")
+        for i in range(n):
+            Stack.objects.create(subpanorama=sub, name=f"s{i}", col=i)
+        return pano
+
+    yield make
+    for name in ("gpu", "default"):
+        django_rq.get_queue(name).empty()
+
+
+@pytest.fixture
 def client_for(client, users):
     """client_for(name) -> a test Client logged in as that user (None: anonymous)."""
     from django.test import Client

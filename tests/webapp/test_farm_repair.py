@@ -15,20 +15,15 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def farm_chain(make_pano):  # noqa: ANN201
+def farm_chain(stacked_pano):  # noqa: ANN201
     from webapp.panoramas.farm import enqueue_farm_render
-    from webapp.panoramas.models import Job, Stack, SubPanorama
+    from webapp.panoramas.models import Job
 
-    pano = make_pano("farmed", public=False)
-    sub = SubPanorama.objects.create(panorama=pano, name="main")
-    for i in range(3):
-        Stack.objects.create(subpanorama=sub, name=f"s{i}", col=i)
+    pano = stacked_pano("farmed")
     plan = enqueue_farm_render(pano)
     # old enough for the reconciler to look at them
     Job.objects.filter(panorama=pano).update(created=timezone.now() - timedelta(minutes=5))
-    yield plan
-    for name in ("gpu", "default"):
-        django_rq.get_queue(name).empty()
+    return plan
 
 
 def _rq(job_id: str) -> RQJob:

@@ -16,18 +16,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def chain(make_pano):  # noqa: ANN201
-    from webapp.panoramas.models import Stack, SubPanorama
+def chain(stacked_pano):  # noqa: ANN201
     from webapp.panoramas.pipeline import enqueue_render
 
-    pano = make_pano("chained", public=False)
-    sub = SubPanorama.objects.create(panorama=pano, name="main")
-    for i in range(3):
-        Stack.objects.create(subpanorama=sub, name=f"s{i}", col=i)
+    pano = stacked_pano("chained")
     plan = enqueue_render(pano)
-    yield plan
-    for name in ("gpu", "default"):
-        django_rq.get_queue(name).empty()
+    return plan
 
 
 def test_errors_name_the_path_and_the_stage() -> None:

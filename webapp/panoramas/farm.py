@@ -27,7 +27,7 @@ from django.db import transaction
 from processing.io.params import recipe_hash
 
 from . import storage
-from .jobs import _run, _stitch_progress, next_pyramid_version, publish
+from .jobs import _run, next_pyramid_version, publish, stitch_stacks
 from .leases import lease
 from .models import Job, Panorama, Pyramid, Stack, Status
 from .pipeline import RenderPlan, _drop_rq, enqueue_with
@@ -130,8 +130,7 @@ def run_layout(job_pk: int) -> dict[str, Any]:
 
 def _layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
     from processing.stitch.blocks import plan_farm
-    from processing.stitch.pipeline import StitchParams, stitch_files
-    from processing.stitch.registration import Placement
+    from processing.stitch.pipeline import StitchParams
 
     pano = job.panorama
     assert pano is not None
@@ -154,34 +153,7 @@ def _layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
     result: dict[str, Any] = {"layout": layout_rel, "recipe_hash": chash}
     with lease(f"layout:{pano.pk}:{chash}", settings.TERAPAN_JOB_TIMEOUTS["composite"]):
         if not storage.absolute(layout_rel).exists():
-            placements = {
-                p.name: Placement(
-                    yaw=s.yaw,
-                    pitch=s.pitch or 0.0,
-                    roll=0.0,
-                    focal=s.focal_px * float(pano.scale) if s.focal_px else None,
-                )
-                for s, p in zip(stacks, paths, strict=True)
-                if s.yaw is not None
-            }
-            res = stitch_files(
-                paths,
-                base / "panorama",
-                params,
-                placements=placements or None,
-                progress=_stitch_progress(rep),
-                render=False,
-            )
-            result.update(res.summary())
-            result["timings"] = res.timings
-            by_name = {c["file"]: c["bbox"] for c in res.cameras}
-            for s, p in zip(stacks, paths, strict=True):
-                bbox = by_name.get(p.name)
-                Stack.objects.filter(pk=s.pk).update(
-                    footprint={k: int(bbox[k]) for k in ("x", "y", "w", "h")} if bbox else {}
-                )
-            for d in res.dropped:
-                rep.log(f"dropped {d['file']}: {d['reason']}")
+            result.update(stitch_stacks(pano, stacks, paths, base / "panorama", params, rep, render=False))
         # A fresh work folder per run: jobs of an earlier, failed run never mix in.
         work = base / f"run-{job.pk}"
         shutil.rmtree(work, ignore_errors=True)

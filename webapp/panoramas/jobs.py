@@ -217,6 +217,35 @@ def run_composite(job_pk: int) -> dict[str, Any]:
     return _run(job_pk, "composite", _composite_body)
 
 
+def stitch_stacks(
+    pano: Panorama, stacks: list[Stack], paths: list[Path], out: Path, params: Any, rep: Reporter, render: bool = True
+) -> dict[str, Any]:
+    """Stitch the stack outputs PATHS into OUT (only the layout when not RENDER), with the
+    stacks' rig angles as placements; records each stack's footprint on the canvas."""
+    from processing.stitch.pipeline import stitch_files
+    from processing.stitch.registration import Placement
+
+    # The stitcher keys placements by file name (stack outputs have unique hash names).
+    placements = {
+        p.name: Placement(
+            yaw=s.yaw,
+            pitch=s.pitch or 0.0,
+            roll=0.0,
+            focal=s.focal_px * float(pano.scale) if s.focal_px else None,
+        )
+        for s, p in zip(stacks, paths, strict=True)
+        if s.yaw is not None
+    }
+    res = stitch_files(paths, out, params, placements=placements or None, progress=_stitch_progress(rep), render=render)
+    by_name = {c["file"]: c["bbox"] for c in res.cameras}
+    for s, p in zip(stacks, paths, strict=True):
+        bbox = by_name.get(p.name)
+        Stack.objects.filter(pk=s.pk).update(footprint={k: int(bbox[k]) for k in ("x", "y", "w", "h")} if bbox else {})
+    for d in res.dropped:
+        rep.log(f"dropped {d['file']}: {d['reason']}")
+    return {**res.summary(), "timings": res.timings}
+
+
 def _stitch_progress(rep: Reporter):  # noqa: ANN202
     weights = {"features": (0.0, 0.25), "register": (0.25, 0.35), "render": (0.35, 1.0)}
 
@@ -256,8 +285,7 @@ def _composite_inputs(job: Job, rep: Reporter) -> list[Stack]:
 
 def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     from processing.stitch.composite import layout_path_for, patch_composite
-    from processing.stitch.pipeline import StitchParams, stitch_files
-    from processing.stitch.registration import Placement
+    from processing.stitch.pipeline import StitchParams
 
     pano = job.panorama
     assert pano is not None
@@ -297,28 +325,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
             )
             result.update(partial=True, region=info["rect"], width=info["width"], height=info["height"])
         else:
-            # The stitcher keys placements by file name (stack outputs have unique hash names).
-            placements = {
-                p.name: Placement(
-                    yaw=s.yaw,
-                    pitch=s.pitch or 0.0,
-                    roll=0.0,
-                    focal=s.focal_px * float(pano.scale) if s.focal_px else None,
-                )
-                for s, p in zip(stacks, paths, strict=True)
-                if s.yaw is not None
-            }
-            res = stitch_files(paths, ground_out, params, placements=placements or None, progress=_stitch_progress(rep))
-            result.update(res.summary())
-            result["timings"] = res.timings
-            by_name = {c["file"]: c["bbox"] for c in res.cameras}
-            for s, p in zip(stacks, paths, strict=True):
-                bbox = by_name.get(p.name)
-                Stack.objects.filter(pk=s.pk).update(
-                    footprint={k: int(bbox[k]) for k in ("x", "y", "w", "h")} if bbox else {}
-                )
-            for d in res.dropped:
-                rep.log(f"dropped {d['file']}: {d['reason']}")
+            result.update(stitch_stacks(pano, stacks, paths, ground_out, params, rep))
         if sky_stacks:
             rep(0.95, f"merging the sky capture ({len(sky_stacks)} stacks)")
             patched = storage.absolute(base_rel) if result["partial"] else None
