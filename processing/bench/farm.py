@@ -86,6 +86,21 @@ def _baseline_job(layout_path: str, out: str, _jid: str) -> dict[str, Any]:
     return {"render_s": round(t1 - t0, 2), "dzsave_s": round(time.perf_counter() - t1, 2), "tiles": info["tiles"]}
 
 
+def compare_pyramids(farm: Path, ref: Path) -> dict[str, Any]:
+    """Tile by tile, byte for byte: the farm's pyramid against dzsave's of the same composite."""
+    got = {p.relative_to(farm): p for p in farm.rglob("*.jpg")}
+    want = {p.relative_to(ref): p for p in ref.rglob("*.jpg")}
+    common = got.keys() & want.keys()
+    differ = sum(1 for k in common if got[k].read_bytes() != want[k].read_bytes())
+    return {
+        "tiles": len(want),
+        "missing": len(want.keys() - got.keys()),
+        "extra": len(got.keys() - want.keys()),
+        "differing": differ,
+        "identical": differ == 0 and got.keys() == want.keys(),
+    }
+
+
 def _dir_bytes(d: Path) -> int:
     return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
 
@@ -151,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
             r = run_farm(lp, work / f"farm{n}", n, args.block_tiles, args.sample)
             result["runs"].append(r)
             emit({"partial": r})
-            shutil.rmtree(work / f"farm{n}", ignore_errors=True)
+            if not (args.baseline and n == counts[-1] and not args.sample):
+                shutil.rmtree(work / f"farm{n}", ignore_errors=True)  # the last is compared below
         if args.baseline:
             from ..tiles.workers import run_local
 
@@ -172,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
                 "peak_rss_mb": rec["peak_rss_mb"],
                 **rec["result"],
             }
+            if counts and not args.sample:
+                result["farm_vs_dzsave"] = compare_pyramids(work / f"farm{counts[-1]}" / "pyramid", bdir / "pyramid")
             full = [r for r in result["runs"] if not args.sample]
             for r in full:
                 r["efficiency_vs_single_job"] = round(rec["cpu_s"] / (r["block_cpu_s"] + r["reduce_cpu_s"]), 3)

@@ -150,3 +150,20 @@ def test_partial_rerender_reuses_block_jobs(tmp_path):
     assert got.keys() == expected.keys()
     assert [k for k in expected if got[k] != expected[k]] == []
     assert got != v1 and _files(work / "pyramid") == v1  # the previous version is untouched
+
+
+@pytest.mark.slow
+def test_bench_farm_checks_its_pyramid_against_dzsave(tmp_path):
+    """The benchmark's own proof: the farm's pyramid, tile by tile, against dzsave's."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "processing", "bench", "farm", "--gp", "0.002", "--workers", "2"]
+    cmd += ["--block-tiles", "2", "--baseline", "--work", str(tmp_path / "w")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    cmp = res["farm_vs_dzsave"]
+    assert cmp["identical"] and cmp["tiles"] > 20 and cmp["differing"] == cmp["missing"] == 0
+    assert res["runs"][0]["block_jobs"] >= 4 and set(res["runs"][0]["jobs_per_worker"]) == {"0", "1"}
+    assert not (tmp_path / "w").exists()  # the work folder goes unless --keep
