@@ -66,10 +66,25 @@ def _cells(largest: int, smallest: int) -> list[int]:
     return out
 
 
+BAND_ROWS = 256
+
+
 def render_slab(slab: Slab, width: int, height: int, seed: int = 1) -> np.ndarray:
     """Float32 sRGB [0, 1] pixels of the landscape strip (WIDTH x HEIGHT) over SLAB."""
     if width % 1024:
         raise ValueError("scene: the strip width must be a multiple of 1024 (noise periods)")
+    x0, y0, x1, y1 = slab
+    out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
+    # Pixels depend on absolute coordinates only, so bands of rows give the same slab with
+    # temporaries that fit in cache (about a third less CPU on the demo's views).
+    for b in range(y0, y1, BAND_ROWS):
+        out[b - y0 : min(y1, b + BAND_ROWS) - y0] = _render_band(
+            (x0, b, x1, min(y1, b + BAND_ROWS)), width, height, seed
+        )
+    return out
+
+
+def _render_band(slab: Slab, width: int, height: int, seed: int) -> np.ndarray:
     x0, y0, x1, y1 = slab
     H = float(height)
     ys = np.arange(y0, y1, dtype=np.float32)[:, None]
