@@ -28,9 +28,22 @@ def texture(size: int = 256, seed: int = 0) -> np.ndarray:
     return (0.05 + 0.9 * img).astype(np.float32)
 
 
+PHOTO = SHARED / "photos" / "saw_2725x2225.jpg"
+
+
+def real_photo(size: int = 256) -> np.ndarray:
+    """The centre of a real photo; the test skips where ../shared/data is absent (its
+    figures hold for photographs, not for the synthetic texture gt_image falls back to)."""
+    import pytest
+
+    if not PHOTO.exists():
+        pytest.skip(f"needs the real photo {PHOTO}")
+    return gt_image(size)
+
+
 @lru_cache(maxsize=4)
 def gt_image(size: int = 256) -> np.ndarray:
-    photo = SHARED / "photos" / "saw_2725x2225.jpg"
+    photo = PHOTO
     if photo.exists():
         import cv2
 

@@ -5,7 +5,7 @@ from processing.stack.develop import srgb_to_linear
 from processing.stack.warp import apply_h
 from processing.synth.synth import make_burst
 
-from .._sr_helpers import gt_image
+from .._sr_helpers import gt_image, real_photo
 
 
 def _err(t, truth, w, h):
@@ -16,7 +16,7 @@ def _err(t, truth, w, h):
 
 
 def test_coarse_and_fine_alignment_subpixel():
-    b = make_burst(gt_image(384), 3, 2.0, seed=2, shift_px=19, rotation_deg=3.0, noise=0.004)
+    b = make_burst(real_photo(384), 3, 2.0, seed=2, shift_px=19, rotation_deg=3.0, noise=0.004)
     p = al.AlignParams()
     prox = [al.align_proxy(srgb_to_linear(f)) for f in b.frames]
     ref = al.detect(prox[0], p)
