@@ -76,4 +76,4 @@ def test_reconcile_command_reports(chain) -> None:  # noqa: ANN001
     out = StringIO()
     call_command("reconcile_jobs", stdout=out)
     report = json.loads(out.getvalue())
-    assert report == {"checked": 0, "requeued": [], "failed": []}  # fresh rows are left alone
+    assert report == {"checked": 0, "requeued": [], "failed": [], "why": {}}  # fresh rows are left alone

@@ -241,6 +241,8 @@ def is_live(job: Job) -> bool:
     if rq_job is None:
         return False
     state = rq_job.get_status(refresh=False)
+    if state == JobStatus.FINISHED:
+        return True  # it has just run: only its row is a moment behind (or lost its last update)
     if state == JobStatus.STARTED:
         return worker_alive(rq_job.worker_name)
     if state == JobStatus.QUEUED:

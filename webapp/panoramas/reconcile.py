@@ -40,9 +40,11 @@ class Report:
     checked: int = 0
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    #: per row queued again, what RQ said of it (for the operator, and the tests' messages)
+    why: dict[int, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"checked": self.checked, "requeued": self.requeued, "failed": self.failed}
+        return {"checked": self.checked, "requeued": self.requeued, "failed": self.failed, "why": self.why}
 
 
 def _last_line(rq_job) -> str:  # noqa: ANN001
@@ -107,15 +109,22 @@ def reconcile(now_only: list[int] | None = None) -> Report:
             continue
         if is_live(job):
             continue
+        job.refresh_from_db()
+        if job.status not in OPEN:
+            continue  # it ended while we looked
+        why = f"{job.kind} {job.status}: RQ job {state or 'missing'}"
+        if rq_job is not None and rq_job.worker_name:
+            why += f" (worker {rq_job.worker_name})"
+        message = "queued again by reconcile (its RQ job was lost)"
         if job.kind in ROUTES or job.params.get("rq_func"):
             _drop_rq(job.rq_id)
-            resume_chain(job, message="queued again by reconcile (its RQ job was lost)")
+            resume_chain(job, message=message)
             for j in chain_jobs(job):
                 done.add(j.pk)
-            report.requeued.append(job.pk)
-        else:
-            if requeue_other(job, message="queued again by reconcile (its RQ job was lost)"):
-                report.requeued.append(job.pk)
+        elif not requeue_other(job, message=message):
+            continue
+        report.requeued.append(job.pk)
+        report.why[job.pk] = why
     return report
 
 
