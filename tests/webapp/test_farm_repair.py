@@ -124,3 +124,27 @@ def test_lost_block_jobs_are_queued_again_after_their_own_dependencies(farm_chai
     # a second run of the same layout job replaces its graph instead of adding to it
     assert enqueue_graph(pano, tmp_path / "work", graph, root, lj) == 4
     assert Job.objects.filter(params__layout=lj.pk).count() == 4
+
+
+def test_a_reconcile_pass_over_a_large_farm_reads_each_queue_once(farm_chain, tmp_path, settings) -> None:  # noqa: ANN001
+    """Hundreds of queued block jobs: the pass reads each queue with one LRANGE (no LPOS
+    per row, which is O(queue) each) and repairs nothing."""
+    from webapp.panoramas.farm import enqueue_graph
+    from webapp.panoramas.models import Job
+    from webapp.panoramas.reconcile import reconcile
+
+    settings.MEDIA_ROOT = tmp_path
+    lj = Job.objects.get(pk=farm_chain.composite_job.pk)
+    root = Job.objects.get(pk=farm_chain.pyramid_job.pk)
+    n = 600
+    graph = [{"id": f"b{i}", "kind": "block", "after": []} for i in range(n)]
+    graph += [{"id": "root", "kind": "reduce", "after": [f"b{i}" for i in range(n)]}]
+    enqueue_graph(root.panorama, tmp_path / "work", graph, root, lj)
+    Job.objects.all().update(created=timezone.now() - timedelta(minutes=5))
+    conn = django_rq.get_connection("default")
+    conn.config_resetstat()
+    report = reconcile()
+    stats = conn.info("commandstats")
+    assert report.checked >= n + 1 and report.requeued == [] and report.failed == []
+    assert "cmdstat_lpos" not in stats  # every queued block was in the snapshot
+    assert stats["cmdstat_lrange"]["calls"] <= 4  # default and gpu queues, each with its intermediate list

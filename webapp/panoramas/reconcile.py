@@ -21,6 +21,7 @@ from .models import Job, Stack, Status
 from .pipeline import (
     OPEN,
     ROUTES,
+    QueueSnapshot,
     _drop_rq,
     awaits_layout,
     chain_jobs,
@@ -32,6 +33,8 @@ from .pipeline import (
 )
 
 LOCK_NAME = "reconcile"
+#: rows read, and their RQ jobs fetched, per round trip
+FETCH_BATCH = 500
 GRACE_SECONDS = 10
 
 
@@ -89,43 +92,81 @@ def reconcile(now_only: list[int] | None = None) -> Report:
     if now_only is not None:
         rows = rows.filter(pk__in=now_only)
     done: set[int] = set()
-    for job in rows:
-        if job.pk in done:
-            continue
-        report.checked += 1
-        job.refresh_from_db()
-        if job.status not in OPEN:
-            continue
-        rq_job = fetch_rq(job.rq_id)
-        state = rq_job.get_status(refresh=False) if rq_job is not None else None
-        if state == JobStatus.FAILED:
-            _mark_failed(job, _last_line(rq_job), report)
-            continue
-        if state == JobStatus.FINISHED:
-            # The function returned; only the row's last update was lost.
-            continue
-        if awaits_layout(job):
-            _check_unplanned_root(job, report)
-            continue
-        if is_live(job):
-            continue
-        job.refresh_from_db()
-        if job.status not in OPEN:
-            continue  # it ended while we looked
-        why = f"{job.kind} {job.status}: RQ job {state or 'missing'}"
-        if rq_job is not None and rq_job.worker_name:
-            why += f" (worker {rq_job.worker_name})"
-        message = "queued again by reconcile (its RQ job was lost)"
-        if job.kind in ROUTES or job.params.get("rq_func"):
-            _drop_rq(job.rq_id)
-            resume_chain(job, message=message)
-            for j in chain_jobs(job):
-                done.add(j.pk)
-        elif not requeue_other(job, message=message):
-            continue
-        report.requeued.append(job.pk)
-        report.why[job.pk] = why
+    snapshot = QueueSnapshot()
+    for batch in _batches(rows.iterator(chunk_size=FETCH_BATCH), FETCH_BATCH):
+        fetched = _fetch_many([j.rq_id for j in batch])
+        for job in batch:
+            if job.pk not in done:
+                _check(job, fetched.get(job.rq_id), snapshot, report, done)
     return report
+
+
+def _batches(it, n: int):  # noqa: ANN001, ANN202
+    batch = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _fetch_many(rq_ids: list[str]) -> dict[str, object]:
+    import django_rq
+    from rq.job import Job as RQJob
+
+    ids = [r for r in rq_ids if r]
+    try:
+        jobs = RQJob.fetch_many(ids, connection=django_rq.get_connection("default"))
+    except Exception:  # a hash left half-written by a crash: one by one
+        jobs = [fetch_rq(r) for r in ids]
+    return {r: j for r, j in zip(ids, jobs, strict=True) if j is not None}
+
+
+def _check(job: Job, rq_job, snapshot: QueueSnapshot, report: Report, done: set[int]) -> None:  # noqa: ANN001
+    """One open row against its RQ job (fetched with its batch; None: RQ has none). What
+    the batch says is trusted only to leave a row alone; a repair looks again first."""
+    report.checked += 1
+    if rq_job is not None and rq_job.id != job.rq_id:
+        rq_job = fetch_rq(job.rq_id)  # queued again since the batch was read
+    if awaits_layout(job):
+        _check_unplanned_root(job, report)
+        return
+    if rq_job is not None and is_live(job, rq_job, snapshot):
+        return
+    job.refresh_from_db()
+    if job.status not in OPEN:
+        return
+    rq_job = fetch_rq(job.rq_id)
+    state = rq_job.get_status(refresh=False) if rq_job is not None else None
+    if state == JobStatus.FAILED:
+        _mark_failed(job, _last_line(rq_job), report)
+        return
+    if state == JobStatus.FINISHED:
+        # The function returned; only the row's last update was lost.
+        return
+    if awaits_layout(job):
+        _check_unplanned_root(job, report)
+        return
+    if is_live(job, rq_job):
+        return
+    job.refresh_from_db()
+    if job.status not in OPEN:
+        return  # it ended while we looked
+    why = f"{job.kind} {job.status}: RQ job {state or 'missing'}"
+    if rq_job is not None and rq_job.worker_name:
+        why += f" (worker {rq_job.worker_name})"
+    message = "queued again by reconcile (its RQ job was lost)"
+    if job.kind in ROUTES or job.params.get("rq_func"):
+        _drop_rq(job.rq_id)
+        resume_chain(job, message=message)
+        for j in chain_jobs(job):
+            done.add(j.pk)
+    elif not requeue_other(job, message=message):
+        return
+    report.requeued.append(job.pk)
+    report.why[job.pk] = why
 
 
 def reconcile_once_among_workers() -> Report | None:
