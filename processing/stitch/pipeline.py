@@ -60,7 +60,7 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class StitchParams(StageParams):
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     STAGE: ClassVar[str] = "stitch"
 
     projection: str = "cylindrical"
@@ -71,7 +71,9 @@ class StitchParams(StageParams):
     min_inliers: int = 15
     conf_thresh: float = 1.0
     wave_correct: bool = True
-    lens_k1: bool = False  # estimate radial distortion k1 per lens in the bundle adjustment
+    # estimate radial distortion k1 per lens in the bundle adjustment (lenses
+    # with at least 400 matched points and 3 images; Hugin fits its b by default too)
+    lens_k1: bool = True
     # k1, k2 and the principal point shift d, e per lens (priors; only lenses
     # with enough matched points, see registration.bundle_adjust)
     lens_full: bool = False
