@@ -17,7 +17,9 @@ where there is a reference, quality:
   memory, clipped fraction (against the inputs'), ghost measure, holes, and
   their misalignment against each other (processing/bench/stitch_measures.py).
   ``--set shared`` runs durlach and the other shared sets one after the other,
-  one JSON line each.
+  one JSON line each; also Terapan's cameras against Hugin's image by image
+  (processing/bench/hugin_cameras.py). ``--hugin-from DIR`` reuses the Hugin
+  results of an earlier run's ``--work DIR``.
 """
 
 from __future__ import annotations
