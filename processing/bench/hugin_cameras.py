@@ -2,6 +2,7 @@
 
 python -m processing.bench.hugin_cameras OURS.tif.layout.json PROJECT.pto
 python -m processing.bench.hugin_cameras --fit PROJECT.pto [OTHER.pto ...]
+python -m processing.bench.hugin_cameras A.pto B.pto     # Hugin against Hugin
 
 Each image both placed: a 9 x 9 grid of its source pixels turned into world
 rays by each tool's own camera (Terapan: Camera with its lens; Hugin: its
@@ -47,49 +48,74 @@ def cone_elevation(axes: np.ndarray) -> float:
     return float(np.degrees(np.arcsin(np.clip(axes @ u, -1, 1))).mean())
 
 
-def compare_cameras(layout_path: str | Path, pto_path: str | Path, grid: int = 9) -> dict[str, Any]:
+def _views(path: str | Path) -> dict[str, tuple[Any, Any, int, int, tuple[float, float]]]:
+    """name -> (rays(xs, ys), lens for lens_agreement, width, height, principal point)
+    of a Terapan layout (.json) or a Hugin project (.pto)."""
+    path = Path(path)
+    out: dict[str, tuple[Any, Any, int, int, tuple[float, float]]] = {}
+    if path.suffix == ".pto":
+        pto = read_pto(path)
+        for k, im in enumerate(pto.images):
+            w, h = int(im["w"]), int(im["h"])
+            lens = pto.lens(k)
+
+            def rays(xs, ys, k=k):
+                return hugin_image_rays(pto, k, xs, ys)
+
+            out[Path(im.get("n", "")).name] = (rays, lens, w, h, ((w - 1) / 2 + lens["d"], (h - 1) / 2 + lens["e"]))
+        return out
     from processing.stitch.pipeline import layout_from_json
 
-    lay = layout_from_json(layout_path)
-    pto = read_pto(Path(pto_path))
-    names = [Path(im.get("n", "")).name for im in pto.images]
-    ta, ha, idx, axes_t, axes_h = [], [], [], [], []
-    first = None
-    for L in lay.layers:
-        name = Path(L.path).name
-        if name not in names:
-            continue
-        k = names.index(name)
+    for L in layout_from_json(path).layers:
         cam = L.cam
-        xs, ys = np.meshgrid(np.linspace(0, cam.width - 1, grid), np.linspace(0, cam.height - 1, grid))
-        ta.append(camera_rays(cam, xs.ravel(), ys.ravel()))
-        ha.append(hugin_image_rays(pto, k, xs.ravel(), ys.ravel()))
-        idx.append(np.full(grid * grid, len(idx)))
-        c = ((cam.width - 1) / 2, (cam.height - 1) / 2)
-        axes_t.append(camera_rays(cam, np.array([c[0] + cam.d]), np.array([c[1] + cam.e]))[0])
-        lens = pto.lens(k)
-        axes_h.append(hugin_image_rays(pto, k, np.array([c[0] + lens["d"]]), np.array([c[1] + lens["e"]]))[0])
-        if first is None:
-            first = lens_agreement(cam, lens)
+
+        def rays(xs, ys, cam=cam):
+            return camera_rays(cam, xs, ys)
+
+        out[Path(L.path).name] = (rays, cam, cam.width, cam.height, cam.center)
+    return out
+
+
+def compare_cameras(a_path: str | Path, pto_path: str | Path, grid: int = 9) -> dict[str, Any]:
+    """A (Terapan's layout, or another Hugin project) against Hugin's project,
+    image by image (module docstring)."""
+    A, B = _views(a_path), _views(pto_path)
+    ta, ha, axes_t, axes_h, per = [], [], [], [], []
+    used: list[str] = []
+    first = None
+    for name, (ra, la, w, h, ca) in A.items():
+        if name not in B:
+            continue
+        rb, lb, _w, _h, cb = B[name]
+        used.append(name)
+        xs, ys = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))
+        ta.append(ra(xs.ravel(), ys.ravel()))
+        ha.append(rb(xs.ravel(), ys.ravel()))
+        axes_t.append(ra(np.array([ca[0]]), np.array([ca[1]]))[0])
+        axes_h.append(rb(np.array([cb[0]]), np.array([cb[1]]))[0])
+        if first is None and not isinstance(la, dict):
+            first = lens_agreement(la, lb)
     if len(ta) < 2:
         return {"images": len(ta)}
-    a, b, ix = np.concatenate(ta), np.concatenate(ha), np.concatenate(idx)
+    a, b = np.concatenate(ta), np.concatenate(ha)
     Q = _kabsch(b, a)
     ang = np.degrees(np.arccos(np.clip(((b @ Q.T) * a).sum(1), -1, 1)))
-    per = [float(np.sqrt(np.mean(ang[ix == k] ** 2))) for k in range(len(ta))]
+    per = [float(np.sqrt(np.mean(x**2))) for x in ang.reshape(len(ta), -1)]
     out: dict[str, Any] = {
         "images": len(ta),
         "rms_deg": round(float(np.sqrt(np.mean(ang**2))), 4),
         "median_deg": round(float(np.median(ang)), 4),
         "worst_image_deg": round(max(per), 4),
+        "per_image_deg": {n: round(v, 3) for n, v in zip(used, per, strict=True)},
     }
     if len(ta) >= 3:
         out["cone_deg"] = {
-            "terapan": round(cone_elevation(np.array(axes_t)), 3),
+            ("first" if Path(a_path).suffix == ".pto" else "terapan"): round(cone_elevation(np.array(axes_t)), 3),
             "hugin": round(cone_elevation(np.array(axes_h)), 3),
         }
-    out["lens_first_image"] = first
-    out["focal_rms_source_px"] = round(math.radians(out["rms_deg"]) * lay.layers[0].cam.focal, 2)
+    if first is not None:
+        out["lens_first_image"] = first
+        out["focal_rms_source_px"] = round(math.radians(out["rms_deg"]) * first["focal_terapan"], 2)
     return out
 
 
@@ -155,11 +181,11 @@ def fit_on_control_points(pto_path: str | Path) -> tuple[Any, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fit", action="store_true", help="fit our lens on the first project's control points")
-    p.add_argument("files", nargs="+", help="LAYOUT PTO, or with --fit: PTO [OTHER.pto ...]")
+    p.add_argument("files", nargs="+", help="LAYOUT PTO, A.pto B.pto, or with --fit: PTO [OTHER.pto ...]")
     args = p.parse_args(argv)
     if not args.fit:
-        layout, pto = args.files
-        print(json.dumps({"layout": layout, "pto": pto, **compare_cameras(layout, pto)}))
+        first, pto = args.files
+        print(json.dumps({"first": first, "pto": pto, **compare_cameras(first, pto)}))
         return 0
     cam, rms = fit_on_control_points(args.files[0])
     rec: dict[str, Any] = {
