@@ -331,7 +331,7 @@ def read_rgba_tiff(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------- Hugin's camera model in Python
 #
 # Hugin's image model (rectilinear lenses, "f0"), checked against Hugin's own
-# pano_trafo to 2e-5 degrees (tests/processing/stitch/test_hugin_model.py):
+# pano_trafo to 1e-4 degrees (tests/processing/stitch/test_hugin_model.py):
 # - focal f = (w / 2) / tan(v / 2), principal point at the image centre
 #   ((w - 1) / 2, (h - 1) / 2) plus (d, e) px (right, down: the same sign as
 #   Camera.d / Camera.e);
