@@ -115,6 +115,7 @@ HUGIN_PARRINGTON = {"a": 0.0, "b": -0.00898, "c": 0.0, "d": 0.0, "e": 0.0, "v": 
 HUGIN_PARRINGTON_CONE = 0.50
 
 
+@pytest.mark.slow
 def test_parrington_ring_and_lens_agree_with_hugin():
     """The 1-degree misalignment against Hugin on parrington (docs/stitch.md):
     a pinhole model, each image its own lens group, tilted the ring of optical
