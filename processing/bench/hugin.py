@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -273,6 +274,23 @@ def run_hugin(
     return res
 
 
+def reuse_hugin(files: list[Path], work: Path) -> HuginResult:
+    """Hugin's results of an earlier run (its work folder: project.pto,
+    layer_*.tif, result.tif) without running the chain; no seconds / memory."""
+    res = HuginResult(TreeRun(), total=len(files))
+    pto = work / "project.pto"
+    if not pto.is_file():
+        res.run.error = f"{pto} not found"
+        return res
+    res.pto = read_pto(pto)
+    res.placed = len(res.pto.main_component())
+    layers = sorted(work.glob("layer_*.tif"))
+    res.layers = [(int(p_.stem.split("_")[-1]), p_) for p_ in layers]
+    if (work / "result.tif").is_file():
+        res.out = work / "result.tif"
+    return res
+
+
 def tiff_offset(path: Path) -> tuple[int, int]:
     """A nona / enblend TIFF's position in the full canvas (XPosition x XResolution)."""
     import tifffile
@@ -308,3 +326,102 @@ def read_rgba_tiff(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rgb = a[..., :3].astype(np.float32) / mx
     alpha = a[..., 3].astype(np.float32) / mx if a.shape[-1] == 4 else np.ones(a.shape[:2], np.float32)
     return rgb, alpha
+
+
+# ------------------------------------------- Hugin's camera model in Python
+#
+# Hugin's image model (rectilinear lenses, "f0"), checked against Hugin's own
+# pano_trafo to 1e-4 degrees (tests/processing/stitch/test_hugin_model.py):
+# - focal f = (w / 2) / tan(v / 2), principal point at the image centre
+#   ((w - 1) / 2, (h - 1) / 2) plus (d, e) px (right, down: the same sign as
+#   Camera.d / Camera.e);
+# - radial: a source (distorted) radius r_s = (a r^3 + b r^2 + c r + 1 - a - b - c) r
+#   of the ideal radius r, both in units of half the smaller image side;
+# - camera-to-world rotation Ry(yaw) Rx(pitch) Rz(roll) in pixel_rays' world
+#   frame (x right, y down, z forward).
+
+
+def control_points(path: Path) -> list[tuple[int, float, float, int, float, float]]:
+    """A pto's control points between two different images: (n, x, y, N, X, Y)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("c "):
+            f = _fields(line)
+            a, b = int(f["n"]), int(f["N"])
+            if a != b:
+                out.append((a, float(f["x"]), float(f["y"]), b, float(f["X"]), float(f["Y"])))
+    return out
+
+
+def hugin_focal(lens: dict[str, float], width: int) -> float:
+    return width / 2 / math.tan(math.radians(lens["v"]) / 2)
+
+
+def hugin_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Camera-to-world rotation of an image line's y, p, r (degrees)."""
+    y, p, r = (math.radians(v) for v in (yaw, pitch, roll))
+    cy, sy, cp, sp, cr, sr = math.cos(y), math.sin(y), math.cos(p), math.sin(p), math.cos(r), math.sin(r)
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    Rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return Ry @ Rx @ Rz
+
+
+def _radial(lens: dict[str, float], rho: np.ndarray) -> np.ndarray:
+    a, b, c = lens["a"], lens["b"], lens["c"]
+    return (a * rho**3 + b * rho**2 + c * rho + 1 - a - b - c) * rho
+
+
+def hugin_radius(lens: dict[str, float], width: int, height: int, t: np.ndarray) -> np.ndarray:
+    """Source radius (px from the principal point) of a ray at tan(angle to the axis) = t."""
+    n = min(width, height) / 2
+    return n * _radial(lens, hugin_focal(lens, width) * np.asarray(t, np.float64) / n)
+
+
+def hugin_image_rays(pto: Pto, k: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """World rays (pixel_rays' frame) of source pixels (x, y) of image k."""
+    im = pto.images[k]
+    lens = pto.lens(k)
+    w, h = int(im["w"]), int(im["h"])
+    n = min(w, h) / 2
+    f = hugin_focal(lens, w)
+    dx = np.asarray(xs, np.float64) - (w - 1) / 2 - lens["d"]
+    dy = np.asarray(ys, np.float64) - (h - 1) / 2 - lens["e"]
+    rs = np.hypot(dx, dy) / n
+    rho = rs.copy()
+    for _ in range(30):  # invert the radial polynomial (Newton)
+        a, b, c = lens["a"], lens["b"], lens["c"]
+        g = _radial(lens, rho) - rs
+        dg = 4 * a * rho**3 + 3 * b * rho**2 + 2 * c * rho + 1 - a - b - c
+        rho = rho - g / dg
+    s = np.where(rs > 1e-12, rho / np.maximum(rs, 1e-12), 1.0) / f
+    v = np.stack([dx * s, dy * s, np.ones_like(dx)], -1)
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    R = hugin_rotation(float(im.get("y", 0)), float(im.get("p", 0)), float(im.get("r", 0)))
+    return v @ R.T
+
+
+def lens_agreement(cam: Any, lens: dict[str, float]) -> dict[str, float]:
+    """Terapan's lens (a Camera: focal, k1, k2, d, e) against Hugin's (v, a,
+    b, c, d, e) of an image of the same size: the radial curves, source
+    radius as a function of the ray's angle to the optical axis (focal and
+    distortion together), compared out to the image corner, and the
+    principal point shifts."""
+    w, h = cam.width, cam.height
+    fh = hugin_focal(lens, w)
+    t = np.linspace(0, math.hypot(w, h) / 2 / min(fh, cam.focal), 200)
+    rt = cam.focal * t * (1 + cam.k1 * t**2 + cam.k2 * t**4)
+    rh = hugin_radius(lens, w, h, t)
+    # in the image: only radii up to the corner
+    inside = (rt <= math.hypot(w, h) / 2) | (rh <= math.hypot(w, h) / 2)
+    diff = np.abs(rt - rh)[inside]
+    return {
+        "focal_terapan": round(cam.focal, 1),
+        "focal_hugin": round(fh, 1),
+        "radial_max_diff_px": round(float(diff.max()), 2),
+        "radial_diff_at_half_px": round(float(np.interp(min(w, h) / 2 / fh, t, np.abs(rt - rh))), 2),
+        "d_terapan": round(cam.d, 2),
+        "e_terapan": round(cam.e, 2),
+        "d_hugin": round(lens["d"], 2),
+        "e_hugin": round(lens["e"], 2),
+    }

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .hugin import pixel_rays as hugin_pixel_rays
-from .hugin import px_per_rad, read_rgba_tiff, run_hugin, tiff_offset
+from .hugin import px_per_rad, read_rgba_tiff, reuse_hugin, run_hugin, tiff_offset
 from .stitch_measures import (
     canvas_rays,
     clipped_fraction,
@@ -38,20 +38,32 @@ def _read_rgba(path: Path) -> np.ndarray:
 
 
 def compare_with_hugin(
-    files: list[Path], ours: Path, res: dict[str, Any], work: Path, projection: str, hfov: float | None
+    files: list[Path],
+    ours: Path,
+    res: dict[str, Any],
+    work: Path,
+    projection: str,
+    hfov: float | None,
+    reuse: Path | None = None,
 ) -> dict[str, Any]:
+    """``reuse``: an earlier run's Hugin work folder, measured again without
+    running Hugin's chain (its seconds and memory are that run's)."""
     from processing.stitch.pipeline import layout_from_json
 
+    from .hugin_cameras import compare_cameras
+
     out: dict[str, Any] = {"inputs_clipped_fraction": round(inputs_clipped_fraction(files), 5)}
-    hg = run_hugin(files, work, projection, hfov)
-    hrec: dict[str, Any] = {
-        "placed": hg.placed,
-        "total": hg.total,
-        "seconds": round(hg.run.seconds, 2),
-        "cpu_seconds": round(hg.run.cpu_seconds, 1),
-        "peak_mb": round(hg.run.peak_mb, 1),
-        "steps_s": hg.run.steps,
-    }
+    hg = reuse_hugin(files, reuse) if reuse is not None else run_hugin(files, work, projection, hfov)
+    hrec: dict[str, Any] = {"placed": hg.placed, "total": hg.total}
+    if reuse is not None:
+        hrec["reused_from"] = str(reuse)
+    else:
+        hrec.update(
+            seconds=round(hg.run.seconds, 2),
+            cpu_seconds=round(hg.run.cpu_seconds, 1),
+            peak_mb=round(hg.run.peak_mb, 1),
+            steps_s=hg.run.steps,
+        )
     if hg.run.error:
         hrec["error"] = hg.run.error
     out["hugin"] = hrec
@@ -60,6 +72,9 @@ def compare_with_hugin(
         hrec["lens"] = {k: round(v, 5) for k, v in lens.items()}
     if "error" in res or not ours.is_file():
         return out
+    if hg.pto is not None and hg.out is not None:
+        # the cameras themselves, image by image (no rendering, no matching)
+        out["cameras"] = compare_cameras(res["layout"], (reuse or work) / "project.pto")
     layout = layout_from_json(res["layout"])
     cv = layout.canvas
     a = _read_rgba(ours)

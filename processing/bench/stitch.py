@@ -17,7 +17,9 @@ where there is a reference, quality:
   memory, clipped fraction (against the inputs'), ghost measure, holes, and
   their misalignment against each other (processing/bench/stitch_measures.py).
   ``--set shared`` runs durlach and the other shared sets one after the other,
-  one JSON line each.
+  one JSON line each; also Terapan's cameras against Hugin's image by image
+  (processing/bench/hugin_cameras.py). ``--hugin-from DIR`` reuses the Hugin
+  results of an earlier run's ``--work DIR``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compare-hugin", action="store_true", help="also run Hugin's chain (Debian's hugin-tools)")
     p.add_argument("--no-install", action="store_true", help="--compare-hugin: never apt-get install Hugin")
+    p.add_argument(
+        "--hugin-from",
+        help="--compare-hugin: reuse Hugin's results of an earlier run's --work folder (DIR/<set>/hugin) "
+        "instead of running its chain again (Hugin's seconds and peak then come from that run's JSON)",
+    )
     p.add_argument("--compare-openstitching", action="store_true", help="also run OpenStitching (pip 'stitching')")
     p.add_argument(
         "--openstitching-python",
@@ -550,7 +557,8 @@ def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | N
             from .hugin_compare import compare_with_hugin
 
             hfov = _hfov_from_list(placements) if placements else None
-            rec.update(compare_with_hugin(files, out, res, work / "hugin", params["projection"], hfov))
+            reuse = Path(args.hugin_from) / name / "hugin" if args.hugin_from else None
+            rec.update(compare_with_hugin(files, out, res, work / "hugin", params["projection"], hfov, reuse))
     if args.compare_openstitching:
         # OpenStitching needs OpenCV 4: it runs in its own virtualenv's Python.
         py = args.openstitching_python

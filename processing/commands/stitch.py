@@ -38,7 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vignetting", action="store_true", help="estimate and correct radial vignetting")
     p.add_argument("--no-gain", action="store_true", help="no gain compensation")
     p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
-    p.add_argument("--lens-k1", action="store_true", help="estimate radial lens distortion (k1) per lens")
+    p.add_argument(
+        "--lens-k1",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="estimate radial lens distortion k1 per lens (default; --no-lens-k1: pinhole)",
+    )
     p.add_argument("--lens", action="store_true", help="estimate k1, k2 and the principal point shift d, e per lens")
     p.add_argument(
         "--min-share",

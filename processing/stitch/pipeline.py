@@ -60,7 +60,7 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class StitchParams(StageParams):
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     STAGE: ClassVar[str] = "stitch"
 
     projection: str = "cylindrical"
@@ -71,7 +71,9 @@ class StitchParams(StageParams):
     min_inliers: int = 15
     conf_thresh: float = 1.0
     wave_correct: bool = True
-    lens_k1: bool = False  # estimate radial distortion k1 per lens in the bundle adjustment
+    # estimate radial distortion k1 per lens in the bundle adjustment (lenses
+    # with at least 400 matched points and 3 images; Hugin fits its b by default too)
+    lens_k1: bool = True
     # k1, k2 and the principal point shift d, e per lens (priors; only lenses
     # with enough matched points, see registration.bundle_adjust)
     lens_full: bool = False
@@ -286,16 +288,13 @@ def render_to_file(
     tile: int = 256,
     threads: int | None = None,
     stats: dict[str, float] | None = None,
-    merge: Callable[[tuple[int, int, int, int], np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Path:
     """Render the whole panorama block row by block row.
 
     .tif/.tiff: tiled BigTIFF RGBA (tiles streamed, rows of blocks in memory);
     .png: RGBA; .jpg: RGB on black (both need the whole image in memory).
     ``stats`` (if given) receives "clipped_fraction": the share of covered
-    output pixels with every channel >= 254/255. ``merge`` (if given) gets
-    each rendered block (rect, rgb, alpha) and returns it with another
-    layer merged in (sky_merge.SkyMerger).
+    output pixels with every channel >= 254/255.
     """
     # long: the streamed TIFF writer's nested generators (render a row ahead,
     # count clipped pixels, cut tiles) share its state; the small-file path follows
@@ -319,8 +318,6 @@ def render_to_file(
 
         def render_block(row: np.ndarray, rc: tuple[int, int, int, int], only: list[int]) -> None:
             c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only, tone)
-            if merge is not None:
-                c, a = merge(rc, c, a)
             row[:, rc[0] : rc[2]] = _quantize(c, a, bits)  # disjoint columns: no lock needed
 
         def render_row(pool: ThreadPoolExecutor, r: int) -> tuple[np.ndarray, list]:
@@ -381,8 +378,6 @@ def render_to_file(
     if W * H > 400e6:
         raise InputError(out_path, f"{W}x{H} is too large for {ext}: write a .tif (tiled BigTIFF)")
     rgb, alpha = render_region(layout, (0, 0, W, H), cache)
-    if merge is not None:
-        rgb, alpha = merge((0, 0, W, H), rgb, alpha)
     if progress:
         progress("render", 1, 1)
     import cv2
@@ -428,14 +423,11 @@ def build_layout(
     paths: Sequence[Path],
     params: StitchParams,
     thumbs: dict[int, np.ndarray] | None = None,
-    canvas: Canvas | None = None,
 ) -> Layout:
-    """Canvas (unless given: a sky layout shares the ground's), exposure,
-    tone and seams of the cameras ``cams`` (indices into ``paths``)."""
+    """Canvas, exposure, tone and seams of the cameras ``cams`` (indices into ``paths``)."""
     order = sorted(cams)
     cam_list = [cams[k] for k in order]
-    if canvas is None:
-        canvas = fit_canvas(cam_list, params)
+    canvas = fit_canvas(cam_list, params)
     gains = {k: (1.0, 1.0, 1.0) for k in order}
     vigs: dict[int, tuple[float, float]] = {k: (0.0, 0.0) for k in order}
     white = 0.0  # clipped inputs render at least this bright (blend.Layer.white)
@@ -488,15 +480,13 @@ def stitch_files(
     placements: dict[str, Placement] | None = None,
     progress: Progress | None = None,
     render: bool = True,
-    sky_paths: Sequence[str | Path] | None = None,
 ) -> StitchResult:
     """Stitch images into a panorama at ``out_path`` (+ ``.layout.json``).
 
     ``render=False`` stops after the layout (the farm renders it in blocks):
     only ``<out_path>.layout.json`` is written.
-    ``sky_paths``: a separately shot sky, registered with the ground images,
-    laid out on its own (``.sky.layout.json``) and merged into the sky of the
-    result (sky_merge.py).
+    A separately shot sky is merged afterwards into the result by
+    layers.merge_sky_capture (``stitch --sky``, the web app's composite job).
 
     Its stages run their own threads (features, matching, rendering rows), so
     OpenCV and BLAS run single-threaded inside unless TERAPAN_LIB_THREADS is
@@ -504,7 +494,7 @@ def stitch_files(
     from ..device.backend import frame_parallel_libraries, library_threads
 
     with frame_parallel_libraries() if library_threads() == "one" else contextlib.nullcontext():
-        return _stitch_files(paths, out_path, params, placements, progress, render, sky_paths)
+        return _stitch_files(paths, out_path, params, placements, progress, render)
 
 
 def _stitch_files(
@@ -514,15 +504,13 @@ def _stitch_files(
     placements: dict[str, Placement] | None,
     progress: Progress | None,
     render: bool = True,
-    sky_paths: Sequence[str | Path] | None = None,
 ) -> StitchResult:
     # long: the stages in order (features, registration, the failure check,
-    # ground and sky layouts, render, the result record), each a call
+    # layout, render, the result record), each a call
     params = params or StitchParams()
     params.validate()
     t0 = time.perf_counter()
-    n_ground = len(paths)
-    paths = [Path(p) for p in paths] + [Path(p) for p in sky_paths or ()]
+    paths = [Path(p) for p in paths]
     timings: dict[str, float] = {}
     if not paths:
         raise InputError("-", "no input images")
@@ -600,34 +588,20 @@ def _stitch_files(
         lost.update({paths[k].name: "placed from its prior only" for k in reg.from_prior})
         raise IncompletePanorama(paths[0].parent, joined, len(paths), params.min_share, lost)
     t2 = time.perf_counter()
-    ground = {k: c for k, c in reg.cameras.items() if k < n_ground}
-    sky_cams = {k: c for k, c in reg.cameras.items() if k >= n_ground}
-    if not ground:
-        raise InputError(paths[0].parent, "no ground image was placed")
-    canvas = fit_canvas(list(reg.cameras.values()), params) if sky_cams else None
-    layout = build_layout(ground, paths, params, thumbs, canvas)
-    sky_layout = build_layout(sky_cams, paths, params, thumbs, layout.canvas) if sky_cams else None
+    layout = build_layout(reg.cameras, paths, params, thumbs)
     timings["layout"] = time.perf_counter() - t2
     thumbs.clear()
     out_path = Path(out_path)
     lp = out_path.with_name(out_path.name + ".layout.json")
     layout_to_json(layout, lp)
-    merge = None
-    if sky_layout is not None:
-        from .sky_merge import SkyMerger
-
-        layout_to_json(sky_layout, out_path.with_name(out_path.name + ".sky.layout.json"))
-        merge = SkyMerger(layout, sky_layout)
-        timings["sky_share"] = merge.sky_share
     t3 = time.perf_counter()
     stats: dict[str, float] = {}
     if render:
         cache = SourceCache(params.cache_mb * (1 << 20))
-        render_to_file(layout, out_path, params.bits, cache, progress, stats=stats, merge=merge)
+        render_to_file(layout, out_path, params.bits, cache, progress, stats=stats)
         timings["render"] = time.perf_counter() - t3
     cams_out = []
-    all_layers = layout.layers + (sky_layout.layers if sky_layout is not None else [])
-    for L, k in zip(all_layers, sorted(ground) + sorted(sky_cams), strict=True):
+    for L, k in zip(layout.layers, sorted(reg.cameras), strict=True):
         y, pch, r = ypr_from_rotation(L.cam.rot)
         fx0, fy0, fx1, fy1 = L.footprint
         cams_out.append(

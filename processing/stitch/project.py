@@ -343,6 +343,11 @@ def center_weight(cam: Camera, mx: np.ndarray, my: np.ndarray, valid: np.ndarray
 # ------------------------------------------------------------- footprints
 
 
+def camera_rays(cam: Camera, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """World rays of source pixels (px, py) of ``cam`` (lens model inverted)."""
+    return _cam_rays(cam, np.asarray(px, np.float64), np.asarray(py, np.float64))
+
+
 def _cam_rays(cam: Camera, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     cx, cy = cam.center
     xn = (px - cx) / cam.focal

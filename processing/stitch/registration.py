@@ -728,7 +728,8 @@ def bundle_adjust(
     around the current rotations. A weak prior keeps focals near their
     initial values. With ``estimate_k1`` a radial distortion k1 per focal
     group is adjusted too (pixel = f * xn * (1 + k1 r^2), weak prior towards
-    0). With ``lens_full`` (and ``estimate_k1``) the lens model per group is
+    0; held at 0, as every lens term, for a group with fewer than
+    ``lens_min_matches`` matched points or 3 images). With ``lens_full`` (and ``estimate_k1``) the lens model per group is
     k1, k2 (pixel = f xn (1 + k1 r^2 + k2 r^4)) and the principal point shift
     d, e (px), each with a prior towards 0 (d, e: sigma 2 % of the width
     against a tenth of a px^2 per match), and only for groups with at least
@@ -755,7 +756,7 @@ def bundle_adjust(
     prob, logf = _ray_problem(
         comp, use, feats, focals, fixed, max_points, max_total_points, focal_prior, groups, weights
     )
-    if prob.lens_full:
+    if prob.estimate_k1:
         # priors and the safeguard: groups with few points keep a pinhole
         ng, nl = prob.ng, prob.nl
         pts = np.bincount(prob.gidx[prob.ai], minlength=ng) + np.bincount(prob.gidx[prob.aj], minlength=ng)
@@ -763,7 +764,8 @@ def bundle_adjust(
         width = float(np.mean([feats[c].width for c in comp]))
         w = np.zeros((ng, nl))
         w[:, :2] = k1_weight
-        w[:, 2:] = np.sqrt(0.1 * np.maximum(pts, 1)) / (0.02 * width)
+        if nl > 2:
+            w[:, 2:] = (np.sqrt(0.1 * np.maximum(pts, 1)) / (0.02 * width))[:, None]
         w[(pts < lens_min_matches) | (imgs < 3)] = 1e6
         prob.lens_w = w.ravel()
     R = np.stack([rots[c] for c in comp])
@@ -916,19 +918,37 @@ def _lens_groups(
     ok: list[int],
     pri: dict[int, Placement | None],
     focal_prior: dict[int, float],
+    tolerance: float = 0.01,
 ) -> dict[int, int]:
-    """One lens: images of the same size and the same prior / EXIF focal share it."""
-    keys: dict[tuple, int] = {}
-    groups: dict[int, int] = {}
+    """One lens: images of the same size whose prior / EXIF focals agree
+    within ``tolerance`` (relative) share it (focal and distortion).
+
+    Parrington's list gives each image its own estimated focal (703.8 to
+    706.8 px: one lens); split into one group per image, each group's lens
+    terms had to pay their own prior and the distortion stayed unmodelled,
+    which tilted the whole ring by a degree against Hugin's (docs/stitch.md)."""
+    keyed: dict[tuple, list[int]] = {}
     for k in ok:
         f = feats[k]
         p = pri[k]
         src = "prior" if p is not None and p.focal else ("exif" if f.exif_focal else "est")  # type: ignore[union-attr]
-        # EXIF focal to 10 px, prior focal to 0.1 px (Parrington's list gives
-        # each image its own calibrated focal; a rig file one for all)
-        fq = round(focal_prior[k], -1 if src == "exif" else 1) if src != "est" else 0
-        key = (f.width, f.height, src, fq)  # type: ignore[union-attr]
-        groups[k] = keys.setdefault(key, len(keys))
+        keyed.setdefault((f.width, f.height, src), []).append(k)  # type: ignore[union-attr]
+    groups: dict[int, int] = {}
+    n = 0
+    for (_w, _h, src), ks in keyed.items():
+        if src == "est":
+            groups.update({k: n for k in ks})
+            n += 1
+            continue
+        # focals sorted; a new lens where the next one is more than the tolerance above the lens's first
+        ks = sorted(ks, key=lambda k: focal_prior[k])
+        first = focal_prior[ks[0]]
+        for k in ks:
+            if focal_prior[k] > first * (1 + tolerance):
+                n += 1
+                first = focal_prior[k]
+            groups[k] = n
+        n += 1
     return groups
 
 
