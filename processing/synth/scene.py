@@ -95,10 +95,8 @@ def _render_band(slab: Slab, width: int, height: int, seed: int) -> np.ndarray:
     ridge_y = H * (0.18 + 0.32 * (1.0 - ridge) ** 1.5)
     valley_y = H * 0.62
     lake_y = H * 0.78
-    rock = fbm(slab, width, _cells(256, 4), seed + 2)
     fine = value_noise(slab, 2, width // 2, seed + 3)
     cloud = fbm(slab, width, _cells(big, 16), seed + 4, gain=0.6)
-    trees = fbm(slab, width, _cells(64, 4), seed + 5, gain=0.7)
     img = np.empty((y1 - y0, x1 - x0, 3), np.float32)
 
     # sky: gradient and soft clouds
@@ -108,34 +106,41 @@ def _render_band(slab: Slab, width: int, height: int, seed: int) -> np.ndarray:
     sky = sky * (1 - c) + c * (0.92 + 0.06 * fine[:, :, None])
     img[:] = sky
 
-    # mountains: rock with strata, snow above a noisy line
-    depth = (ys - ridge_y) / np.maximum(valley_y - ridge_y, 1.0)
+    # Each layer's noise is made only for bands that show the layer (a band of sky or lake
+    # needs none of the mountains' and fields' octaves); the pixels are the same.
     mount = (ys >= ridge_y) & (ys < valley_y)
-    strata = 0.5 + 0.5 * np.sin(ys * 0.9 + rock * 25.0)
-    shade = 0.35 + 0.35 * rock + 0.1 * strata + 0.08 * fine
-    rock_rgb = np.stack([shade * 0.95, shade * 0.9, shade * 0.88], -1)
-    snow = (depth < 0.12 + 0.3 * (rock - 0.5) * 2) & mount
-    np.copyto(img, rock_rgb, where=mount[:, :, None])
-    np.copyto(img, 0.9 + 0.08 * fine[:, :, None] * np.ones(3, np.float32), where=snow[:, :, None])
-    # forest on the lower slopes: dark greens with tree crowns in the fine octaves
-    forest = mount & (depth > 0.55 + 0.3 * (trees - 0.5))
-    g = 0.12 + 0.35 * trees + 0.12 * fine
-    np.copyto(img, np.stack([g * 0.45, g * 0.8, g * 0.35], -1), where=forest[:, :, None])
+    if mount.any():
+        # mountains: rock with strata, snow above a noisy line
+        rock = fbm(slab, width, _cells(256, 4), seed + 2)
+        trees = fbm(slab, width, _cells(64, 4), seed + 5, gain=0.7)
+        depth = (ys - ridge_y) / np.maximum(valley_y - ridge_y, 1.0)
+        strata = 0.5 + 0.5 * np.sin(ys * 0.9 + rock * 25.0)
+        shade = 0.35 + 0.35 * rock + 0.1 * strata + 0.08 * fine
+        rock_rgb = np.stack([shade * 0.95, shade * 0.9, shade * 0.88], -1)
+        snow = (depth < 0.12 + 0.3 * (rock - 0.5) * 2) & mount
+        np.copyto(img, rock_rgb, where=mount[:, :, None])
+        np.copyto(img, 0.9 + 0.08 * fine[:, :, None] * np.ones(3, np.float32), where=snow[:, :, None])
+        # forest on the lower slopes: dark greens with tree crowns in the fine octaves
+        forest = mount & (depth > 0.55 + 0.3 * (trees - 0.5))
+        g = 0.12 + 0.35 * trees + 0.12 * fine
+        np.copyto(img, np.stack([g * 0.45, g * 0.8, g * 0.35], -1), where=forest[:, :, None])
 
     # valley floor: fields and the town
     floor = np.broadcast_to((ys >= valley_y) & (ys < lake_y), img.shape[:2])
-    field = 0.45 + 0.3 * fbm(slab, width, _cells(128, 4), seed + 6)
-    np.copyto(img, np.stack([field * 0.55, field * 0.75, field * 0.3], -1), where=floor[:, :, None])
-    _town(img, slab, width, valley_y, lake_y, seed + 7)
+    if floor.any():
+        field = 0.45 + 0.3 * fbm(slab, width, _cells(128, 4), seed + 6)
+        np.copyto(img, np.stack([field * 0.55, field * 0.75, field * 0.3], -1), where=floor[:, :, None])
+        _town(img, slab, width, valley_y, lake_y, seed + 7)
 
     # lake: the town and mountains' colours darkened, ripples at full resolution
     lake = np.broadcast_to(ys >= lake_y, img.shape[:2])
-    ripple = 0.5 + 0.5 * np.sin(ys * 1.7 + fine * 6.0)
-    water = (
-        np.stack([0.12 + 0.05 * ripple, 0.25 + 0.06 * ripple, 0.38 + 0.08 * ripple], -1)
-        * np.ones_like(fine)[:, :, None]
-    )
-    np.copyto(img, water * (0.9 + 0.2 * cloud[:, :, None]), where=lake[:, :, None])
+    if lake.any():
+        ripple = 0.5 + 0.5 * np.sin(ys * 1.7 + fine * 6.0)
+        water = (
+            np.stack([0.12 + 0.05 * ripple, 0.25 + 0.06 * ripple, 0.38 + 0.08 * ripple], -1)
+            * np.ones_like(fine)[:, :, None]
+        )
+        np.copyto(img, water * (0.9 + 0.2 * cloud[:, :, None]), where=lake[:, :, None])
     return np.clip(img, 0, 1)
 
 

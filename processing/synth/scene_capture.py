@@ -57,17 +57,17 @@ def view_ground_truth(p: SceneCaptureParams, k: int) -> tuple[np.ndarray, float]
     g = geometry(p)
     W, SH, (vw, vh), f = g["width"], g["strip_height"], g["view"], g["focal"]
     yaw = k * 360.0 / p.n_stacks
-    x = (np.arange(vw, dtype=np.float64) - (vw - 1) / 2) / f
-    y = (np.arange(vh, dtype=np.float64) - (vh - 1) / 2) / f
-    xx, yy = np.meshgrid(x, y)
+    xx = ((np.arange(vw, dtype=np.float64) - (vw - 1) / 2) / f)[None, :]
+    yy = ((np.arange(vh, dtype=np.float64) - (vh - 1) / 2) / f)[:, None]
     a = math.radians(yaw)
-    # camera rays rotated by the yaw about the vertical axis
+    # camera rays rotated by the yaw about the vertical axis: the longitude depends on the
+    # column only, the height on the cylinder is the row's times a column's factor
     vx, vz = xx * math.cos(a) + math.sin(a), -xx * math.sin(a) + math.cos(a)
     lon = np.arctan2(vx, vz)
     # unwrapped round the view's centre so a view across the seam stays one slab
     lon = a + np.mod(lon - a + math.pi, 2 * math.pi) - math.pi
     t = yy / np.hypot(vx, vz)
-    mx = lon / (2 * math.pi) * W + W / 2 - 0.5
+    mx = np.broadcast_to(lon / (2 * math.pi) * W + W / 2 - 0.5, (vh, vw))
     my = t * f + (SH - 1) / 2
     x0, x1 = math.floor(mx.min()) - 2, math.ceil(mx.max()) + 3
     y0, y1 = max(0, math.floor(my.min()) - 2), min(SH, math.ceil(my.max()) + 3)
