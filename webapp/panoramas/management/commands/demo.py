@@ -44,6 +44,30 @@ from webapp.panoramas.workers import start_workers, stop_workers
 SLUG = "demo"
 
 
+#: relative cost of the chain's jobs (the demo's: a stack job takes about four block jobs' time)
+STACK_UNITS, LAYOUT_UNITS, FARM_JOB_UNITS = 4.0, 2.0, 1.0
+
+
+def chain_progress(rows: list[Job]) -> tuple[float, str]:
+    """Percent done of a farm chain (its stack, layout and root rows), weighting the jobs by
+    their cost: the farm's block and reduce jobs count one by one (the root row's progress is
+    their share done), not as one row among the stacks."""
+
+    def frac(r: Job) -> float:
+        return 1.0 if r.status == Status.DONE else max(0.0, min(1.0, r.progress / 100.0))
+
+    stacks = [r for r in rows if r.kind == Job.Kind.STACK]
+    layouts = [r for r in rows if r.kind == Job.Kind.LAYOUT]
+    roots = [r for r in rows if r.kind == Job.Kind.PYRAMID]
+    farm_jobs = int(roots[0].params.get("total") or 0) if roots else 0
+    farm_jobs = farm_jobs or 4 * len(stacks) + 2  # before the layout has planned the farm
+    total = STACK_UNITS * len(stacks) + LAYOUT_UNITS * len(layouts) + FARM_JOB_UNITS * farm_jobs
+    done = STACK_UNITS * sum(frac(r) for r in stacks) + LAYOUT_UNITS * sum(frac(r) for r in layouts)
+    done += FARM_JOB_UNITS * farm_jobs * (frac(roots[0]) if roots else 0.0)
+    note = roots[0].message if roots and roots[0].message.startswith("farm:") else ""
+    return 100.0 * done / max(total, 1e-9), note
+
+
 class Command(BaseCommand):
     help = "Build a demo panorama through the real pipeline and serve it at http://127.0.0.1:8000/"
 
@@ -194,9 +218,9 @@ class Command(BaseCommand):
         ) as bar:
             while True:
                 rows = list(Job.objects.filter(pk__in=ids))
-                bar.n = sum(r.progress if r.status != Status.DONE else 100.0 for r in rows) / max(1, len(rows))
+                bar.n, note = chain_progress(rows)
                 running = [r for r in rows if r.status == Status.RUNNING]
-                bar.set_postfix_str(running[0].message[:50] if running else "")
+                bar.set_postfix_str((running[0].message if running else note)[:50])
                 bar.refresh()
                 final = [r for r in rows if r.kind == Job.Kind.PYRAMID]
                 if final and final[0].status == Status.DONE:
