@@ -414,7 +414,9 @@ def load_image_int(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
     of float32's memory, for caches of many decoded tiles."""
     path = Path(path)
     arr, info = _decode(path, max_pixels)
-    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+    if arr.dtype in (np.uint8, np.uint16) and arr.ndim == 3 and arr.shape[2] == 3:
+        # 16-bit RGB (stack outputs) as it is: the float round trip gave the same codes
+        # at twice the cost of the decode itself (every farm block job reads its sources)
         return np.ascontiguousarray(arr), info
     if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] in (1, 2, 4)):
         c = arr if arr.ndim == 2 else (arr[:, :, 0] if arr.shape[2] <= 2 else arr[:, :, :3])
