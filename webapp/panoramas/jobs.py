@@ -179,7 +179,9 @@ def _stack_body(job: Job, rep: Reporter) -> dict[str, Any]:
             reused = False
             paths = [Path(f.original_path) for f in frames]
             res = process_stack(paths, scale, params, progress=rep, result_dtype="uint16")
-            write_tiff16(out, res.image)
+            # Uncompressed: zlib saves ~6 % of a noisy 16-bit stack for 4.4 CPU s here and
+            # 0.7 s in every block job that reads it (demo stack: 94 MB against 88 MB).
+            write_tiff16(out, res.image, compress=False)
             metrics = dict(res.metrics)
             by_path = {str(Path(d["file"])): d for d in res.frames}
             with transaction.atomic():
