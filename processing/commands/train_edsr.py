@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--patches", type=int, default=8000, help="LR/HR pairs in the patch cache")
     p.add_argument("--degradation", choices=("bicubic", "realistic", "mixed"), default="bicubic")
+    p.add_argument("--loss", choices=("l1", "l2"), default="l1", help="training loss (l2: a last fine-tune for PSNR)")
     p.add_argument("--val", action="append", default=[], help="validation folder (default: Set5 beside --data)")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=100)
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         time_budget=args.time_budget * 60.0,
         sampling=args.sampling,
+        loss=args.loss,
         n_patches=args.patches,
         seed=args.seed,
         val=val,

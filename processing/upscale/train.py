@@ -343,6 +343,9 @@ def ship_weights(src: Path, dest: Path) -> Path:
 
 
 # ---------------------------------------------------------------- training
+LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error"}
+
+
 @dataclass
 class TrainConfig:
     scale: int = 4
@@ -372,6 +375,7 @@ class TrainConfig:
     warmup: int = 0  # steps of linear warm-up (a warm start with a fresh Adam)
     time_budget: float = 0.0  # seconds of training (summed over resumes); 0: by steps only
     sampling: str = "cache"  # "cache": fixed pre-extracted pairs; "online": new random crops every batch
+    loss: str = "l1"  # "l1", or "l2" (mean squared error: a last fine-tune for PSNR)
     command: str = ""
 
 
@@ -467,6 +471,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
     if cfg.sampling not in ("cache", "online"):
         raise ValueError(f"unknown sampling {cfg.sampling!r}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}")
     learning_rate(cfg, 0)  # rejects an unknown schedule before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -487,7 +493,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         print(f"initialised {len(copied)} layers from {base}", file=sys.stderr)
     # The rate is set before every step (warm-up, decay by steps or by time).
     opt = keras.optimizers.Adam(learning_rate(cfg, 0), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    model.compile(optimizer=opt, loss="mean_absolute_error")
+    model.compile(optimizer=opt, loss=LOSSES[cfg.loss])
     state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "history": [], "val": []}
     if resume:
         st = _load_ckpt(model, opt, out)
@@ -521,7 +527,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         last = _done(cfg, state)
         if step % 25 == 0:
             state["history"].append([step, float(np.mean(run_loss)), round(state["elapsed"], 1), lr_now])
-            bar.set_postfix(l1=f"{np.mean(run_loss):.4f}")
+            bar.set_postfix({cfg.loss: f"{np.mean(run_loss):.4f}"})
             run_loss = []
         if val_paths and (step % cfg.val_every == 0 or last):
             v = evaluate(model, cfg.scale, val_paths)
@@ -537,7 +543,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     export_weights(model, final, arch)
     sched = "cosine to lr_min" if cfg.schedule == "cosine" else "step decay x0.5"
     recipe = asdict(cfg) | {
-        "loss": "L1",
+        "loss": cfg.loss.upper(),
         "optimizer": f"Adam(0.9, 0.999, 1e-8), {sched}" + (f", {cfg.warmup} warm-up steps" if cfg.warmup else ""),
         "n_train_images": len(paths),
         "steps_done": state["step"],

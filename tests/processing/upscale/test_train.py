@@ -196,3 +196,28 @@ def test_warm_start_cosine_online_time_budget(tmp_path) -> None:
     spent = TrainConfig(**{**cfg.__dict__, "steps": 50, "time_budget": 1e-3})
     w = train(spent, resume=True, progress=False)
     assert json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]["steps_done"] == 3
+
+
+def test_l2_loss_finetune(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(data / "p0.png", 0)
+    base = tiny_weights(tmp_path, 2, blocks=1, filters=8, seed=3)
+    cfg = TrainConfig(
+        scale=2,
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch=2,
+        patch=8,
+        blocks=1,
+        filters=8,
+        sampling="online",
+        loss="l2",
+        init_from=str(base),
+    )
+    w = train(cfg, progress=False)
+    rec = json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]
+    assert rec["loss"] == "L2" and rec["steps_done"] == 2
+    with pytest.raises(ValueError, match="loss"):
+        train(TrainConfig(**{**cfg.__dict__, "loss": "huber"}), progress=False)
