@@ -31,7 +31,16 @@ import numpy as np
 from ..device.backend import to_host
 from ..io.metrics import psnr
 from . import fuse_cuda, gpu
-from .fuse import FrameInput, FuseParams, fusion_noise, kernel_params, kernel_sigma_map, wiener_kernel
+from .fuse import (
+    FrameInput,
+    FuseParams,
+    clip_noise_model,
+    debias_clipped,
+    fusion_noise,
+    kernel_params,
+    kernel_sigma_map,
+    wiener_kernel,
+)
 
 Progress = Callable[[float, str], None]
 Array = Any
@@ -416,7 +425,11 @@ def fuse_xp(
         noise = fusion_noise(frames, p)
     p = kernel_params(frames, p)
     smap = kernel_sigma_map(master, noise, p) if p.kernel_sigma_flat > p.kernel_sigma else None
-    return fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress, to_host_result)
+    out = fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress, to_host_result)
+    if p.clip_debias:  # as fuse.fuse; a host result takes the host (OpenCV) path
+        model = clip_noise_model(frames[0].image, master)
+        out = debias_clipped(out, model, scale, p, np if isinstance(out, np.ndarray) else xp)
+    return out
 
 
 def deblur_xp(img: Any, scale: float, params: FuseParams | None = None, xp: ModuleType = np) -> Any:
