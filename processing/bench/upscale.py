@@ -36,6 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="x{scale} weights (default: shipped)")
     p.add_argument("--route", action="store_true", help="burst routes: fuse x1 + model x4 vs fuse x2 + model x2")
     p.add_argument("--frames", type=int, default=8, help="burst frames for --route")
+    p.add_argument(
+        "--x2-weights",
+        default="",
+        help="--route: comma-separated x2 weights also tried after the x2 fusion (e.g. a fusion-tuned model)",
+    )
+    p.add_argument(
+        "--generator",
+        choices=("synth", "bench", "both"),
+        default="synth",
+        help="--route: bursts by the project's generator (synth), the fusion bench's independent one, or both",
+    )
     p.add_argument("--data", default=str(SHARED))
 
 
@@ -135,31 +146,53 @@ def _settings_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _route_bursts(args: argparse.Namespace, truths: list[tuple[str, np.ndarray]], s: int):
+    """(name, ground truth uint8, frames float sRGB) per truth and generator."""
+    from ..synth.synth import make_burst
+
+    gens = ("synth", "bench") if args.generator == "both" else (args.generator,)
+    for gen in gens:
+        for ii, (name, hr) in enumerate(truths):
+            gt = hr.astype(np.float32) / 255.0
+            if gen == "synth":
+                yield f"{name}/synth", hr, make_burst(gt, args.frames, float(s), seed=ii, noise=0.004).frames
+            else:
+                from .bursts import BurstSpec
+                from .bursts import make_burst as bench_burst
+
+                spec = BurstSpec(frames=args.frames, scale=s, noise=0.004, moving_object=False, seed=500 + ii)
+                b = bench_burst(gt, spec, max(hr.shape[:2]))
+                yield f"{name}/bench", _to8(b.gt), b.frames
+
+
 def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """x4 from a synthetic burst: where should the model come in?"""
+    """x4 from a synthetic burst: where should the model come in (and with
+    which x2 weights, --x2-weights)?"""
+    from ..io.imageio import write_image
     from ..stack.pipeline import StackParams, process_stack
     from ..stack.sharpen import SharpenParams, unsharp_mask
-    from ..synth.synth import make_burst, write_burst
     from ..upscale.train import bicubic_up
     from ..upscale.upscale import UpscaleParams, upscale_array
 
     s = 4
-    truths = _truths(Path(args.data), min(args.images, 3), args.crop // s * s, s)
+    truths = _truths(Path(args.data), args.images, args.crop // s * s, s)
     rows: dict[str, list[float]] = {}
     secs: dict[str, list[float]] = {}
     up = UpscaleParams(scale=s, weights=args.weights)
     no_sharp = StackParams().replace(sharpen=SharpenParams(amount=0.0))
+    x2w = [w for w in args.x2_weights.split(",") if w]
+    names: list[str] = []
 
     def add(name: str, sr: np.ndarray, hr: np.ndarray, t: float) -> None:
         rows.setdefault(name, []).append(_score(sr, hr, s)[0])
         secs.setdefault(name, []).append(t)
 
-    for ii, (_, hr) in enumerate(truths):
-        gt = hr.astype(np.float32) / 255.0
-        burst = make_burst(gt, args.frames, float(s), seed=ii, noise=0.004)
+    for bname, hr, frames in _route_bursts(args, truths, s):
+        names.append(bname)
         with tempfile.TemporaryDirectory(prefix="terapan-route-") as td:
-            d = write_burst(burst, td)
-            paths = sorted(Path(d).glob("frame_*"))
+            for i, f in enumerate(frames):
+                write_image(Path(td) / f"frame_{i:03d}.png", f)
+            paths = sorted(Path(td).glob("frame_*"))
             t = time.perf_counter()
             f1 = process_stack(paths, 1.0, no_sharp, upscale_model=False).image
             a = unsharp_mask(upscale_array(f1, s, up), SharpenParams())
@@ -167,10 +200,16 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             b = process_stack(paths, float(s), upscale_model=True).image  # fuse x2 + model x2 (+ sharpen)
             add("fuse_x2_model_x2", b, hr, time.perf_counter() - t)
+            if x2w:
+                f2 = process_stack(paths, 2.0, upscale_model=False).image
+                for w in x2w:
+                    t = time.perf_counter()
+                    sr = upscale_array(f2, 2, UpscaleParams(scale=2, weights=w))
+                    add(f"fuse_x2_model_x2[{Path(w).name}]", sr, hr, time.perf_counter() - t)
             t = time.perf_counter()
             c = process_stack(paths, float(s), upscale_model=False).image
             add("fuse_x4_only", c, hr, time.perf_counter() - t)
-        ref = burst.frames[0]
+        ref = frames[0]
         t = time.perf_counter()
         add("single_frame_model_x4", upscale_array(ref, s, up), hr, time.perf_counter() - t)
         add("single_frame_bicubic", bicubic_up(_to8(ref), (hr.shape[1], hr.shape[0])) / 255.0, hr, 0.0)
@@ -179,10 +218,11 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "upscale-route",
         "scale": s,
         "frames": args.frames,
-        "images": [n for n, _ in truths],
+        "generator": args.generator,
+        "bursts": names,
         "metric": "PSNR-Y dB vs ground truth, border=4",
         "psnr": mean,
-        "psnr_per_image": {k: [round(x, 3) for x in v] for k, v in rows.items()},
+        "psnr_per_burst": {k: [round(x, 3) for x in v] for k, v in rows.items()},
         "seconds_mean": {k: round(float(np.mean(v)), 2) for k, v in secs.items()},
         "best_route": max(("fuse_x1_model_x4", "fuse_x2_model_x2"), key=lambda k: mean[k]),
     }
