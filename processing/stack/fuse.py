@@ -53,7 +53,7 @@ class FuseParams(StageParams):
     density_k: float = 0.4
     # ... and the flat-area kernel at least density_flat_k / sqrt(frames):
     # with few frames, each output pixel of a flat area averages few samples.
-    density_flat_k: float = 1.0  # 0.25 px (kernel_sigma_flat) at 16 frames
+    density_flat_k: float = 0.7  # 0.25 px (kernel_sigma_flat) down to 8 frames
     robust: bool = True
     robust_k: float = 3.0  # differences within k noise sigmas are trusted fully
     robust_window: int = 5  # local-mean window (reference px) for the robustness test
@@ -784,9 +784,9 @@ def kernel_params(frames: list[FrameInput], params: FuseParams | None = None) ->
     """The kernel sizes of this burst: the edge kernel at least density_k /
     sqrt(frames) (few frames leave gaps), the flat-area one kernel_sigma_flat
     but at least density_flat_k / sqrt(frames) (the samples a flat pixel
-    averages grow with frames x kernel area: 1.0 keeps what 0.25 px gives
-    at 16 frames; bench fusion, the 5 static cases with 2-9 frames: +0.00 to
-    +0.85 dB) or, with flat_noise_k, widened with the measured noise (bench fusion, 16
+    averages grow with frames x kernel area; 0.7 keeps 0.25 px down to 8
+    frames: bench fusion, 1.0 (0.25 px at 16 frames) lost 0.16 dB on
+    foliage at 8 frames, 0.7 nothing there and +0.3 to +0.5 dB at 2-4 frames) or, with flat_noise_k, widened with the measured noise (bench fusion, 16
     cases: a flat kernel of 0.5 px cost 0.4 dB against 0.25 px, most of it on
     fine texture that the flat test takes for noise; none at all (0.15 px)
     lost up to 0.5 dB at high noise)."""
