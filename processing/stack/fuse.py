@@ -786,8 +786,9 @@ def kernel_params(frames: list[FrameInput], params: FuseParams | None = None) ->
     but at least density_flat_k / sqrt(frames) (the samples a flat pixel
     averages grow with frames x kernel area; 0.7 keeps 0.25 px down to 8
     frames: bench fusion, 1.0 (0.25 px at 16 frames) lost 0.16 dB on
-    foliage at 8 frames, 0.7 nothing there and +0.3 to +0.5 dB at 2-4 frames) or, with flat_noise_k, widened with the measured noise (bench fusion, 16
-    cases: a flat kernel of 0.5 px cost 0.4 dB against 0.25 px, most of it on
+    foliage at 8 frames, 0.7 nothing there and +0.25 to +0.41 dB at 2-4
+    frames) or, with flat_noise_k, widened with the measured noise (bench
+    fusion, 16 cases: a flat kernel of 0.5 px cost 0.4 dB against 0.25 px, most of it on
     fine texture that the flat test takes for noise; none at all (0.15 px)
     lost up to 0.5 dB at high noise)."""
     p = params or FuseParams()
