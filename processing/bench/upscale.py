@@ -205,7 +205,7 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
                 for w in x2w:
                     t = time.perf_counter()
                     sr = upscale_array(f2, 2, UpscaleParams(scale=2, weights=w))
-                    add(f"fuse_x2_model_x2[{Path(w).name}]", sr, hr, time.perf_counter() - t)
+                    add(f"fuse_x2_model_x2[{w}]", sr, hr, time.perf_counter() - t)
             t = time.perf_counter()
             c = process_stack(paths, float(s), upscale_model=False).image
             add("fuse_x4_only", c, hr, time.perf_counter() - t)
