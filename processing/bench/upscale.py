@@ -168,6 +168,7 @@ def _route_bursts(args: argparse.Namespace, truths: list[tuple[str, np.ndarray]]
 def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
     """x4 from a synthetic burst: where should the model come in (and with
     which x2 weights, --x2-weights)?"""
+    from ..io.errors import InputError
     from ..io.imageio import write_image
     from ..stack.pipeline import StackParams, process_stack
     from ..stack.sharpen import SharpenParams, unsharp_mask
@@ -187,14 +188,19 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
         rows.setdefault(name, []).append(_score(sr, hr, s)[0])
         secs.setdefault(name, []).append(t)
 
+    failed: list[dict[str, str]] = []
     for bname, hr, frames in _route_bursts(args, truths, s):
-        names.append(bname)
         with tempfile.TemporaryDirectory(prefix="terapan-route-") as td:
             for i, f in enumerate(frames):
                 write_image(Path(td) / f"frame_{i:03d}.png", f)
             paths = sorted(Path(td).glob("frame_*"))
             t = time.perf_counter()
-            f1 = process_stack(paths, 1.0, no_sharp, upscale_model=False).image
+            try:
+                f1 = process_stack(paths, 1.0, no_sharp, upscale_model=False).image
+            except InputError as e:  # too few frames align: reported, not hidden
+                failed.append({"burst": bname, "error": str(e.reason)})
+                continue
+            names.append(bname)
             a = unsharp_mask(upscale_array(f1, s, up), SharpenParams())
             add("fuse_x1_model_x4", a, hr, time.perf_counter() - t)
             t = time.perf_counter()
@@ -220,6 +226,7 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
         "frames": args.frames,
         "generator": args.generator,
         "bursts": names,
+        "failed": failed,
         "metric": "PSNR-Y dB vs ground truth, border=4",
         "psnr": mean,
         "psnr_per_burst": {k: [round(x, 3) for x in v] for k, v in rows.items()},
