@@ -47,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="synth",
         help="--route: bursts by the project's generator (synth), the fusion bench's independent one, or both",
     )
+    p.add_argument(
+        "--make-fusion-pairs",
+        metavar="OUT",
+        help="write training pairs for a fusion-tuned x2 model instead: the x2 fusion of a synthetic x4 burst "
+        "of each T91 / BSD200 photo (NAME_lr.png) beside the photo (NAME_hr.png), for train-edsr --pairs",
+    )
     p.add_argument("--data", default=str(SHARED))
 
 
@@ -235,12 +241,62 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def make_fusion_pairs(out: Path, photos: list[Path], seed: int = 123) -> dict[str, Any]:
+    """(x2 fusion of a x4 burst, ground truth) pairs: the degradation the model
+    sees in the stack's model route (fuse x2, then the model x2). Bursts by
+    the project's generator (synth.make_burst: 6/8/12 frames, noise 0.2-2 %,
+    shifts of 12 px), fused by the real pipeline; photos under 160 px and
+    bursts that do not align are skipped."""
+    from PIL import Image
+
+    from ..io.errors import InputError
+    from ..stack.pipeline import process_stack
+    from ..synth.synth import make_burst, write_burst
+    from ..upscale.train import read_rgb8
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    noises = rng.choice([0.002, 0.004, 0.01, 0.02], size=len(photos))
+    frames = rng.choice([6, 8, 12], size=len(photos))
+    made, skipped = 0, []
+    for i, p in enumerate(photos):
+        im = read_rgb8(p)
+        h, w = im.shape[:2]
+        if min(h, w) < 160:
+            skipped.append(p.name)
+            continue
+        im = im[: h // 4 * 4, : w // 4 * 4]
+        burst = make_burst(
+            im.astype(np.float32) / 255.0, int(frames[i]), 4.0, seed=1000 + i, noise=float(noises[i]), shift_px=12.0
+        )
+        with tempfile.TemporaryDirectory(prefix="terapan-pairs-") as td:
+            write_burst(burst, td)
+            try:
+                f2 = process_stack(sorted(Path(td).glob("frame_*")), 2.0, upscale_model=False).image
+            except InputError:
+                skipped.append(p.name)
+                continue
+        if f2.shape[0] * 2 != im.shape[0] or f2.shape[1] * 2 != im.shape[1]:
+            skipped.append(p.name)
+            continue
+        Image.fromarray(_to8(f2)).save(out / f"{p.stem}_lr.png")
+        Image.fromarray(im).save(out / f"{p.stem}_hr.png")
+        made += 1
+    return {"bench": "upscale-fusion-pairs", "out": str(out), "pairs": made, "skipped": len(skipped)}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io.errors import InputError
 
     if not Path(args.data).is_dir():
         raise InputError(args.data, "shared data folder not found")
-    out = _route_bench(args) if args.route else _settings_bench(args)
+    if args.make_fusion_pairs:
+        from ..upscale.train import list_images
+
+        sr = Path(args.data) / "sr"
+        out = make_fusion_pairs(Path(args.make_fusion_pairs), list_images([sr / "BSD200", sr / "T91"]))
+    else:
+        out = _route_bench(args) if args.route else _settings_bench(args)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     emit(out)
     return 0
