@@ -880,8 +880,16 @@ def clip_bias_lut(a: float, b: float) -> np.ndarray:
     return (np.interp(m, e, y) - m).astype(np.float32)
 
 
+def clip_bias_luts(model: np.ndarray | None, params: FuseParams) -> list[np.ndarray] | None:
+    """Per-channel correction tables (clip_bias_lut), or None when there is nothing to correct."""
+    if not params.clip_debias or model is None or not np.any(model > 0):
+        return None
+    luts = [clip_bias_lut(float(a), float(b)) for a, b in model]
+    return luts if max(float(np.abs(t).max()) for t in luts) >= 1e-6 else None
+
+
 def debias_clipped(
-    img: np.ndarray, model: np.ndarray | None, scale: float, params: FuseParams | None = None, xp=np
+    img: np.ndarray, model: np.ndarray | None, scale: float, params: FuseParams | None = None
 ) -> np.ndarray:
     """Undo the bias of averaging clipped samples (see FuseParams.clip_debias).
 
@@ -891,22 +899,13 @@ def debias_clipped(
     amplify the noise where E's slope is small (near black). Measured on
     the bench's static 5 % noise bursts: per-pixel inversion -0.6 to +0.9 dB,
     on the local mean +0.2 to +1.3 dB. IMG: linear, H x W x C; MODEL from
-    `clip_noise_model`.
+    `clip_noise_model`. fuse_gpu.debias_clipped_xp is the device twin.
     """
     p = params or FuseParams()
-    if not p.clip_debias or model is None or not np.any(model > 0):
-        return img
-    luts = [clip_bias_lut(float(a), float(b)) for a, b in model]
-    if max(float(np.abs(t).max()) for t in luts) < 1e-6:
+    luts = clip_bias_luts(model, p)
+    if luts is None:
         return img
     radius = max(0.3, p.clip_debias_radius * scale)
-    if xp is not np:
-        from . import gpu
-
-        ms = gpu.gaussian_blur(img, radius, xp)
-        idx = xp.clip((ms * _CLIP_LUT + 0.5).astype(xp.int32), 0, _CLIP_LUT)
-        corr = xp.stack([xp.asarray(luts[c]).take(idx[..., c]) for c in range(img.shape[2])], axis=-1)
-        return xp.clip(img + corr, 0.0, 1.0)
     out = np.empty_like(img)
     h = img.shape[0]
     pad = int(4 * radius + 2)

@@ -71,3 +71,16 @@ def test_clip_noise_model_and_debias() -> None:
     # Off, or no noise: unchanged.
     assert debias_clipped(mean, np.zeros((3, 2)), 2.0) is mean
     assert debias_clipped(mean, model, 2.0, FuseParams(clip_debias=False)) is mean
+
+
+def test_debias_clipped_xp_matches_host() -> None:
+    """The device twin (run with NumPy as xp) gives the host result."""
+    from processing.stack.fuse import debias_clipped
+    from processing.stack.fuse_gpu import debias_clipped_xp
+
+    rng = np.random.default_rng(1)
+    img = np.clip(rng.random((40, 50, 3)).astype(np.float32) * 0.1, 0, 1)
+    model = np.array([[2e-3, 5e-4]] * 3)
+    a = debias_clipped(img, model, 2.0)
+    b = debias_clipped_xp(img, model, 2.0, FuseParams(), np)
+    assert np.abs(a - b).max() < 2e-4 and np.abs(a - img).max() > 5e-4
