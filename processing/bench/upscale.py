@@ -36,6 +36,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="x{scale} weights (default: shipped)")
     p.add_argument("--route", action="store_true", help="burst routes: fuse x1 + model x4 vs fuse x2 + model x2")
     p.add_argument("--frames", type=int, default=8, help="burst frames for --route")
+    p.add_argument(
+        "--x2-weights",
+        default="",
+        help="--route: comma-separated x2 weights also tried after the x2 fusion (e.g. a fusion-tuned model)",
+    )
+    p.add_argument(
+        "--generator",
+        choices=("synth", "bench", "both"),
+        default="synth",
+        help="--route: bursts by the project's generator (synth), the fusion bench's independent one, or both",
+    )
+    p.add_argument(
+        "--make-fusion-pairs",
+        metavar="OUT",
+        help="write training pairs for a fusion-tuned x2 model instead: the x2 fusion of a synthetic x4 burst "
+        "of each T91 / BSD200 photo (NAME_lr.png) beside the photo (NAME_hr.png), for train-edsr --pairs",
+    )
     p.add_argument("--data", default=str(SHARED))
 
 
@@ -135,42 +152,76 @@ def _settings_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _route_bursts(args: argparse.Namespace, truths: list[tuple[str, np.ndarray]], s: int):
+    """(name, ground truth uint8, frames float sRGB) per truth and generator."""
+    from ..synth.synth import make_burst
+
+    gens = ("synth", "bench") if args.generator == "both" else (args.generator,)
+    for gen in gens:
+        for ii, (name, hr) in enumerate(truths):
+            gt = hr.astype(np.float32) / 255.0
+            if gen == "synth":
+                yield f"{name}/synth", hr, make_burst(gt, args.frames, float(s), seed=ii, noise=0.004).frames
+            else:
+                from .bursts import BurstSpec
+                from .bursts import make_burst as bench_burst
+
+                spec = BurstSpec(frames=args.frames, scale=s, noise=0.004, moving_object=False, seed=500 + ii)
+                b = bench_burst(gt, spec, max(hr.shape[:2]))
+                yield f"{name}/bench", _to8(b.gt), b.frames
+
+
 def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """x4 from a synthetic burst: where should the model come in?"""
+    """x4 from a synthetic burst: where should the model come in (and with
+    which x2 weights, --x2-weights)?"""
+    from ..io.errors import InputError
+    from ..io.imageio import write_image
     from ..stack.pipeline import StackParams, process_stack
     from ..stack.sharpen import SharpenParams, unsharp_mask
-    from ..synth.synth import make_burst, write_burst
     from ..upscale.train import bicubic_up
     from ..upscale.upscale import UpscaleParams, upscale_array
 
     s = 4
-    truths = _truths(Path(args.data), min(args.images, 3), args.crop // s * s, s)
+    truths = _truths(Path(args.data), args.images, args.crop // s * s, s)
     rows: dict[str, list[float]] = {}
     secs: dict[str, list[float]] = {}
     up = UpscaleParams(scale=s, weights=args.weights)
     no_sharp = StackParams().replace(sharpen=SharpenParams(amount=0.0))
+    x2w = [w for w in args.x2_weights.split(",") if w]
+    names: list[str] = []
 
     def add(name: str, sr: np.ndarray, hr: np.ndarray, t: float) -> None:
         rows.setdefault(name, []).append(_score(sr, hr, s)[0])
         secs.setdefault(name, []).append(t)
 
-    for ii, (_, hr) in enumerate(truths):
-        gt = hr.astype(np.float32) / 255.0
-        burst = make_burst(gt, args.frames, float(s), seed=ii, noise=0.004)
+    failed: list[dict[str, str]] = []
+    for bname, hr, frames in _route_bursts(args, truths, s):
         with tempfile.TemporaryDirectory(prefix="terapan-route-") as td:
-            d = write_burst(burst, td)
-            paths = sorted(Path(d).glob("frame_*"))
+            for i, f in enumerate(frames):
+                write_image(Path(td) / f"frame_{i:03d}.png", f)
+            paths = sorted(Path(td).glob("frame_*"))
             t = time.perf_counter()
-            f1 = process_stack(paths, 1.0, no_sharp, upscale_model=False).image
+            try:
+                f1 = process_stack(paths, 1.0, no_sharp, upscale_model=False).image
+            except InputError as e:  # too few frames align: reported, not hidden
+                failed.append({"burst": bname, "error": str(e.reason)})
+                continue
+            names.append(bname)
             a = unsharp_mask(upscale_array(f1, s, up), SharpenParams())
             add("fuse_x1_model_x4", a, hr, time.perf_counter() - t)
             t = time.perf_counter()
             b = process_stack(paths, float(s), upscale_model=True).image  # fuse x2 + model x2 (+ sharpen)
             add("fuse_x2_model_x2", b, hr, time.perf_counter() - t)
+            if x2w:
+                f2 = process_stack(paths, 2.0, upscale_model=False).image
+                for w in x2w:
+                    t = time.perf_counter()
+                    sr = upscale_array(f2, 2, UpscaleParams(scale=2, weights=w))
+                    add(f"fuse_x2_model_x2[{w}]", sr, hr, time.perf_counter() - t)
             t = time.perf_counter()
             c = process_stack(paths, float(s), upscale_model=False).image
             add("fuse_x4_only", c, hr, time.perf_counter() - t)
-        ref = burst.frames[0]
+        ref = frames[0]
         t = time.perf_counter()
         add("single_frame_model_x4", upscale_array(ref, s, up), hr, time.perf_counter() - t)
         add("single_frame_bicubic", bicubic_up(_to8(ref), (hr.shape[1], hr.shape[0])) / 255.0, hr, 0.0)
@@ -179,13 +230,59 @@ def _route_bench(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "upscale-route",
         "scale": s,
         "frames": args.frames,
-        "images": [n for n, _ in truths],
+        "generator": args.generator,
+        "bursts": names,
+        "failed": failed,
         "metric": "PSNR-Y dB vs ground truth, border=4",
         "psnr": mean,
-        "psnr_per_image": {k: [round(x, 3) for x in v] for k, v in rows.items()},
+        "psnr_per_burst": {k: [round(x, 3) for x in v] for k, v in rows.items()},
         "seconds_mean": {k: round(float(np.mean(v)), 2) for k, v in secs.items()},
         "best_route": max(("fuse_x1_model_x4", "fuse_x2_model_x2"), key=lambda k: mean[k]),
     }
+
+
+def make_fusion_pairs(out: Path, photos: list[Path], seed: int = 123) -> dict[str, Any]:
+    """(x2 fusion of a x4 burst, ground truth) pairs: the degradation the model
+    sees in the stack's model route (fuse x2, then the model x2). Bursts by
+    the project's generator (synth.make_burst: 6/8/12 frames, noise 0.2-2 %,
+    shifts of 12 px), fused by the real pipeline; photos under 160 px and
+    bursts that do not align are skipped."""
+    from PIL import Image
+
+    from ..io.errors import InputError
+    from ..stack.pipeline import process_stack
+    from ..synth.synth import make_burst, write_burst
+    from ..upscale.train import read_rgb8
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    noises = rng.choice([0.002, 0.004, 0.01, 0.02], size=len(photos))
+    frames = rng.choice([6, 8, 12], size=len(photos))
+    made, skipped = 0, []
+    for i, p in enumerate(photos):
+        im = read_rgb8(p)
+        h, w = im.shape[:2]
+        if min(h, w) < 160:
+            skipped.append(p.name)
+            continue
+        im = im[: h // 4 * 4, : w // 4 * 4]
+        burst = make_burst(
+            im.astype(np.float32) / 255.0, int(frames[i]), 4.0, seed=1000 + i, noise=float(noises[i]), shift_px=12.0
+        )
+        with tempfile.TemporaryDirectory(prefix="terapan-pairs-") as td:
+            write_burst(burst, td)
+            try:
+                f2 = process_stack(sorted(Path(td).glob("frame_*")), 2.0, upscale_model=False).image
+            except InputError:
+                skipped.append(p.name)
+                continue
+        if f2.shape[0] * 2 != im.shape[0] or f2.shape[1] * 2 != im.shape[1]:
+            skipped.append(p.name)
+            continue
+        Image.fromarray(_to8(f2)).save(out / f"{p.stem}_lr.png")
+        Image.fromarray(im).save(out / f"{p.stem}_hr.png")
+        made += 1
+    return {"bench": "upscale-fusion-pairs", "out": str(out), "pairs": made, "skipped": len(skipped)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,7 +290,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.data).is_dir():
         raise InputError(args.data, "shared data folder not found")
-    out = _route_bench(args) if args.route else _settings_bench(args)
+    if args.make_fusion_pairs:
+        from ..upscale.train import list_images
+
+        sr = Path(args.data) / "sr"
+        out = make_fusion_pairs(Path(args.make_fusion_pairs), list_images([sr / "BSD200", sr / "T91"]))
+    else:
+        out = _route_bench(args) if args.route else _settings_bench(args)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     emit(out)
     return 0

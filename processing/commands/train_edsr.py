@@ -13,6 +13,12 @@ from ..io.errors import InputError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, choices=(2, 3, 4))
     p.add_argument("--data", action="append", default=[], help="training image folder (repeatable)")
+    p.add_argument(
+        "--pairs",
+        action="append",
+        default=[],
+        help="folder of ready-made NAME_lr / NAME_hr image pairs (repeatable; instead of --data)",
+    )
     p.add_argument("--extra-photos", action="append", default=[], help="more HR photos or folders (repeatable)")
     p.add_argument("--out", required=True, help="output folder (weights, sidecar, checkpoints, patch cache)")
     p.add_argument("--steps", type=int, default=2000)
@@ -36,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--patches", type=int, default=8000, help="LR/HR pairs in the patch cache")
     p.add_argument("--degradation", choices=("bicubic", "realistic", "mixed"), default="bicubic")
+    p.add_argument("--loss", choices=("l1", "l2"), default="l1", help="training loss (l2: a last fine-tune for PSNR)")
     p.add_argument("--val", action="append", default=[], help="validation folder (default: Set5 beside --data)")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=100)
@@ -74,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         data = list(args.images) + data
         if degradation == "bicubic":
             degradation = "realistic"  # the stacks' own look: blur, noise, JPEG
-    if not data:
-        raise InputError(None, "no training data: give --data (or --images with --finetune)")
-    for d in data:
+    if not data and not args.pairs:
+        raise InputError(None, "no training data: give --data or --pairs (or --images with --finetune)")
+    for d in data + list(args.pairs):
         if not Path(d).exists():
             raise InputError(d, "no such file or folder")
     val = list(args.val)
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         time_budget=args.time_budget * 60.0,
         sampling=args.sampling,
+        loss=args.loss,
+        pairs=[str(d) for d in args.pairs],
         n_patches=args.patches,
         seed=args.seed,
         val=val,

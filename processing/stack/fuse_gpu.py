@@ -31,7 +31,17 @@ import numpy as np
 from ..device.backend import to_host
 from ..io.metrics import psnr
 from . import fuse_cuda, gpu
-from .fuse import FrameInput, FuseParams, fusion_noise, kernel_params, kernel_sigma_map, wiener_kernel
+from .fuse import (
+    FrameInput,
+    FuseParams,
+    clip_bias_luts,
+    clip_noise_model,
+    debias_clipped,
+    fusion_noise,
+    kernel_params,
+    kernel_sigma_map,
+    wiener_kernel,
+)
 
 Progress = Callable[[float, str], None]
 Array = Any
@@ -416,7 +426,27 @@ def fuse_xp(
         noise = fusion_noise(frames, p)
     p = kernel_params(frames, p)
     smap = kernel_sigma_map(master, noise, p) if p.kernel_sigma_flat > p.kernel_sigma else None
-    return fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress, to_host_result)
+    out = fuse_kernel_xp(frames, scale, out_size, master, p, xp, smap, dev, progress, to_host_result)
+    if p.clip_debias:  # as fuse.fuse; a host result takes the host (OpenCV) path
+        model = clip_noise_model(frames[0].image, master)
+        out = (
+            debias_clipped(out, model, scale, p)
+            if isinstance(out, np.ndarray)
+            else debias_clipped_xp(out, model, scale, p, xp)
+        )
+    return out
+
+
+def debias_clipped_xp(img: Any, model: np.ndarray | None, scale: float, params: FuseParams, xp: ModuleType) -> Any:
+    """fuse.debias_clipped with xp (Gaussian with BORDER_REFLECT, table lookup)."""
+    luts = clip_bias_luts(model, params)
+    if luts is None:
+        return img
+    ms = gpu.gaussian_blur(img, max(0.3, params.clip_debias_radius * scale), xp)
+    n = len(luts[0]) - 1  # table steps over [0, 1]
+    idx = xp.clip((ms * n + 0.5).astype(xp.int32), 0, n)
+    corr = xp.stack([xp.asarray(luts[c]).take(idx[..., c]) for c in range(img.shape[2])], axis=-1)
+    return xp.clip(img + corr, 0.0, 1.0)
 
 
 def deblur_xp(img: Any, scale: float, params: FuseParams | None = None, xp: ModuleType = np) -> Any:

@@ -225,6 +225,33 @@ class OnlinePatches:
         self.p = areas / areas.sum()
         self.scale, self.patch = scale, patch
 
+    @classmethod
+    def from_pairs(cls, dirs: Sequence[str | Path], scale: int, patch: int) -> OnlinePatches:
+        """Ready-made LR/HR pairs (NAME_lr.* beside NAME_hr.*, HR exactly S x LR):
+        a degradation that is not made here, e.g. the fusion's own output of a
+        synthetic burst against its ground truth."""
+        self = cls.__new__(cls)
+        hrs, lrs = [], []
+        for p in list_images(dirs):
+            if not p.stem.endswith("_lr"):
+                continue
+            hp = [q for q in p.parent.glob(p.stem[:-3] + "_hr.*") if q.suffix.lower() in IMG_EXTS]
+            if not hp:
+                raise InputError(p, "no matching _hr image")
+            lr, hr = read_rgb8(p), read_rgb8(hp[0])
+            if hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale:
+                raise InputError(hp[0], f"HR is not x{scale} the size of its LR")
+            if min(lr.shape[:2]) > patch:
+                hrs.append(hr)
+                lrs.append(lr)
+        if not lrs:
+            raise InputError(str(dirs[0]) if dirs else None, f"no LR/HR pairs larger than {patch} px")
+        self.hrs, self.lrs = hrs, lrs
+        areas = np.array([lr.shape[0] * lr.shape[1] for lr in lrs], np.float64)
+        self.p = areas / areas.sum()
+        self.scale, self.patch = scale, patch
+        return self
+
     def __len__(self) -> int:
         return len(self.hrs)
 
@@ -343,6 +370,9 @@ def ship_weights(src: Path, dest: Path) -> Path:
 
 
 # ---------------------------------------------------------------- training
+LOSSES = {"l1": "mean_absolute_error", "l2": "mean_squared_error"}
+
+
 @dataclass
 class TrainConfig:
     scale: int = 4
@@ -372,6 +402,8 @@ class TrainConfig:
     warmup: int = 0  # steps of linear warm-up (a warm start with a fresh Adam)
     time_budget: float = 0.0  # seconds of training (summed over resumes); 0: by steps only
     sampling: str = "cache"  # "cache": fixed pre-extracted pairs; "online": new random crops every batch
+    loss: str = "l1"  # "l1", or "l2" (mean squared error: a last fine-tune for PSNR)
+    pairs: list[str] = field(default_factory=list)  # folders of ready-made NAME_lr / NAME_hr pairs (online only)
     command: str = ""
 
 
@@ -467,12 +499,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
     if cfg.sampling not in ("cache", "online"):
         raise ValueError(f"unknown sampling {cfg.sampling!r}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}")
     learning_rate(cfg, 0)  # rejects an unknown schedule before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = list_images(cfg.data)
+    paths = list_images(cfg.data) if cfg.data or not cfg.pairs else []
     online: OnlinePatches | None = None
-    if cfg.sampling == "online":
+    if cfg.pairs:
+        if cfg.sampling != "online" or cfg.data:
+            raise ValueError("pairs: online sampling only, and no other data")
+        online = OnlinePatches.from_pairs(cfg.pairs, cfg.scale, cfg.patch)
+    elif cfg.sampling == "online":
         online = OnlinePatches(paths, cfg.scale, cfg.patch, cfg.degradation, cfg.seed, cfg.finetune_blur)
     else:
         lr_all, hr_all = _cached_patches(cfg, paths, out)
@@ -487,7 +525,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         print(f"initialised {len(copied)} layers from {base}", file=sys.stderr)
     # The rate is set before every step (warm-up, decay by steps or by time).
     opt = keras.optimizers.Adam(learning_rate(cfg, 0), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    model.compile(optimizer=opt, loss="mean_absolute_error")
+    model.compile(optimizer=opt, loss=LOSSES[cfg.loss])
     state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "history": [], "val": []}
     if resume:
         st = _load_ckpt(model, opt, out)
@@ -521,7 +559,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         last = _done(cfg, state)
         if step % 25 == 0:
             state["history"].append([step, float(np.mean(run_loss)), round(state["elapsed"], 1), lr_now])
-            bar.set_postfix(l1=f"{np.mean(run_loss):.4f}")
+            bar.set_postfix({cfg.loss: f"{np.mean(run_loss):.4f}"})
             run_loss = []
         if val_paths and (step % cfg.val_every == 0 or last):
             v = evaluate(model, cfg.scale, val_paths)
@@ -537,9 +575,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     export_weights(model, final, arch)
     sched = "cosine to lr_min" if cfg.schedule == "cosine" else "step decay x0.5"
     recipe = asdict(cfg) | {
-        "loss": "L1",
+        "loss": cfg.loss.upper(),
         "optimizer": f"Adam(0.9, 0.999, 1e-8), {sched}" + (f", {cfg.warmup} warm-up steps" if cfg.warmup else ""),
-        "n_train_images": len(paths),
+        "n_train_images": len(paths) if not cfg.pairs else len(online or []),
         "steps_done": state["step"],
         "train_seconds": round(state["elapsed"], 1),
         "history": state["history"],

@@ -196,3 +196,66 @@ def test_warm_start_cosine_online_time_budget(tmp_path) -> None:
     spent = TrainConfig(**{**cfg.__dict__, "steps": 50, "time_budget": 1e-3})
     w = train(spent, resume=True, progress=False)
     assert json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]["steps_done"] == 3
+
+
+def test_l2_loss_finetune(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(data / "p0.png", 0)
+    base = tiny_weights(tmp_path, 2, blocks=1, filters=8, seed=3)
+    cfg = TrainConfig(
+        scale=2,
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch=2,
+        patch=8,
+        blocks=1,
+        filters=8,
+        sampling="online",
+        loss="l2",
+        init_from=str(base),
+    )
+    w = train(cfg, progress=False)
+    rec = json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]
+    assert rec["loss"] == "L2" and rec["steps_done"] == 2
+    with pytest.raises(ValueError, match="loss"):
+        train(TrainConfig(**{**cfg.__dict__, "loss": "huber"}), progress=False)
+
+
+def test_train_on_ready_made_pairs(tmp_path) -> None:
+    from PIL import Image
+
+    from processing.io.errors import InputError
+    from processing.upscale.train import OnlinePatches
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        hr = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
+        Image.fromarray(hr).save(pairs / f"p{i}_hr.png")
+        Image.fromarray(hr[::2, ::2]).save(pairs / f"p{i}_lr.png")
+    src = OnlinePatches.from_pairs([pairs], 2, 8)
+    lo, hi = src.sample(4, rng)
+    assert lo.shape == (4, 8, 8, 3) and hi.shape == (4, 16, 16, 3)
+    assert np.array_equal(hi[:, ::2, ::2], lo)  # aligned crops
+    base = tiny_weights(tmp_path, 2, blocks=1, filters=8, seed=3)
+    cfg = TrainConfig(
+        scale=2,
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch=2,
+        patch=8,
+        blocks=1,
+        filters=8,
+        sampling="online",
+        pairs=[str(pairs)],
+        init_from=str(base),
+    )
+    w = train(cfg, progress=False)
+    rec = json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]
+    assert rec["pairs"] == [str(pairs)] and rec["n_train_images"] == 2
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(pairs / "p0_hr.png")
+    with pytest.raises(InputError, match="size"):
+        OnlinePatches.from_pairs([pairs], 2, 4)
