@@ -461,16 +461,35 @@ def write_tiff16(path: str | Path, img: np.ndarray, compress: bool = True) -> Pa
     path = Path(path)
     data = to_uint16(img)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(
-            tmp,
-            data,
-            photometric="rgb" if data.ndim == 3 else "minisblack",
-            compression="zlib" if compress else None,
-            bigtiff=data.nbytes > 2**31,
-            # zlib strips compressed on threads: a 48 MP result in ~4 s, not ~9 s.
-            maxworkers=min(4, os.cpu_count() or 1) if compress else 1,
-        )
+        try:
+            tifffile.imwrite(
+                tmp,
+                data,
+                photometric="rgb" if data.ndim == 3 else "minisblack",
+                compression="zlib" if compress else None,
+                bigtiff=data.nbytes > 2**31,
+                # zlib strips compressed on threads: a 48 MP result in ~4 s, not ~9 s.
+                maxworkers=min(4, os.cpu_count() or 1) if compress else 1,
+            )
+        except OSError as e:
+            raise _short_write_reason(e, path, data.nbytes) from e
     return path
+
+
+def _short_write_reason(e: OSError, path: Path, nbytes: int) -> OSError:
+    """An uncompressed write that ran out of disk raises NumPy's "N requested and M written"
+    with no errno: name the reason as the kernel would (ENOSPC) when the disk is full."""
+    import errno
+    import shutil
+
+    if e.errno is None and "written" in str(e):
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = 0
+        if free < nbytes:
+            return OSError(errno.ENOSPC, f"No space left on device ({free} bytes free, {nbytes} needed)", str(path))
+    return e
 
 
 def write_image(path: str | Path, img: np.ndarray, quality: int = 92) -> Path:
