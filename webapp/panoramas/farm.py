@@ -27,7 +27,7 @@ from django.db import transaction
 from processing.io.params import recipe_hash
 
 from . import storage
-from .jobs import _run, next_pyramid_version, publish, stitch_stacks
+from .jobs import _run, next_pyramid_version, publish, stitch_params, stitch_stacks
 from .leases import lease
 from .models import Job, Panorama, Pyramid, Stack, Status
 from .pipeline import RenderPlan, _drop_rq, enqueue_with
@@ -130,7 +130,6 @@ def run_layout(job_pk: int) -> dict[str, Any]:
 
 def _layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
     from processing.stitch.blocks import plan_farm
-    from processing.stitch.pipeline import StitchParams
 
     pano = job.panorama
     assert pano is not None
@@ -142,10 +141,7 @@ def _layout_body(job: Job, rep) -> dict[str, Any]:  # noqa: ANN001
     if not stacks:
         raise ValueError(f"panorama {pano.slug}: no rendered stacks to lay out")
     paths = [storage.absolute(s.output_path) for s in stacks]
-    sp = dict(pano.recipe_defaults.get("stitch", {}))
-    sp.setdefault("projection", pano.projection)
-    sp.setdefault("wrap", pano.wrap)
-    params = StitchParams.from_dict(sp)
+    params = stitch_params(pano)
     fs = farm_settings(pano)
     chash = recipe_hash({"stitch": params.to_dict(), "farm": fs}, *[s.recipe_hash for s in stacks])
     base = storage.absolute(f"panoramas/{pano.pk}/farm/{chash}")

@@ -219,6 +219,16 @@ def run_composite(job_pk: int) -> dict[str, Any]:
     return _run(job_pk, "composite", _composite_body)
 
 
+def stitch_params(pano: Panorama) -> Any:
+    """The panorama's stitch recipe, with its projection and wrap as defaults."""
+    from processing.stitch.pipeline import StitchParams
+
+    sp = dict(pano.recipe_defaults.get("stitch", {}))
+    sp.setdefault("projection", pano.projection)
+    sp.setdefault("wrap", pano.wrap)
+    return StitchParams.from_dict(sp)
+
+
 def stitch_stacks(
     pano: Panorama, stacks: list[Stack], paths: list[Path], out: Path, params: Any, rep: Reporter, render: bool = True
 ) -> dict[str, Any]:
@@ -287,7 +297,6 @@ def _composite_inputs(job: Job, rep: Reporter) -> list[Stack]:
 
 def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     from processing.stitch.composite import layout_path_for, patch_composite
-    from processing.stitch.pipeline import StitchParams
 
     pano = job.panorama
     assert pano is not None
@@ -296,10 +305,7 @@ def _composite_body(job: Job, rep: Reporter) -> dict[str, Any]:
     if not stacks:
         raise ValueError(f"panorama {pano.slug}: no rendered stacks to composite")
     paths = [storage.absolute(s.output_path) for s in stacks]
-    sp = dict(pano.recipe_defaults.get("stitch", {}))
-    sp.setdefault("projection", pano.projection)
-    sp.setdefault("wrap", pano.wrap)
-    params = StitchParams.from_dict(sp)
+    params = stitch_params(pano)
     chash = recipe_hash({"stitch": params.to_dict()}, *[s.recipe_hash for s in stacks + sky_stacks])
     rel = storage.rel_composite(pano.pk, chash)
     out = storage.absolute(rel)

@@ -165,28 +165,19 @@ def test_online_patches_aligned(tmp_path) -> None:
     assert not np.array_equal(lr, lr2)  # new crops every batch
 
 
+def _tiny_cfg(tmp_path, data, base, **kw) -> TrainConfig:
+    """A one-block, 8-filter x2 run on online crops of DATA, warm-started from BASE."""
+    common = dict(scale=2, data=[str(data)], out=str(tmp_path / "run"), batch=2, patch=8, blocks=1, filters=8)
+    return TrainConfig(**common, sampling="online", init_from=str(base), **kw)
+
+
 def test_warm_start_cosine_online_time_budget(tmp_path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
         _photo(data / f"p{i}.png", i)
     base = tiny_weights(tmp_path, 2, blocks=1, filters=8, seed=3)
-    cfg = TrainConfig(
-        scale=2,
-        data=[str(data)],
-        out=str(tmp_path / "run"),
-        steps=3,
-        batch=2,
-        patch=8,
-        blocks=1,
-        filters=8,
-        lr=1e-3,
-        schedule="cosine",
-        warmup=2,
-        sampling="online",
-        init_from=str(base),
-        ckpt_every=1,
-    )
+    cfg = _tiny_cfg(tmp_path, data, base, steps=3, lr=1e-3, schedule="cosine", warmup=2, ckpt_every=1)
     w = train(cfg, progress=False)
     rec = json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]
     assert rec["steps_done"] == 3 and rec["schedule"] == "cosine" and rec["sampling"] == "online"
@@ -203,19 +194,7 @@ def test_l2_loss_finetune(tmp_path) -> None:
     data.mkdir()
     _photo(data / "p0.png", 0)
     base = tiny_weights(tmp_path, 2, blocks=1, filters=8, seed=3)
-    cfg = TrainConfig(
-        scale=2,
-        data=[str(data)],
-        out=str(tmp_path / "run"),
-        steps=2,
-        batch=2,
-        patch=8,
-        blocks=1,
-        filters=8,
-        sampling="online",
-        loss="l2",
-        init_from=str(base),
-    )
+    cfg = _tiny_cfg(tmp_path, data, base, steps=2, loss="l2")
     w = train(cfg, progress=False)
     rec = json.loads(w.with_name("edsr_x2.json").read_text())["recipe"]
     assert rec["loss"] == "L2" and rec["steps_done"] == 2
