@@ -73,6 +73,32 @@ def touch_drag(page, start, end, steps=10):
     cdp.detach()
 
 
+def settled_view(page, quiet_ms=400, timeout_s=15):
+    """The viewport once it has stopped moving (a closing drawer resizes and re-centres it for a while under load)."""
+    last, deadline = None, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
+        if view == last:
+            return view
+        last = view
+        page.wait_for_timeout(quiet_ms)
+    raise AssertionError(f"the viewport kept moving for {timeout_s} s: {last}")
+
+
+def selected_handle_boxes(page, count=4):
+    """The selected shape's handles, read in one go once all are laid out (Annotorious redraws them as the view moves)."""
+    page.wait_for_function(
+        """n => { const h = [...document.querySelectorAll('.a9s-annotation.selected .a9s-handle')];
+             return h.length >= n && h.every(e => e.getBoundingClientRect().width > 0); }""",
+        arg=count,
+        timeout=LIVE_S,
+    )
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.a9s-annotation.selected .a9s-handle')].map(e => {
+             const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })"""
+    )
+
+
 def api_status(page, url, body, method="POST"):
     return page.evaluate(
         """async ([url, body, method]) => (await fetch(url, {method, headers: {'Content-Type': 'application/json',
@@ -158,10 +184,7 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
 
     # Resize: drag the rectangle's bottom-right handle; the new size is saved.
     before = (region.w, region.h)
-    handles = rita.locator(".a9s-annotation.selected .a9s-handle")
-    handles.first.wait_for()
-    boxes = [handles.nth(i).bounding_box() for i in range(handles.count())]
-    corner = max(boxes, key=lambda b: b["x"] + b["y"])
+    corner = max(selected_handle_boxes(rita), key=lambda b: b["x"] + b["y"])
     start = (corner["x"] + corner["width"] / 2, corner["y"] + corner["height"] / 2)
     drag(rita, start, (start[0] + 60, start[1] + 40))
     rita.wait_for_function("() => Number(document.body.dataset.shapeSaves || 0) >= 1")
@@ -180,10 +203,8 @@ def test_live_review_between_two_browsers_desktop(browser, setup, artifacts):  #
     assert poly.w > 80 and poly.h > 50, poly.bbox
     # Moving one of its points is saved too.
     rita.wait_for_function(f"() => document.getElementById('detail-title').textContent.startsWith('Region #{poly.pk}')")
-    handles = rita.locator(".a9s-annotation.selected .a9s-handle")
-    handles.first.wait_for()
     saves = int(rita.evaluate("Number(document.body.dataset.shapeSaves || 0)"))
-    top_left = min((handles.nth(i).bounding_box() for i in range(handles.count())), key=lambda b: b["x"] + b["y"])
+    top_left = min(selected_handle_boxes(rita, count=3), key=lambda b: b["x"] + b["y"])
     start = (top_left["x"] + top_left["width"] / 2, top_left["y"] + top_left["height"] / 2)
     drag(rita, start, (start[0] - 50, start[1] - 40))
     rita.wait_for_function(f"() => Number(document.body.dataset.shapeSaves || 0) > {saves}")
@@ -474,12 +495,9 @@ def test_resize_by_finger_on_a_phone_does_not_pan(browser, setup):  # noqa: F811
     page.wait_for_selector("#review-panel #region-list li")
     page.click("#panel-close")
     page.wait_for_function("() => !document.body.classList.contains('drawer-open')")
-    page.wait_for_timeout(1000)  # the viewport settles after the drawer
     region = Region.objects.get()
-    view = page.evaluate(f"Terapan.readView(window.terapan.viewer, {W})")
-    handles = page.locator(".a9s-annotation.selected .a9s-handle")
-    boxes = [handles.nth(i).bounding_box() for i in range(handles.count())]
-    corner = max(boxes, key=lambda b: b["x"] + b["y"])
+    view = settled_view(page)
+    corner = max(selected_handle_boxes(page), key=lambda b: b["x"] + b["y"])
     start = (corner["x"] + corner["width"] / 2, corner["y"] + corner["height"] / 2)
     touch_drag(page, start, (start[0] + 50, start[1] + 60))
     page.wait_for_function("() => Number(document.body.dataset.shapeSaves || 0) >= 1")
