@@ -242,6 +242,25 @@ def test_owner_manages_members_and_invites(browser, site, artifacts, size):
     guest.wait_for_function("() => document.body.dataset.osdOpen === '1'")
     assert Membership.objects.get(user__username="newcomer", panorama=pano).role == "viewer"
     ctx2.close()
+
+    # An existing account is invited, not added: it joins by accepting on its home page.
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("walt", password="walt-pass-1")
+    page.fill("#id_who", "walt")
+    page.select_option("#id_role", "reviewer")
+    page.click("#invite-form button[type=submit]")
+    page.wait_for_selector(".msg.success")
+    assert not Membership.objects.filter(user__username="walt", panorama=pano).exists()
+    ctx3, walt = new_page(browser, SIZES[size], errors)
+    sign_in(walt, url, "walt", "walt-pass-1")
+    walt.wait_for_selector("#invitations")
+    no_horizontal_scroll(walt, "invitations on the home page")
+    walt.click("#invitations button:has-text('Accept')")
+    walt.wait_for_url(re.compile(r"/p/fjord/"))
+    walt.wait_for_function("() => document.body.dataset.osdOpen === '1'")
+    assert Membership.objects.get(user__username="walt", panorama=pano).role == "reviewer"
+    ctx3.close()
     ctx.close()
     assert not errors, "\n".join(errors)
 

@@ -110,16 +110,26 @@ def test_members_changes_refused_to_non_owners(make_pano, client_for, users, who
     assert not mail.outbox
 
 
+def _invite_link(message) -> str:
+    return re.search(r"https?://[^/]+(/accounts/invite/\S+/)", message.body).group(1)
+
+
 def test_invite_existing_username_and_change_and_remove(make_pano, client_for, users, django_user_model):
+    """An existing account is invited, not added: it joins when it accepts, then roles change and it is removed."""
     pano = make_pano()
     newbie = django_user_model.objects.create_user("newbie", email="newbie@example.org", password="x")
     c = client_for("owner")
     r = c.post(reverse("accounts:invite", args=[pano.slug]), {"who": "newbie", "role": "reviewer"})
     assert r.status_code == 302
-    assert Membership.objects.get(user=newbie, panorama=pano).role == "reviewer"
-    assert mail.outbox[-1].to == ["newbie@example.org"]
+    assert not Membership.objects.filter(user=newbie, panorama=pano).exists()
+    assert mail.outbox[-1].to == ["newbie@example.org"] and "Accept or decline" in mail.outbox[-1].body
     page = c.get(reverse("accounts:members", args=[pano.slug])).content.decode()
-    assert "newbie" in page and "reviewer" in page
+    assert "Invitations waiting" in page and "newbie" in page
+    them = client_for(None)
+    them.force_login(newbie)
+    assert them.get(_invite_link(mail.outbox[-1])).status_code == 200
+    them.post(_invite_link(mail.outbox[-1]))
+    assert Membership.objects.get(user=newbie, panorama=pano).role == "reviewer"
     r = c.post(reverse("accounts:invite", args=[pano.slug]), {"who": "newbie", "role": "editor"})
     assert r.status_code == 400 and b"already a member" in r.content
     c.post(reverse("accounts:change_role", args=[pano.slug, newbie.pk]), {"role": "editor"})
@@ -130,6 +140,60 @@ def test_invite_existing_username_and_change_and_remove(make_pano, client_for, u
     assert not Membership.objects.filter(user=newbie, panorama=pano).exists()
     r = c.post(reverse("accounts:invite", args=[pano.slug]), {"who": "ghost", "role": "viewer"})
     assert r.status_code == 400 and b"no user is named" in r.content
+
+
+def test_existing_account_accepts_or_declines_from_the_home_page(make_pano, client_for, users, django_user_model):
+    """An account without an e-mail address gets no mail: the invitation waits on its home page, for it alone."""
+    pano = make_pano(public=False)
+    quiet = django_user_model.objects.create_user("quiet", password="x")
+    c = client_for("owner")
+    c.post(reverse("accounts:invite", args=[pano.slug]), {"who": "quiet", "role": "editor"})
+    assert not mail.outbox
+    from webapp.accounts.models import Invitation
+
+    inv = Invitation.objects.get(invitee=quiet)
+    them = client_for(None)
+    them.force_login(quiet)
+    home = them.get("/").content.decode()
+    assert "Invitations for you" in home and pano.title in home
+    assert them.get(pano.get_absolute_url()).status_code == 404  # not a member before accepting
+    # Nobody else may answer it, nor see it.
+    other = client_for("outsider")
+    assert "Invitations for you" not in other.get("/").content.decode()
+    assert other.post(reverse("accounts:respond", args=[inv.pk])).status_code == 404
+    assert not Membership.objects.filter(user=users["outsider"], panorama=pano).exists()
+    r = them.post(reverse("accounts:respond", args=[inv.pk]))
+    assert r.status_code == 302 and r["Location"] == pano.get_absolute_url()
+    assert Membership.objects.get(user=quiet, panorama=pano).role == "editor"
+    assert "Invitations for you" not in them.get("/").content.decode()
+    assert them.post(reverse("accounts:respond", args=[inv.pk])).status_code == 404  # once only
+    # A second panorama's invitation, declined: no membership, and the owner's list empties.
+    pano2 = make_pano("second", public=False)
+    c.post(reverse("accounts:invite", args=[pano2.slug]), {"who": "quiet", "role": "viewer"})
+    inv2 = Invitation.objects.get(invitee=quiet, panorama=pano2)
+    them.post(reverse("accounts:respond", args=[inv2.pk]), {"decline": "1"})
+    assert not Membership.objects.filter(user=quiet, panorama=pano2).exists()
+    assert not Invitation.objects.filter(pk=inv2.pk).exists()
+
+
+def test_invitation_link_of_an_account_is_for_that_account_only(make_pano, client_for, users, django_user_model):
+    pano = make_pano(public=False)
+    bob = django_user_model.objects.create_user("bob", email="bob@example.org", password="x")
+    client_for("owner").post(reverse("accounts:invite", args=[pano.slug]), {"who": "bob@example.org", "role": "viewer"})
+    path = _invite_link(mail.outbox[-1])
+    # Signed out: to the sign-in page (no sign-up form that would make a second account).
+    r = client_for(None).get(path)
+    assert r.status_code == 302 and reverse("accounts:login") in r["Location"]
+    # Someone else's session: refused, and their POST joins nobody.
+    other = client_for("outsider")
+    assert other.get(path).status_code == 403
+    assert other.post(path).status_code == 403
+    assert not Membership.objects.filter(panorama=pano, user__in=[users["outsider"], bob]).exists()
+    them = client_for(None)
+    them.force_login(bob)
+    them.post(path, {"decline": "1"})
+    assert not Membership.objects.filter(user=bob, panorama=pano).exists()
+    assert client_for(None).get(path).status_code == 404  # declined: gone
 
 
 def test_last_owner_cannot_be_removed_or_demoted(make_pano, client_for, users):

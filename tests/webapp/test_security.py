@@ -67,10 +67,10 @@ class World:
         Membership.objects.create(user=user, panorama=self.panos[which], role="viewer")
         return user.pk
 
-    def fresh_invitation(self, which: str) -> tuple[Any, str]:
+    def fresh_invitation(self, which: str, invitee: Any = None) -> tuple[Any, str]:
         from webapp.accounts.models import Invitation
 
-        return Invitation.issue(self.panos[which], "fresh@example.org", "viewer", self.users["owner"])
+        return Invitation.issue(self.panos[which], "fresh@example.org", "viewer", self.users["owner"], invitee=invitee)
 
 
 def _make_pyramid_source(path: Path, seed: int) -> Path:
@@ -350,6 +350,14 @@ MATRIX: list[Probe] = [
     Probe(
         "accounts:accept", "GET", lambda w, p: reverse("accounts:accept", kwargs={"token": w.fresh_invitation(p)[1]}),
         _all(200), _all(200),
+    ),
+    # An invitation addressed to the outsider's account: only that account may answer it.
+    Probe(
+        "accounts:respond", "POST",
+        lambda w, p: reverse("accounts:respond", kwargs={"pk": w.fresh_invitation(p, w.users["outsider"])[0].pk}),
+        {**dict.fromkeys(SIGNED_IN, 404), "outsider": 302, None: 302},
+        {**dict.fromkeys(SIGNED_IN, 404), "outsider": 302, None: 302},
+        redirect=("/p/", "/accounts/login/"),
     ),
     # Membership pages: owners (and staff superusers) only; other members 403, outsiders 404.
     Probe("accounts:members", "GET", _slugged("accounts:members"), _ranked(200, "owner", 404, 302), _ranked(200, "owner", 404, 302)),

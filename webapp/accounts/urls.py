@@ -17,6 +17,7 @@ urlpatterns = [
     ),
     path("accounts/reset/done/", views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("accounts/invite/<str:token>/", views.accept, name="accept"),
+    path("accounts/invitations/<int:pk>/respond/", views.respond, name="respond"),
     path("p/<slug:slug>/members/", views.members, name="members"),
     path("p/<slug:slug>/members/invite/", views.invite, name="invite"),
     path("p/<slug:slug>/presentation/", views.presentation, name="presentation"),

@@ -12,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
@@ -119,20 +120,22 @@ def invite(request: HttpRequest, slug: str) -> HttpResponse:
         return _members_page(request, pano, form, status=400)
     who, role = form.cleaned_data["who"], form.cleaned_data["role"]
     user = membership.find_user(who)
-    viewer_url = request.build_absolute_uri(pano.get_absolute_url())
     if user is not None:
         if role_of(user, pano) is not None and not user.is_superuser:
             form.add_error("who", f"{user.get_username()} is already a member; change their role below")
             return _members_page(request, pano, form, status=400)
-        membership.set_role(pano, user, role)
+        # An account joins only by accepting: nobody is put on a panorama without their consent.
+        Invitation.objects.filter(panorama=pano, invitee=user, accepted__isnull=True).delete()
+        inv, token = Invitation.issue(pano, user.email or "", role, request.user, invitee=user)
         if user.email:
+            link = request.build_absolute_uri(reverse("accounts:accept", kwargs={"token": token}))
             _mail(
-                f"You can now open {pano.title} on Terapan",
+                f"Invitation to {pano.title} on Terapan",
                 "accounts/email/added.txt",
-                {"pano": pano, "role": role, "by": request.user, "url": viewer_url},
+                {"pano": pano, "role": role, "by": request.user, "url": link, "expires": inv.expires},
                 user.email,
             )
-        messages.success(request, f"{user.get_username()} is now {role} of {pano.title}.")
+        messages.success(request, f"Invitation sent to {user.get_username()} as {role}; they join when they accept it.")
         return redirect("accounts:members", slug=pano.slug)
     if "@" not in who:
         form.add_error("who", f"no user is named {who!r}; invite them by e-mail instead")
@@ -227,15 +230,34 @@ def revoke_invitation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 # ---------------------------------------------------------------- invitations
 
 
+def _join(inv: Invitation, user) -> None:
+    """USER takes the invitation's role (never lowering one they already have)."""
+    with transaction.atomic():
+        current = role_of(user, inv.panorama)
+        if current is None or RANK[inv.role] > RANK[current]:
+            membership.set_role(inv.panorama, user, inv.role)
+        Invitation.objects.filter(pk=inv.pk).update(accepted=timezone.now(), accepted_by=user)
+
+
+def _for_someone_else(request: HttpRequest, inv: Invitation) -> bool:
+    return inv.invitee_id is not None and request.user.pk != inv.invitee_id
+
+
 @require_http_methods(["GET", "HEAD", "POST"])
 def accept(request: HttpRequest, token: str) -> HttpResponse:
-    """The link in an invitation: sign up (or use the signed-in account) and join."""
-    inv = Invitation.objects.select_related("panorama").filter(token_hash=hash_token(token)).first()
+    """The link in an invitation: sign up (or use the signed-in account) and join, or decline."""
+    inv = Invitation.objects.select_related("panorama", "invitee").filter(token_hash=hash_token(token)).first()
     if inv is None or not inv.is_pending:
         return render(request, "accounts/invite_invalid.html", status=404)
     signed_in = request.user.is_authenticated
+    if inv.invitee_id is not None and not signed_in:
+        return redirect_to_login(request.get_full_path())
+    if _for_someone_else(request, inv):
+        return render(request, "accounts/invite_invalid.html", {"other_account": True}, status=403)
     form = None if signed_in else SignUpForm(request.POST or None)
     if request.method == "POST":
+        if request.POST.get("decline") and signed_in:
+            return _decline(request, inv)
         if signed_in:
             user = request.user
         elif form is not None and form.is_valid():
@@ -244,13 +266,29 @@ def accept(request: HttpRequest, token: str) -> HttpResponse:
             user.save()
         else:
             return render(request, "accounts/accept.html", {"inv": inv, "form": form}, status=400)
-        with transaction.atomic():
-            current = role_of(user, inv.panorama)
-            if current is None or RANK[inv.role] > RANK[current]:
-                membership.set_role(inv.panorama, user, inv.role)
-            Invitation.objects.filter(pk=inv.pk).update(accepted=timezone.now(), accepted_by=user)
+        _join(inv, user)
         if not signed_in:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome to {inv.panorama.title}.")
         return redirect(inv.panorama.get_absolute_url())
     return render(request, "accounts/accept.html", {"inv": inv, "form": form})
+
+
+def _decline(request: HttpRequest, inv: Invitation) -> HttpResponse:
+    inv.delete()
+    messages.success(request, f"Invitation to {inv.panorama.title} declined.")
+    return redirect("sharing:home")
+
+
+@login_required
+@require_POST
+def respond(request: HttpRequest, pk: int) -> HttpResponse:
+    """Accept or decline, from the home page, an invitation addressed to the signed-in account."""
+    inv = get_object_or_404(Invitation.objects.select_related("panorama"), pk=pk, invitee=request.user)
+    if not inv.is_pending:
+        return render(request, "accounts/invite_invalid.html", status=404)
+    if request.POST.get("decline"):
+        return _decline(request, inv)
+    _join(inv, request.user)
+    messages.success(request, f"Welcome to {inv.panorama.title}.")
+    return redirect(inv.panorama.get_absolute_url())

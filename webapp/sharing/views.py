@@ -35,6 +35,7 @@ from processing.tiles.region_export import (
     write_image,
     write_thumbnail,
 )
+from webapp.accounts.models import pending_for
 from webapp.panoramas.models import Panorama, Pyramid
 from webapp.security import embed_csp
 from webapp.viewer.permissions import can_view, can_view_pyramid, is_published, role_of, viewable_panoramas
@@ -114,7 +115,7 @@ def home(request: HttpRequest) -> HttpResponse:
                 "published": is_published(pano),
             }
         )
-    return render(request, "sharing/home.html", {"cards": cards})
+    return render(request, "sharing/home.html", {"cards": cards, "invitations": pending_for(request.user)})
 
 
 @require_safe
