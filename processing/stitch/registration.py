@@ -30,6 +30,10 @@ from ..io.imageio import load_image
 from .project import Camera, rotation_from_ypr
 
 NO_MATCH = "no matches to the main component"
+#: a pair that puts an image's pixels farther than this many times the
+#: residual threshold (px) from the consensus of its other pairs is pruned
+#: (image_consensus)
+CONSENSUS_X = 3.0
 
 
 @dataclass(frozen=True)
@@ -952,6 +956,145 @@ def _lens_groups(
     return groups
 
 
+def _camera_rays_k1(pts: np.ndarray, w: int, h: int, f: float, k1: float) -> np.ndarray:
+    """Unit camera rays of pixels through a focal and a radial k1 (pixel = f xn (1 + k1 r^2))."""
+    xd = (pts[:, 0] - (w - 1) / 2.0) / f
+    yd = (pts[:, 1] - (h - 1) / 2.0) / f
+    xn, yn = xd, yd
+    for _ in range(6):
+        d = 1.0 + k1 * (xn * xn + yn * yn)
+        xn, yn = xd / d, yd / d
+    v = np.stack([xn, yn, np.ones(len(pts))], 1)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def rotation_shift_px(a: np.ndarray, b: np.ndarray, width: int, height: int, focal: float) -> float:
+    """How far (RMS px over a 3 x 3 grid of the image) two rotations of one
+    camera put its pixels apart: a roll of a telephoto image moves its
+    pixels far less than a pan by the same angle."""
+    xs, ys = np.meshgrid([-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5])
+    v = np.stack([xs.ravel() * width / focal, ys.ravel() * height / focal, np.ones(9)], 1)
+    w = v @ (b.T @ a).T
+    w = w[:, :2] / np.maximum(w[:, 2:], 1e-6)
+    return float(np.sqrt(np.mean(np.sum((w - v[:, :2]) ** 2, 1)))) * focal
+
+
+def _pair_rotation(
+    p: PairMatch, feats: Sequence[Features], focals: dict[int, float], k1: dict[int, float]
+) -> tuple[np.ndarray, float]:
+    """Q ~ R_j^T R_i, the rotation the pair's matches alone give (Kabsch on
+    rays), and their RMS residual to it (px): near ground seen from a moving
+    hand-held camera fits a homography (a plane) but no rotation."""
+    fi, fj = feats[p.i], feats[p.j]
+    ri = _camera_rays_k1(p.pi, fi.width, fi.height, focals[p.i], k1.get(p.i, 0.0))
+    rj = _camera_rays_k1(p.pj, fj.width, fj.height, focals[p.j], k1.get(p.j, 0.0))
+    Q = kabsch(ri, rj)
+    e = np.linalg.norm(ri @ Q.T - rj, axis=1) * 0.5 * (focals[p.i] + focals[p.j])
+    return Q, float(np.sqrt(np.mean(e * e)))
+
+
+@dataclass
+class Consensus:
+    """One image's verdict on its pairs (image_consensus)."""
+
+    image: int
+    kept: list[PairMatch]  # the pairs that agree with the image's consensus rotation
+    rejected: list[tuple[PairMatch, float]]  # the others, with their distance to the consensus (px)
+    support: float  # the consensus's support (sum of the kept pairs' weights)
+    rotation: np.ndarray | None = None  # the consensus rotation (None: fewer than two pairs)
+
+
+def image_consensus(
+    k: int,
+    pairs_k: list[PairMatch],
+    rots: dict[int, np.ndarray],
+    pair_rot: dict[tuple[int, int], np.ndarray],
+    tol_px: float,
+    size: tuple[int, int, float],
+    weight: dict[tuple[int, int], float] | None = None,
+) -> Consensus:
+    """The pairs of image K that agree on where K points.
+
+    Each pair puts K where its matches say relative to the neighbour's
+    current rotation (R_k = R_j Q); like RANSAC over the pairs, every pair's
+    rotation is a hypothesis, supported by the pairs within ``tol_px`` of
+    it (rotation_shift_px; ``size``: K's width, height and focal), each with its ``weight`` (default sqrt(inliers): neighbours are
+    independent evidence, the inliers of one pair are not - one parallax,
+    one repeated facade - so two agreeing neighbours outweigh one pair with
+    more inliers than both). The best cluster's rotation (chordal mean) is
+    refined once and the pairs farther than ``tol_px`` from it are
+    rejected, but only where their own hypothesis has less support than the
+    consensus (a tie rejects nothing)."""
+    weight = weight or {(p.i, p.j): math.sqrt(p.n_inliers) for p in pairs_k}
+    w = np.array([weight[(p.i, p.j)] for p in pairs_k])
+    if len(pairs_k) < 2:
+        return Consensus(k, list(pairs_k), [], float(w.sum()))
+    imp = []
+    for p in pairs_k:
+        Q = pair_rot[(p.i, p.j)]
+        imp.append(rots[p.j] @ Q if p.i == k else rots[p.i] @ Q.T)
+    n = len(pairs_k)
+    ang = np.array([[rotation_shift_px(imp[a], imp[b], *size) for b in range(n)] for a in range(n)])
+    sup = ((ang < tol_px) * w[None, :]).sum(1)
+    best = int(np.argmax(sup))
+    inl = ang[best] < tol_px
+    # chordal mean of the cluster, then the pairs near it
+    M = sum(w[q] * imp[q] for q in range(n) if inl[q])
+    U, _s, Vt = np.linalg.svd(M)
+    Rc = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    d = np.array([rotation_shift_px(Rc, imp[q], *size) for q in range(n)])
+    inl = d < tol_px
+    support = float(w[inl].sum())
+    kept, rejected = [], []
+    for q, p in enumerate(pairs_k):
+        if inl[q] or sup[q] >= support:
+            kept.append(p)
+        else:
+            rejected.append((p, float(d[q])))
+    return Consensus(k, kept, rejected, support, Rc)
+
+
+def consensus_rejections(
+    comp: list[int],
+    pairs: list[PairMatch],
+    feats: Sequence[Features],
+    rots: dict[int, np.ndarray],
+    focals: dict[int, float],
+    k1: dict[int, float],
+    tol_px: float,
+) -> list[tuple[PairMatch, float]]:
+    """Pairs that disagree with the consensus of one of their images
+    (image_consensus, tolerance ``tol_px``),
+    largest disagreement first; each pair once.
+
+    A pair's weight is sqrt(inliers), divided by its residual to its own
+    best rotation over the median of the pairs' (when above it): a pair of
+    near ground seen with parallax (a plane: a good homography, no good
+    rotation) has many inliers but says little about the rotation."""
+    members = set(comp)
+    use = [p for p in pairs if p.i in members and p.j in members]
+    fit = {(p.i, p.j): _pair_rotation(p, feats, focals, k1) for p in use}
+    pair_rot = {ij: q for ij, (q, _r) in fit.items()}
+    ref = max(1.0, float(np.median([r for _q, r in fit.values()]))) if fit else 1.0
+    weight = {(p.i, p.j): math.sqrt(p.n_inliers) / max(1.0, fit[(p.i, p.j)][1] / ref) for p in use}
+    by: dict[int, list[PairMatch]] = {}
+    for p in use:
+        by.setdefault(p.i, []).append(p)
+        by.setdefault(p.j, []).append(p)
+    size = {k: (feats[k].width, feats[k].height, focals[k]) for k in comp}
+    # A contested image sits between its clusters after the adjustment, so
+    # its good pairs look wrong from the neighbours' side too: judge again
+    # with every image at its own consensus.
+    first = {k: image_consensus(k, by.get(k, []), rots, pair_rot, tol_px, size[k], weight) for k in comp}
+    rc = {k: c.rotation if c.rotation is not None else rots[k] for k, c in first.items()}
+    worst: dict[int, tuple[PairMatch, float]] = {}
+    for k in comp:
+        for p, d in image_consensus(k, by.get(k, []), rc, pair_rot, tol_px, size[k], weight).rejected:
+            if id(p) not in worst or d > worst[id(p)][1]:
+                worst[id(p)] = (p, d)
+    return sorted(worst.values(), key=lambda t: -t[1])
+
+
 @dataclass
 class _Adjusted:
     """The main component's adjustment after pruning inconsistent pairs."""
@@ -962,6 +1105,16 @@ class _Adjusted:
     k1: dict[int, float]
     rms: float  # RMS of the per-pair residuals (px)
     lens: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)  # k1, k2, d, e
+    removed: list[tuple[int, int, str]] = field(default_factory=list)  # pairs pruned, and why
+
+
+def _remove_keeping_connected(main: list[int], pairs: list[PairMatch], bad: list[PairMatch]) -> list[PairMatch]:
+    """PAIRS without those of BAD (in order) whose removal keeps MAIN connected."""
+    for p in bad:
+        rest = [q for q in pairs if q is not p]
+        if len(_components(main, [q for q in rest if q.i in main and q.j in main])) == 1:
+            pairs = rest
+    return pairs
 
 
 def _adjust_main_component(
@@ -977,12 +1130,21 @@ def _adjust_main_component(
     debug: bool,
     estimate_k1: bool,
     lens_full: bool = False,
+    consensus: float = CONSENSUS_X,
 ) -> _Adjusted:
     """Initial rotations (priors or a spanning tree), bundle adjustment, then
-    pairs that stay inconsistent are removed while the graph stays connected
-    and the component is adjusted again (three rounds at most)."""
+    pruning and adjusting again (five rounds at most). A round prunes the
+    pairs that disagree with an image's consensus (image_consensus: the
+    pairs of one image that agree on its rotation outvote a pair that does
+    not, however its residual compares); where no image has such a pair,
+    the pairs that stay inconsistent (residual above ``max_pair_rms`` and
+    3 x the median) go, largest first. Either way only while the graph
+    stays connected. The consensus's tolerance is ``consensus`` x that
+    residual threshold (0: residuals only, as before issue 17)."""
     rms = 0.0
-    for _attempt in range(3):
+    removed: list[tuple[int, int, str]] = []
+    rounds = 5
+    for attempt in range(rounds + 1):
         comps = _components(ok, pairs)
         main = comps[0]
         strength: dict[int, int] = {}
@@ -1014,18 +1176,26 @@ def _adjust_main_component(
         vals = sorted(pair_rms.values())
         if debug:
             print("pair rms", [round(v, 1) for v in vals[-10:]])
-        thr = max(max_pair_rms, 3.0 * float(np.median(vals))) if vals else max_pair_rms
-        bad = sorted([p for p in sub if pair_rms.get((p.i, p.j), 0) > thr], key=lambda p: -pair_rms[(p.i, p.j)])
-        removed = False
-        for p in bad:
-            rest = [q for q in pairs if q is not p]
-            if len(_components(main, [q for q in rest if q.i in main and q.j in main])) == 1:
-                pairs = rest
-                removed = True
         rms = float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
-        if not removed:
+        if attempt == rounds:
+            break  # the adjustment after the last pruning
+        thr = max(max_pair_rms, 3.0 * float(np.median(vals))) if vals else max_pair_rms
+        n_before = len(pairs)
+        why = "consensus"
+        if consensus > 0:
+            rej = consensus_rejections(main, sub, feats, rots_b, foc_b, k1_b, consensus * thr)  # type: ignore[arg-type]
+            pairs = _remove_keeping_connected(main, pairs, [p for p, _d in rej])
+        if len(pairs) == n_before:
+            why = "residual"
+            bad = sorted([p for p in sub if pair_rms.get((p.i, p.j), 0) > thr], key=lambda p: -pair_rms[(p.i, p.j)])
+            pairs = _remove_keeping_connected(main, pairs, bad)
+        kept = {id(p) for p in pairs}
+        removed += [(p.i, p.j, why) for p in sub if id(p) not in kept]
+        if debug:
+            print("removed", removed)
+        if len(pairs) == n_before:
             break
-    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms, lens_b)
+    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms, lens_b, removed)
 
 
 def register(
