@@ -59,13 +59,15 @@ def main() -> int:
         out = work / f"{name}.tif"
         res = stitch_files(_files(d), out, params, placements, render=render)
         foc = [c["focal"] for c in res.cameras]
+        rec_f = {c["file"]: round(c["focal"], 1) for c in res.cameras} if len(foc) <= 6 else None
         rec: dict = {
             "set": name,
             "placed": res.placed,
             "total": res.total,
             "pair_rms_px": round(res.rms_px, 3),
             "focal_median_px": round(float(np.median(foc)), 1),
-            "focal_source": res.timings.get("focal_source_note") or None,
+            "focal_source": res.focal_source,
+            "focals": rec_f,
             "layout": res.layout_path,
         }
         pto = d / "panorama_hugin_durlach.pto"

@@ -78,6 +78,7 @@ class Registration:
     from_prior: list[int]
     pairs: list[PairMatch]
     rms_px: float
+    focal_source: str = ""  # how the focal was found (register)
 
 
 # ------------------------------------------------------------------ placements
@@ -796,7 +797,11 @@ def bundle_adjust(
             c0 = min(c0, c1)
             break
         c0 = c1
-    err = np.linalg.norm(e, axis=1)
+    # in pixels at the adjusted focals: the residuals are scaled by the
+    # initial mean focal (weir's 3.7 px at a focal that had run 6.5 x from
+    # its start were 24 px)
+    f_end = np.exp(0.5 * (logf[prob.gidx[prob.ai]] + logf[prob.gidx[prob.aj]]))
+    err = np.linalg.norm(e, axis=1) * f_end / prob.fs
     pair_rms = {}
     order = np.argsort(prob.pid, kind="stable")
     bounds = np.searchsorted(prob.pid[order], np.arange(len(use) + 1))
@@ -887,34 +892,78 @@ def _prior_cameras(
     return prior_cams
 
 
+@dataclass(frozen=True)
+class FocalEstimate:
+    """The focal of images with neither prior nor EXIF, over the long image side."""
+
+    rel: float
+    source: str  # "others" (the median of the known ones), "homographies" or "default"
+    pairs: int = 0  # pair estimates used
+    spread: float = 0.0  # their median absolute deviation in log focal
+
+
+def focal_from_homography_pairs(
+    feats: Sequence[Features | None],
+    pairs: list[PairMatch],
+    default_hfov: float,
+    agree: float = 0.3,
+    max_spread: float = 0.25,
+) -> FocalEstimate:
+    """Focal over the long image side from the pairs' homographies
+    (focals_from_homography), or the default field of view where they do
+    not tell it.
+
+    A homography close to an affine map (little perspective: small angles,
+    long lenses) gives a ratio of small numbers: budapest's pairs give the
+    two images 423 and 9827 px. A pair counts only when its two images'
+    estimates agree within ``agree`` (an unknown lens: one focal), and the
+    pairs only when they agree with each other (median absolute deviation
+    of the log focal within log(1 + ``max_spread``)); otherwise the default
+    field of view (pto_gen's 50 degrees)."""
+    est = []
+    for p in pairs:
+        fi, fj = feats[p.i], feats[p.j]
+        assert fi is not None and fj is not None
+        T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])
+        T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])
+        Hc = T_j @ p.H @ np.linalg.inv(T_i)
+        f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
+        if ok0 and ok1 and f0 > 0 and f1 > 0 and max(f0, f1) / min(f0, f1) <= 1 + agree:
+            est.append(math.log(math.sqrt(f0 * f1) / max(fi.width, fi.height)))
+    if est:
+        med = float(np.median(est))
+        spread = float(np.median(np.abs(np.array(est) - med)))
+        if spread <= math.log(1 + max_spread):
+            return FocalEstimate(math.exp(med), "homographies", len(est), spread)
+    return FocalEstimate(1 / (2 * math.tan(math.radians(default_hfov / 2))), "default", len(est))
+
+
 def _guess_missing_focals(
     feats: Sequence[Features | None],
     ok: list[int],
     pairs: list[PairMatch],
     focals: dict[int, float],
     default_hfov: float,
-) -> None:
+) -> FocalEstimate | None:
     """Focals (in place) for images with neither prior nor EXIF: the median
     relative focal of the others, else of the pairs' homographies, else the
-    default field of view."""
+    default field of view (focal_from_homography_pairs); None where every
+    image has its own."""
     if len(focals) >= len(ok):
-        return
-    est = []
-    for p in pairs:
-        H = p.H.copy()
-        fi, fj = feats[p.i], feats[p.j]
-        T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])  # type: ignore[union-attr]
-        T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])  # type: ignore[union-attr]
-        Hc = T_j @ H @ np.linalg.inv(T_i)
-        f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
-        if ok0 and ok1:
-            est.append(math.sqrt(f0 * f1) / max(fi.width, 1))  # type: ignore[union-attr]
-    rel = float(np.median(est)) if est else 1 / (2 * math.tan(math.radians(default_hfov / 2)))
-    known = [focals[k] / feats[k].width for k in focals]  # type: ignore[union-attr]
-    if known:
-        rel = float(np.median(known))
+        return None
+
+    def side(k: int) -> int:
+        f = feats[k]
+        assert f is not None
+        return max(f.width, f.height)
+
+    if focals:
+        fe = FocalEstimate(float(np.median([focals[k] / side(k) for k in focals])), "others")
+    else:
+        fe = focal_from_homography_pairs(feats, pairs, default_hfov)
     for k in ok:
-        focals.setdefault(k, rel * feats[k].width)  # type: ignore[union-attr]
+        focals.setdefault(k, fe.rel * side(k))
+    return fe
 
 
 def _lens_groups(
@@ -1131,6 +1180,7 @@ def _adjust_main_component(
     estimate_k1: bool,
     lens_full: bool = False,
     consensus: float = CONSENSUS_X,
+    focal_weight: float = 30.0,
 ) -> _Adjusted:
     """Initial rotations (priors or a spanning tree), bundle adjustment, then
     pruning and adjusting again (five rounds at most). A round prunes the
@@ -1172,6 +1222,7 @@ def _adjust_main_component(
             estimate_k1=estimate_k1 or lens_full,
             lens_full=lens_full,
             lens_out=lens_b,
+            focal_weight=focal_weight,
         )
         vals = sorted(pair_rms.values())
         if debug:
@@ -1196,6 +1247,59 @@ def _adjust_main_component(
         if len(pairs) == n_before:
             break
     return _Adjusted(pairs, rots_b, foc_b, k1_b, rms, lens_b, removed)
+
+
+#: an estimated focal (no prior, no EXIF) that the adjustment moves by more
+#: than this factor is not pinned down by the matches (_guard_estimated_focals)
+FOCAL_RUNAWAY = 3.0
+
+
+def _guard_estimated_focals(
+    adjust: Callable[[dict[int, int] | None, float], _Adjusted],
+    adj: _Adjusted,
+    est: list[int],
+    focal_prior: dict[int, float],
+    groups: dict[int, int] | None,
+) -> tuple[_Adjusted, str]:
+    """The adjustment again where it ran away with an estimated focal.
+
+    The ray residual shrinks as the focal grows, and a longer focal is
+    closer to an affine camera, which fits what no rotation does: on weir
+    (no EXIF) weir_1 is at 1.15 x the scale of weir_2 (a zoom or a step
+    between the shots), and the shared focal ran from the homographies'
+    2668 px to 17241 px (a 4.4-degree field of view for 1333 px). First one
+    focal per estimated image (the images of an unknown lens may differ in
+    zoom); if one still runs away, every focal held at its estimate.
+    ``adjust(groups, focal_weight)`` re-runs the adjustment."""
+
+    def moved(a: _Adjusted) -> float:
+        return max((abs(math.log(a.focals[k] / focal_prior[k])) for k in est if k in a.focals), default=0.0)
+
+    limit = math.log(FOCAL_RUNAWAY)
+    if moved(adj) <= limit:
+        return adj, ""
+    if groups is not None:
+        split = {k: g for k, g in groups.items() if k not in est}  # the others keep their lens
+        a2 = adjust(split, 30.0)
+        if moved(a2) <= limit:
+            return a2, "one focal per image"
+    return adjust(groups, 1e4), "held"
+
+
+def _focal_source(pri: dict[int, Placement | None], feats: Sequence[Features | None], fe: FocalEstimate | None) -> str:
+    """Where the focals came from, for the logs and metrics."""
+    src = set()
+    for k, p in pri.items():
+        f = feats[k]
+        if p is not None and p.focal:
+            src.add("prior")
+        elif f is not None and f.exif_focal:
+            src.add("exif")
+        elif fe is not None:
+            hfov = 2 * math.degrees(math.atan(0.5 / fe.rel))
+            what = f"{fe.pairs} pairs" if fe.source == "homographies" else f"{fe.source}"
+            src.add(f"{fe.source} ({what}, {hfov:.0f} deg on the long side)" if fe.source != "others" else "others")
+    return " + ".join(sorted(src))
 
 
 def register(
@@ -1227,12 +1331,22 @@ def register(
     cand = [(i, j) for i, j in candidate_pairs(n, prior_cams) if feats[i] is not None and feats[j] is not None]
     pf = proxy_factors or [1.0] * n
     pairs = match_pairs(feats, cand, pf, ratio, min_inliers, conf_thresh, progress)
-    _guess_missing_focals(feats, ok, pairs, focals, default_hfov)
+    known = set(focals)
+    fe = _guess_missing_focals(feats, ok, pairs, focals, default_hfov)
     focal_prior = dict(focals)
     groups = _lens_groups(feats, ok, pri, focal_prior) if shared_focal else None
-    adj = _adjust_main_component(
-        feats, ok, pairs, focals, focal_prior, groups, prior_cams, max_pair_rms, progress, debug, estimate_k1, lens_full
-    )
+
+    def adjust(g: dict[int, int] | None, focal_weight: float) -> _Adjusted:
+        return _adjust_main_component(
+            feats, ok, pairs, focals, focal_prior, g, prior_cams, max_pair_rms, progress, debug, estimate_k1, lens_full,
+            focal_weight=focal_weight,
+        )  # fmt: skip
+
+    adj = adjust(groups, 30.0)
+    source = _focal_source(pri, feats, fe)
+    if fe is not None and fe.source != "others":
+        adj, how = _guard_estimated_focals(adjust, adj, [k for k in ok if k not in known], focal_prior, groups)
+        source += f", {how}" if how else ""
     pairs = adj.pairs
     cams: dict[int, Camera] = {}
     from_prior: list[int] = []
@@ -1269,4 +1383,4 @@ def register(
             cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], lk[0], lk[1], lk[2], lk[3])
         else:
             cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], k1=final_k1.get(k, k1_med))
-    return Registration(cams, dropped, sorted(from_prior), pairs, adj.rms)
+    return Registration(cams, dropped, sorted(from_prior), pairs, adj.rms, source)
