@@ -1295,10 +1295,13 @@ def _focal_source(pri: dict[int, Placement | None], feats: Sequence[Features | N
             src.add("prior")
         elif f is not None and f.exif_focal:
             src.add("exif")
+        elif fe is not None and fe.source == "others":
+            src.add("the others' median")
         elif fe is not None:
-            hfov = 2 * math.degrees(math.atan(0.5 / fe.rel))
-            what = f"{fe.pairs} pairs" if fe.source == "homographies" else f"{fe.source}"
-            src.add(f"{fe.source} ({what}, {hfov:.0f} deg on the long side)" if fe.source != "others" else "others")
+            # e.g. "homographies (3 pairs, 28 deg)", "default (50 deg)": the field of view on the long side
+            hfov = f"{2 * math.degrees(math.atan(0.5 / fe.rel)):.0f} deg"
+            n = f"{fe.pairs} pair{'s' if fe.pairs != 1 else ''}, " if fe.source == "homographies" else ""
+            src.add(f"{fe.source} ({n}{hfov})")
     return " + ".join(sorted(src))
 
 
