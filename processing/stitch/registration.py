@@ -1017,15 +1017,17 @@ def _camera_rays_k1(pts: np.ndarray, w: int, h: int, f: float, k1: float) -> np.
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def rotation_shift_px(a: np.ndarray, b: np.ndarray, width: int, height: int, focal: float) -> float:
+def rotation_shift_px(a: np.ndarray, b: np.ndarray, width: int, height: int, focal: float) -> np.ndarray:
     """How far (RMS px over a 3 x 3 grid of the image) two rotations of one
     camera put its pixels apart: a roll of a telephoto image moves its
-    pixels far less than a pan by the same angle."""
+    pixels far less than a pan by the same angle. A, B: (3, 3) or stacks
+    (..., 3, 3) that broadcast."""
     xs, ys = np.meshgrid([-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5])
     v = np.stack([xs.ravel() * width / focal, ys.ravel() * height / focal, np.ones(9)], 1)
-    w = v @ (b.T @ a).T
-    w = w[:, :2] / np.maximum(w[:, 2:], 1e-6)
-    return float(np.sqrt(np.mean(np.sum((w - v[:, :2]) ** 2, 1)))) * focal
+    rel = np.swapaxes(b, -1, -2) @ a
+    w = np.einsum("...ij,pj->...pi", rel, v)
+    w = w[..., :2] / np.maximum(w[..., 2:], 1e-6)
+    return np.sqrt(np.mean(np.sum((w - v[:, :2]) ** 2, -1), -1)) * focal
 
 
 def _pair_rotation(
@@ -1083,7 +1085,8 @@ def image_consensus(
         Q = pair_rot[(p.i, p.j)]
         imp.append(rots[p.j] @ Q if p.i == k else rots[p.i] @ Q.T)
     n = len(pairs_k)
-    ang = np.array([[rotation_shift_px(imp[a], imp[b], *size) for b in range(n)] for a in range(n)])
+    stack = np.stack(imp)
+    ang = rotation_shift_px(stack[:, None], stack[None, :], *size)
     sup = ((ang < tol_px) * w[None, :]).sum(1)
     best = int(np.argmax(sup))
     inl = ang[best] < tol_px
@@ -1091,7 +1094,7 @@ def image_consensus(
     M = sum(w[q] * imp[q] for q in range(n) if inl[q])
     U, _s, Vt = np.linalg.svd(M)
     Rc = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-    d = np.array([rotation_shift_px(Rc, imp[q], *size) for q in range(n)])
+    d = rotation_shift_px(Rc, stack, *size)
     inl = d < tol_px
     support = float(w[inl].sum())
     kept, rejected = [], []
