@@ -1069,10 +1069,11 @@ def image_consensus(
     Each pair puts K where its matches say relative to the neighbour's
     current rotation (R_k = R_j Q); like RANSAC over the pairs, every pair's
     rotation is a hypothesis, supported by the pairs within ``tol_px`` of
-    it (rotation_shift_px; ``size``: K's width, height and focal), each with its ``weight`` (default sqrt(inliers): neighbours are
-    independent evidence, the inliers of one pair are not - one parallax,
-    one repeated facade - so two agreeing neighbours outweigh one pair with
-    more inliers than both). The best cluster's rotation (chordal mean) is
+    it (rotation_shift_px; ``size``: K's width, height and focal), each
+    with its ``weight`` (default sqrt(inliers): neighbours are independent
+    evidence, the inliers of one pair are not - one parallax, one repeated
+    facade - so two agreeing neighbours outweigh one pair with more inliers
+    than both). The best cluster's rotation (chordal mean) is
     refined once and the pairs farther than ``tol_px`` from it are
     rejected, but only where their own hypothesis has less support than the
     consensus (a tie rejects nothing)."""
@@ -1116,8 +1117,8 @@ def consensus_rejections(
     tol_px: float,
 ) -> list[tuple[PairMatch, float]]:
     """Pairs that disagree with the consensus of one of their images
-    (image_consensus, tolerance ``tol_px``),
-    largest disagreement first; each pair once.
+    (image_consensus, tolerance ``tol_px``), largest disagreement first;
+    each pair once.
 
     A pair's weight is sqrt(inliers), divided by its residual to its own
     best rotation over the median of the pairs' (when above it): a pair of
