@@ -537,6 +537,7 @@ def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | N
             "cpu_seconds": round(getattr(run_child, "last_cpu_s", 0.0), 1),
             "timings": res.get("timings"),
             "pair_rms_px": res.get("rms_px"),
+            "focal_source": res.get("focal_source"),
             "clipped_output": res.get("clipped_output"),
             "clipped_inputs": res.get("clipped_inputs"),
             "error": res.get("error"),

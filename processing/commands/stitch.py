@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for d in res.dropped:
         print(f"dropped {d['file']}: {d['reason']}", file=sys.stderr)
+    if res.focal_source:
+        print(f"focal: {res.focal_source}", file=sys.stderr)
     summary = res.summary()
     if sky is not None:
         from ..stitch.layers import merge_sky_capture

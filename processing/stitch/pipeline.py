@@ -147,6 +147,7 @@ class StitchResult:
     rms_px: float = 0.0
     clipped_output: float = 0.0  # share of covered output pixels with every channel >= 254/255
     clipped_inputs: float = 0.0  # the same share over all input pixels
+    focal_source: str = ""  # where the focals came from (registration.register)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -158,6 +159,7 @@ class StitchResult:
             "seconds": round(self.seconds, 2),
             "clipped_output": round(self.clipped_output, 5),
             "clipped_inputs": round(self.clipped_inputs, 5),
+            "focal_source": self.focal_source,
         }
 
 
@@ -628,6 +630,7 @@ def _stitch_files(
         out_path=str(out_path) if render else "",
         timings=timings,
         rms_px=reg.rms_px,
+        focal_source=reg.focal_source,
         clipped_output=stats.get("clipped_fraction", 0.0),
         clipped_inputs=sum(c for c, _ in clipped_in.values()) / max(1.0, sum(t for _, t in clipped_in.values())),
     )

@@ -30,6 +30,10 @@ from ..io.imageio import load_image
 from .project import Camera, rotation_from_ypr
 
 NO_MATCH = "no matches to the main component"
+#: a pair that puts an image's pixels farther than this many times the
+#: residual threshold (px) from the consensus of its other pairs is pruned
+#: (image_consensus)
+CONSENSUS_X = 3.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Registration:
     from_prior: list[int]
     pairs: list[PairMatch]
     rms_px: float
+    focal_source: str = ""  # how the focal was found (register)
 
 
 # ------------------------------------------------------------------ placements
@@ -792,7 +797,11 @@ def bundle_adjust(
             c0 = min(c0, c1)
             break
         c0 = c1
-    err = np.linalg.norm(e, axis=1)
+    # in pixels at the adjusted focals: the residuals are scaled by the
+    # initial mean focal (weir's 3.7 px at a focal that had run 6.5 x from
+    # its start were 24 px)
+    f_end = np.exp(0.5 * (logf[prob.gidx[prob.ai]] + logf[prob.gidx[prob.aj]]))
+    err = np.linalg.norm(e, axis=1) * f_end / prob.fs
     pair_rms = {}
     order = np.argsort(prob.pid, kind="stable")
     bounds = np.searchsorted(prob.pid[order], np.arange(len(use) + 1))
@@ -883,34 +892,78 @@ def _prior_cameras(
     return prior_cams
 
 
+@dataclass(frozen=True)
+class FocalEstimate:
+    """The focal of images with neither prior nor EXIF, over the long image side."""
+
+    rel: float
+    source: str  # "others" (the median of the known ones), "homographies" or "default"
+    pairs: int = 0  # pair estimates used
+    spread: float = 0.0  # their median absolute deviation in log focal
+
+
+def focal_from_homography_pairs(
+    feats: Sequence[Features | None],
+    pairs: list[PairMatch],
+    default_hfov: float,
+    agree: float = 0.3,
+    max_spread: float = 0.25,
+) -> FocalEstimate:
+    """Focal over the long image side from the pairs' homographies
+    (focals_from_homography), or the default field of view where they do
+    not tell it.
+
+    A homography close to an affine map (little perspective: small angles,
+    long lenses) gives a ratio of small numbers: budapest's pairs give the
+    two images 423 and 9827 px. A pair counts only when its two images'
+    estimates agree within ``agree`` (an unknown lens: one focal), and the
+    pairs only when they agree with each other (median absolute deviation
+    of the log focal within log(1 + ``max_spread``)); otherwise the default
+    field of view (pto_gen's 50 degrees)."""
+    est = []
+    for p in pairs:
+        fi, fj = feats[p.i], feats[p.j]
+        assert fi is not None and fj is not None
+        T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])
+        T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])
+        Hc = T_j @ p.H @ np.linalg.inv(T_i)
+        f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
+        if ok0 and ok1 and f0 > 0 and f1 > 0 and max(f0, f1) / min(f0, f1) <= 1 + agree:
+            est.append(math.log(math.sqrt(f0 * f1) / max(fi.width, fi.height)))
+    if est:
+        med = float(np.median(est))
+        spread = float(np.median(np.abs(np.array(est) - med)))
+        if spread <= math.log(1 + max_spread):
+            return FocalEstimate(math.exp(med), "homographies", len(est), spread)
+    return FocalEstimate(1 / (2 * math.tan(math.radians(default_hfov / 2))), "default", len(est))
+
+
 def _guess_missing_focals(
     feats: Sequence[Features | None],
     ok: list[int],
     pairs: list[PairMatch],
     focals: dict[int, float],
     default_hfov: float,
-) -> None:
+) -> FocalEstimate | None:
     """Focals (in place) for images with neither prior nor EXIF: the median
     relative focal of the others, else of the pairs' homographies, else the
-    default field of view."""
+    default field of view (focal_from_homography_pairs); None where every
+    image has its own."""
     if len(focals) >= len(ok):
-        return
-    est = []
-    for p in pairs:
-        H = p.H.copy()
-        fi, fj = feats[p.i], feats[p.j]
-        T_i = np.array([[1, 0, -(fi.width - 1) / 2], [0, 1, -(fi.height - 1) / 2], [0, 0, 1.0]])  # type: ignore[union-attr]
-        T_j = np.array([[1, 0, -(fj.width - 1) / 2], [0, 1, -(fj.height - 1) / 2], [0, 0, 1.0]])  # type: ignore[union-attr]
-        Hc = T_j @ H @ np.linalg.inv(T_i)
-        f0, f1, ok0, ok1 = focals_from_homography(Hc / Hc[2, 2])
-        if ok0 and ok1:
-            est.append(math.sqrt(f0 * f1) / max(fi.width, 1))  # type: ignore[union-attr]
-    rel = float(np.median(est)) if est else 1 / (2 * math.tan(math.radians(default_hfov / 2)))
-    known = [focals[k] / feats[k].width for k in focals]  # type: ignore[union-attr]
-    if known:
-        rel = float(np.median(known))
+        return None
+
+    def side(k: int) -> int:
+        f = feats[k]
+        assert f is not None
+        return max(f.width, f.height)
+
+    if focals:
+        fe = FocalEstimate(float(np.median([focals[k] / side(k) for k in focals])), "others")
+    else:
+        fe = focal_from_homography_pairs(feats, pairs, default_hfov)
     for k in ok:
-        focals.setdefault(k, rel * feats[k].width)  # type: ignore[union-attr]
+        focals.setdefault(k, fe.rel * side(k))
+    return fe
 
 
 def _lens_groups(
@@ -952,6 +1005,149 @@ def _lens_groups(
     return groups
 
 
+def _camera_rays_k1(pts: np.ndarray, w: int, h: int, f: float, k1: float) -> np.ndarray:
+    """Unit camera rays of pixels through a focal and a radial k1 (pixel = f xn (1 + k1 r^2))."""
+    xd = (pts[:, 0] - (w - 1) / 2.0) / f
+    yd = (pts[:, 1] - (h - 1) / 2.0) / f
+    xn, yn = xd, yd
+    for _ in range(6):
+        d = 1.0 + k1 * (xn * xn + yn * yn)
+        xn, yn = xd / d, yd / d
+    v = np.stack([xn, yn, np.ones(len(pts))], 1)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def rotation_shift_px(a: np.ndarray, b: np.ndarray, width: int, height: int, focal: float) -> np.ndarray:
+    """How far (RMS px over a 3 x 3 grid of the image) two rotations of one
+    camera put its pixels apart: a roll of a telephoto image moves its
+    pixels far less than a pan by the same angle. A, B: (3, 3) or stacks
+    (..., 3, 3) that broadcast."""
+    xs, ys = np.meshgrid([-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5])
+    v = np.stack([xs.ravel() * width / focal, ys.ravel() * height / focal, np.ones(9)], 1)
+    rel = np.swapaxes(b, -1, -2) @ a
+    w = np.einsum("...ij,pj->...pi", rel, v)
+    w = w[..., :2] / np.maximum(w[..., 2:], 1e-6)
+    return np.sqrt(np.mean(np.sum((w - v[:, :2]) ** 2, -1), -1)) * focal
+
+
+def _pair_rotation(
+    p: PairMatch, feats: Sequence[Features], focals: dict[int, float], k1: dict[int, float]
+) -> tuple[np.ndarray, float]:
+    """Q ~ R_j^T R_i, the rotation the pair's matches alone give (Kabsch on
+    rays), and their RMS residual to it (px): near ground seen from a moving
+    hand-held camera fits a homography (a plane) but no rotation."""
+    fi, fj = feats[p.i], feats[p.j]
+    ri = _camera_rays_k1(p.pi, fi.width, fi.height, focals[p.i], k1.get(p.i, 0.0))
+    rj = _camera_rays_k1(p.pj, fj.width, fj.height, focals[p.j], k1.get(p.j, 0.0))
+    Q = kabsch(ri, rj)
+    e = np.linalg.norm(ri @ Q.T - rj, axis=1) * 0.5 * (focals[p.i] + focals[p.j])
+    return Q, float(np.sqrt(np.mean(e * e)))
+
+
+@dataclass
+class Consensus:
+    """One image's verdict on its pairs (image_consensus)."""
+
+    image: int
+    kept: list[PairMatch]  # the pairs that agree with the image's consensus rotation
+    rejected: list[tuple[PairMatch, float]]  # the others, with their distance to the consensus (px)
+    support: float  # the consensus's support (sum of the kept pairs' weights)
+    rotation: np.ndarray | None = None  # the consensus rotation (None: fewer than two pairs)
+
+
+def image_consensus(
+    k: int,
+    pairs_k: list[PairMatch],
+    rots: dict[int, np.ndarray],
+    pair_rot: dict[tuple[int, int], np.ndarray],
+    tol_px: float,
+    size: tuple[int, int, float],
+    weight: dict[tuple[int, int], float] | None = None,
+) -> Consensus:
+    """The pairs of image K that agree on where K points.
+
+    Each pair puts K where its matches say relative to the neighbour's
+    current rotation (R_k = R_j Q); like RANSAC over the pairs, every pair's
+    rotation is a hypothesis, supported by the pairs within ``tol_px`` of
+    it (rotation_shift_px; ``size``: K's width, height and focal), each
+    with its ``weight`` (default sqrt(inliers): neighbours are independent
+    evidence, the inliers of one pair are not - one parallax, one repeated
+    facade - so two agreeing neighbours outweigh one pair with more inliers
+    than both). The best cluster's rotation (chordal mean) is
+    refined once and the pairs farther than ``tol_px`` from it are
+    rejected, but only where their own hypothesis has less support than the
+    consensus (a tie rejects nothing)."""
+    weight = weight or {(p.i, p.j): math.sqrt(p.n_inliers) for p in pairs_k}
+    w = np.array([weight[(p.i, p.j)] for p in pairs_k])
+    if len(pairs_k) < 2:
+        return Consensus(k, list(pairs_k), [], float(w.sum()))
+    imp = []
+    for p in pairs_k:
+        Q = pair_rot[(p.i, p.j)]
+        imp.append(rots[p.j] @ Q if p.i == k else rots[p.i] @ Q.T)
+    n = len(pairs_k)
+    stack = np.stack(imp)
+    ang = rotation_shift_px(stack[:, None], stack[None, :], *size)
+    sup = ((ang < tol_px) * w[None, :]).sum(1)
+    best = int(np.argmax(sup))
+    inl = ang[best] < tol_px
+    # chordal mean of the cluster, then the pairs near it
+    M = sum(w[q] * imp[q] for q in range(n) if inl[q])
+    U, _s, Vt = np.linalg.svd(M)
+    Rc = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    d = rotation_shift_px(Rc, stack, *size)
+    inl = d < tol_px
+    support = float(w[inl].sum())
+    kept, rejected = [], []
+    for q, p in enumerate(pairs_k):
+        if inl[q] or sup[q] >= support:
+            kept.append(p)
+        else:
+            rejected.append((p, float(d[q])))
+    return Consensus(k, kept, rejected, support, Rc)
+
+
+def consensus_rejections(
+    comp: list[int],
+    pairs: list[PairMatch],
+    feats: Sequence[Features],
+    rots: dict[int, np.ndarray],
+    focals: dict[int, float],
+    k1: dict[int, float],
+    tol_px: float,
+) -> list[tuple[PairMatch, float]]:
+    """Pairs that disagree with the consensus of one of their images
+    (image_consensus, tolerance ``tol_px``), largest disagreement first;
+    each pair once.
+
+    A pair's weight is sqrt(inliers), divided by its residual to its own
+    best rotation over the median of the pairs' (when above it): a pair of
+    near ground seen with parallax (a plane: a good homography, no good
+    rotation) has many inliers but says little about the rotation."""
+    members = set(comp)
+    use = [p for p in pairs if p.i in members and p.j in members]
+    fit = {(p.i, p.j): _pair_rotation(p, feats, focals, k1) for p in use}
+    pair_rot = {ij: q for ij, (q, _r) in fit.items()}
+    ref = max(1.0, float(np.median([r for _q, r in fit.values()]))) if fit else 1.0
+    weight = {(p.i, p.j): math.sqrt(p.n_inliers) / max(1.0, fit[(p.i, p.j)][1] / ref) for p in use}
+    by: dict[int, list[PairMatch]] = {}
+    for p in use:
+        by.setdefault(p.i, []).append(p)
+        by.setdefault(p.j, []).append(p)
+    size = {k: (feats[k].width, feats[k].height, focals[k]) for k in comp}
+    # A contested image sits between its clusters after the adjustment, so
+    # its good pairs look wrong from the neighbours' side too: judge again
+    # with every image at its own consensus.
+    first = {k: image_consensus(k, by.get(k, []), rots, pair_rot, tol_px, size[k], weight) for k in comp}
+    rc = {k: c.rotation if c.rotation is not None else rots[k] for k, c in first.items()}
+    worst: dict[int, tuple[PairMatch, float]] = {}
+    for k in comp:
+        for p, d in image_consensus(k, by.get(k, []), rc, pair_rot, tol_px, size[k], weight).rejected:
+            if id(p) not in worst or d > worst[id(p)][1]:
+                worst[id(p)] = (p, d)
+    return sorted(worst.values(), key=lambda t: -t[1])
+
+
 @dataclass
 class _Adjusted:
     """The main component's adjustment after pruning inconsistent pairs."""
@@ -962,6 +1158,16 @@ class _Adjusted:
     k1: dict[int, float]
     rms: float  # RMS of the per-pair residuals (px)
     lens: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)  # k1, k2, d, e
+    removed: list[tuple[int, int, str]] = field(default_factory=list)  # pairs pruned, and why
+
+
+def _remove_keeping_connected(main: list[int], pairs: list[PairMatch], bad: list[PairMatch]) -> list[PairMatch]:
+    """PAIRS without those of BAD (in order) whose removal keeps MAIN connected."""
+    for p in bad:
+        rest = [q for q in pairs if q is not p]
+        if len(_components(main, [q for q in rest if q.i in main and q.j in main])) == 1:
+            pairs = rest
+    return pairs
 
 
 def _adjust_main_component(
@@ -977,12 +1183,22 @@ def _adjust_main_component(
     debug: bool,
     estimate_k1: bool,
     lens_full: bool = False,
+    consensus: float = CONSENSUS_X,
+    focal_weight: float = 30.0,
 ) -> _Adjusted:
     """Initial rotations (priors or a spanning tree), bundle adjustment, then
-    pairs that stay inconsistent are removed while the graph stays connected
-    and the component is adjusted again (three rounds at most)."""
+    pruning and adjusting again (five rounds at most). A round prunes the
+    pairs that disagree with an image's consensus (image_consensus: the
+    pairs of one image that agree on its rotation outvote a pair that does
+    not, however its residual compares); where no image has such a pair,
+    the pairs that stay inconsistent (residual above ``max_pair_rms`` and
+    3 x the median) go, largest first. Either way only while the graph
+    stays connected. The consensus's tolerance is ``consensus`` x that
+    residual threshold (0: residuals only, as before issue 17)."""
     rms = 0.0
-    for _attempt in range(3):
+    removed: list[tuple[int, int, str]] = []
+    rounds = 5
+    for attempt in range(rounds + 1):
         comps = _components(ok, pairs)
         main = comps[0]
         strength: dict[int, int] = {}
@@ -1010,22 +1226,87 @@ def _adjust_main_component(
             estimate_k1=estimate_k1 or lens_full,
             lens_full=lens_full,
             lens_out=lens_b,
+            focal_weight=focal_weight,
         )
         vals = sorted(pair_rms.values())
         if debug:
             print("pair rms", [round(v, 1) for v in vals[-10:]])
-        thr = max(max_pair_rms, 3.0 * float(np.median(vals))) if vals else max_pair_rms
-        bad = sorted([p for p in sub if pair_rms.get((p.i, p.j), 0) > thr], key=lambda p: -pair_rms[(p.i, p.j)])
-        removed = False
-        for p in bad:
-            rest = [q for q in pairs if q is not p]
-            if len(_components(main, [q for q in rest if q.i in main and q.j in main])) == 1:
-                pairs = rest
-                removed = True
         rms = float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
-        if not removed:
+        if attempt == rounds:
+            break  # the adjustment after the last pruning
+        thr = max(max_pair_rms, 3.0 * float(np.median(vals))) if vals else max_pair_rms
+        n_before = len(pairs)
+        why = "consensus"
+        if consensus > 0:
+            rej = consensus_rejections(main, sub, feats, rots_b, foc_b, k1_b, consensus * thr)  # type: ignore[arg-type]
+            pairs = _remove_keeping_connected(main, pairs, [p for p, _d in rej])
+        if len(pairs) == n_before:
+            why = "residual"
+            bad = sorted([p for p in sub if pair_rms.get((p.i, p.j), 0) > thr], key=lambda p: -pair_rms[(p.i, p.j)])
+            pairs = _remove_keeping_connected(main, pairs, bad)
+        kept = {id(p) for p in pairs}
+        removed += [(p.i, p.j, why) for p in sub if id(p) not in kept]
+        if debug:
+            print("removed", removed)
+        if len(pairs) == n_before:
             break
-    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms, lens_b)
+    return _Adjusted(pairs, rots_b, foc_b, k1_b, rms, lens_b, removed)
+
+
+#: an estimated focal (no prior, no EXIF) that the adjustment moves by more
+#: than this factor is not pinned down by the matches (_guard_estimated_focals)
+FOCAL_RUNAWAY = 3.0
+
+
+def _guard_estimated_focals(
+    adjust: Callable[[dict[int, int] | None, float], _Adjusted],
+    adj: _Adjusted,
+    est: list[int],
+    focal_prior: dict[int, float],
+    groups: dict[int, int] | None,
+) -> tuple[_Adjusted, str]:
+    """The adjustment again where it ran away with an estimated focal.
+
+    The ray residual shrinks as the focal grows, and a longer focal is
+    closer to an affine camera, which fits what no rotation does: on weir
+    (no EXIF) weir_1 is at 1.15 x the scale of weir_2 (a zoom or a step
+    between the shots), and the shared focal ran from the homographies'
+    2668 px to 17241 px (a 4.4-degree field of view for 1333 px). First one
+    focal per estimated image (the images of an unknown lens may differ in
+    zoom); if one still runs away, every focal held at its estimate.
+    ``adjust(groups, focal_weight)`` re-runs the adjustment."""
+
+    def moved(a: _Adjusted) -> float:
+        return max((abs(math.log(a.focals[k] / focal_prior[k])) for k in est if k in a.focals), default=0.0)
+
+    limit = math.log(FOCAL_RUNAWAY)
+    if moved(adj) <= limit:
+        return adj, ""
+    if groups is not None:
+        split = {k: g for k, g in groups.items() if k not in est}  # the others keep their lens
+        a2 = adjust(split, 30.0)
+        if moved(a2) <= limit:
+            return a2, "one focal per image"
+    return adjust(groups, 1e4), "held"
+
+
+def _focal_source(pri: dict[int, Placement | None], feats: Sequence[Features | None], fe: FocalEstimate | None) -> str:
+    """Where the focals came from, for the logs and metrics."""
+    src = set()
+    for k, p in pri.items():
+        f = feats[k]
+        if p is not None and p.focal:
+            src.add("prior")
+        elif f is not None and f.exif_focal:
+            src.add("exif")
+        elif fe is not None and fe.source == "others":
+            src.add("the others' median")
+        elif fe is not None:
+            # e.g. "homographies (3 pairs, 28 deg)", "default (50 deg)": the field of view on the long side
+            hfov = f"{2 * math.degrees(math.atan(0.5 / fe.rel)):.0f} deg"
+            n = f"{fe.pairs} pair{'s' if fe.pairs != 1 else ''}, " if fe.source == "homographies" else ""
+            src.add(f"{fe.source} ({n}{hfov})")
+    return " + ".join(sorted(src))
 
 
 def register(
@@ -1057,12 +1338,22 @@ def register(
     cand = [(i, j) for i, j in candidate_pairs(n, prior_cams) if feats[i] is not None and feats[j] is not None]
     pf = proxy_factors or [1.0] * n
     pairs = match_pairs(feats, cand, pf, ratio, min_inliers, conf_thresh, progress)
-    _guess_missing_focals(feats, ok, pairs, focals, default_hfov)
+    known = set(focals)
+    fe = _guess_missing_focals(feats, ok, pairs, focals, default_hfov)
     focal_prior = dict(focals)
     groups = _lens_groups(feats, ok, pri, focal_prior) if shared_focal else None
-    adj = _adjust_main_component(
-        feats, ok, pairs, focals, focal_prior, groups, prior_cams, max_pair_rms, progress, debug, estimate_k1, lens_full
-    )
+
+    def adjust(g: dict[int, int] | None, focal_weight: float) -> _Adjusted:
+        return _adjust_main_component(
+            feats, ok, pairs, focals, focal_prior, g, prior_cams, max_pair_rms, progress, debug, estimate_k1, lens_full,
+            focal_weight=focal_weight,
+        )  # fmt: skip
+
+    adj = adjust(groups, 30.0)
+    source = _focal_source(pri, feats, fe)
+    if fe is not None and fe.source != "others":
+        adj, how = _guard_estimated_focals(adjust, adj, [k for k in ok if k not in known], focal_prior, groups)
+        source += f", {how}" if how else ""
     pairs = adj.pairs
     cams: dict[int, Camera] = {}
     from_prior: list[int] = []
@@ -1099,4 +1390,4 @@ def register(
             cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], lk[0], lk[1], lk[2], lk[3])
         else:
             cams[k] = Camera.make(f.width, f.height, final_foc[k], final_rots[k], k1=final_k1.get(k, k1_med))
-    return Registration(cams, dropped, sorted(from_prior), pairs, adj.rms)
+    return Registration(cams, dropped, sorted(from_prior), pairs, adj.rms, source)
