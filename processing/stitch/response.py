@@ -1,0 +1,97 @@
+"""Camera response per lens: encoded value (JPEG, 0..1) -> linear light.
+
+The family (our own, not Hugin's EMoR):
+
+    log g(x) = gamma log x + sum_k c_k (1 - x)^k,    k = 1..TERMS
+
+g(1) = 1 for every parameter (the correction terms vanish at 1) and g(0) =
+0 for gamma > 0 (they stay bounded); it is monotone while the local slope
+d log g / d log x = gamma - x sum_k k c_k (1 - x)^(k-1) stays positive,
+which the fit checks on a grid. The model is linear in its parameters in
+the log domain, so the exposure solve (exposure.solve_exposure) stays one
+sparse linear least squares problem. Three terms fit an S-shaped filmic
+curve's inverse within 0.3-1.4 % over [0.05, 0.95], where a pure power law
+is off by 15-22 %.
+
+Output: the blend works on values re-encoded with the inverse of a fixed
+power law, OUTPUT_GAMMA (the default curve), so a source whose response is
+the default and whose gain is 1 renders exactly as it was encoded; since
+the output curve is a power law, gains and vignetting (linear light)
+factor into per-channel and per-pixel factors on the encoded values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+#: the default (prior) camera response: an sRGB-like power law
+DEFAULT_GAMMA = 2.2
+#: the output is re-encoded with the inverse of this power law before the tone shoulder
+OUTPUT_GAMMA = DEFAULT_GAMMA
+#: correction terms (1 - x)^k
+TERMS = 3
+#: the smallest local slope d log g / d log x a fitted curve may have (monotone with a margin)
+MIN_SLOPE = 0.25
+
+
+def basis(x: np.ndarray) -> np.ndarray:
+    """The correction terms (1 - x)^k, k = 1..TERMS, as the last axis."""
+    t = 1.0 - np.asarray(x, np.float64)
+    return np.stack([t**k for k in range(1, TERMS + 1)], -1)
+
+
+@dataclass(frozen=True)
+class Response:
+    gamma: float = DEFAULT_GAMMA
+    c: tuple[float, ...] = (0.0,) * TERMS
+
+    def log_linear(self, x: np.ndarray) -> np.ndarray:
+        x = np.maximum(np.asarray(x, np.float64), 1e-6)
+        return self.gamma * np.log(x) + basis(x) @ np.asarray(self.c, np.float64)
+
+    def linear(self, x: np.ndarray) -> np.ndarray:
+        return np.where(np.asarray(x) > 0, np.exp(self.log_linear(x)), 0.0)
+
+    def slope(self, x: np.ndarray) -> np.ndarray:
+        """d log g / d log x."""
+        x = np.asarray(x, np.float64)
+        t = 1.0 - x
+        d = sum(k * ck * t ** (k - 1) for k, ck in enumerate(self.c, 1))
+        return self.gamma - x * d
+
+    def plausible(self) -> bool:
+        """Monotone with a margin, and a gamma no camera has beyond."""
+        if not 0.5 <= self.gamma <= 6.0:
+            return False
+        return bool(self.slope(np.linspace(0.0, 1.0, 257)).min() >= MIN_SLOPE)
+
+    def to_list(self) -> list[float]:
+        return [float(self.gamma), *(float(x) for x in self.c)]
+
+    @classmethod
+    def from_list(cls, v: tuple[float, ...] | list[float]) -> Response:
+        return cls(float(v[0]), tuple(float(x) for x in v[1:]))
+
+
+def encode(lin: np.ndarray) -> np.ndarray:
+    """Linear light -> the output encoding (values above 1 stay above 1)."""
+    return np.power(np.maximum(lin, 0.0), 1.0 / OUTPUT_GAMMA)
+
+
+@lru_cache(maxsize=256)
+def encoded_lut(params: tuple[float, ...], gain: tuple[float, float, float], top: int) -> np.ndarray:
+    """(top + 1) x 3 float32: source code value v -> encode(g(v / top) * gain_c),
+    the per-channel table the renderer applies after its one resampling."""
+    r = Response.from_list(params)
+    x = np.arange(top + 1, dtype=np.float64) / top
+    base = encode(r.linear(x))
+    f = np.power(np.asarray(gain, np.float64), 1.0 / OUTPUT_GAMMA)
+    return (base[:, None] * f[None, :]).astype(np.float32)
+
+
+def vignetting_exponent() -> float:
+    """1 / V(r) in linear light is 1 / V^(1 / OUTPUT_GAMMA) on the output encoding."""
+    return 1.0 / OUTPUT_GAMMA
