@@ -149,7 +149,7 @@ def terapan_layers(layout, m: float) -> tuple[Canvas, Iterable[tuple[int, int, n
             if L.response:
                 # as blend._sample: gain and vignetting in linear light, re-encoded
                 lin = Response.from_list(L.response).linear(img) * np.asarray(L.gain)
-                img = encode(lin if vg is None else lin * vg[:, :, None]).astype(np.float32)
+                img = encode(lin if vg is None else lin * vg[:, :, None], L.output or None).astype(np.float32)
             else:
                 img *= np.asarray(L.gain, np.float32)
                 if vg is not None:

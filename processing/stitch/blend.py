@@ -26,7 +26,7 @@ import numpy as np
 
 from ..io.imageio import load_image_int
 from .project import Camera, Canvas, block_map, center_weight
-from .response import encoded_lut, vignetting_exponent
+from .response import encode, encoded_lut, linear_lut
 
 
 class SourceCache:
@@ -72,10 +72,11 @@ class Layer:
     # grey under a gain < 1 (the brightest well-exposed level, see tone.py)
     white: float = 0.0
     # the lens's camera response (response.Response.to_list()): gain and
-    # vignetting act in linear light and the output is re-encoded with
-    # response.OUTPUT_GAMMA; empty: the gain scales the encoded values as
-    # they are (layouts written before the response model)
+    # vignetting act in linear light and the output is re-encoded with the
+    # inverse of ``output`` (the images' mean response); empty: the gain
+    # scales the encoded values as they are (layouts before the response model)
     response: tuple[float, ...] = ()
+    output: tuple[float, ...] = ()
 
 
 def vignetting_gain(mx: np.ndarray, my: np.ndarray, cam: Camera, coeffs: tuple[float, float]) -> np.ndarray:
@@ -451,25 +452,30 @@ def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
+    vig = bool(L.vignetting[0] or L.vignetting[1])
     if L.response:
-        # one table per channel: code value -> linear (the lens's response)
-        # x gain -> output encoding; interpolated on the encoded values, as
-        # without a response, so the default curve at gain 1 is the identity
-        lut = encoded_lut(L.response, L.gain, 255 if src.dtype == np.uint8 else 65535)
+        # code value -> linear (the lens's response) x gain -> output
+        # encoding: tables per channel, applied to the encoded values
+        # interpolated as without a response, so a source with the output
+        # curve at gain 1 renders as it is
+        top = 255 if src.dtype == np.uint8 else 65535
+        if vig:  # 1 / V(r) acts in linear light, per pixel
+            lut = linear_lut(L.response, L.gain, top)
+        else:
+            lut = encoded_lut(L.response, L.gain, top, L.output)
         if src.dtype == np.uint8:
             img = cv2.LUT(img, lut[:, None, :])
         else:
             img = np.stack([lut[:, c][img[:, :, c]] for c in range(3)], 2)
+        if vig:
+            img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
+            img = encode(img, L.output or None).astype(np.float32)
     else:
         # to float with gain and scale in one pass (cv2: ~3x numpy's mixed-type multiply)
         f = (1.0 / (255.0 if src.dtype == np.uint8 else 65535.0)) * np.asarray(L.gain, np.float64)
         img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
-    if L.vignetting[0] or L.vignetting[1]:
-        vg = vignetting_gain(mx, my, L.cam, L.vignetting)
-        if L.response:
-            # 1 / V in linear light is 1 / V^(1 / OUTPUT_GAMMA) on the output encoding
-            vg = np.power(vg, np.float32(vignetting_exponent()))
-        img *= vg[:, :, None]
+        if vig:
+            img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
     if L.white > 0:
         # a clipped channel's true value is at least the clipping level: a
         # gain < 1 must not turn a blown-out sky grey. The pixel is scaled as

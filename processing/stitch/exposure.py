@@ -541,9 +541,8 @@ def _gn_stage(
     for _ in range(3):
         h = _huber(r)
         J = diags(h * curve / s) @ (Ad - diags(e / s) @ Smat)
-        step = lsqr(
-            vstack([J, P]).tocsr(), -np.concatenate([h * r, P @ x - bp]), atol=1e-8, btol=1e-8, iter_lim=3000
-        )[0]
+        JP, rhs = vstack([J, P]).tocsr(), -np.concatenate([h * r, P @ x - bp])
+        step = lsqr(JP, rhs, atol=1e-8, btol=1e-8, iter_lim=3000)[0]
         obj = float(np.sum((h * r) ** 2) + np.sum((P @ x - bp) ** 2))
         t = 1.0
         while t > 1 / 32:
@@ -682,16 +681,22 @@ def lens_groups(cams: Sequence[Camera]) -> list[int]:
 
 
 def corrected(
-    img: np.ndarray, r2: np.ndarray, gain: np.ndarray, vig: Sequence[float], response: Response | None
+    img: np.ndarray,
+    r2: np.ndarray,
+    gain: np.ndarray,
+    vig: Sequence[float],
+    response: Response | None,
+    output: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Encoded proxy values as the renderer outputs them (blend._sample):
     gain and vignetting on the encoded values, or with a response, in
-    linear light and re-encoded with response.OUTPUT_GAMMA."""
+    linear light and re-encoded with the output curve (``output``:
+    response parameters; default: the default power law)."""
     v = np.maximum(1.0 + r2 * (vig[0] + vig[1] * r2), 0.05)
     if response is None:
         return (img * gain[None, None] / v[..., None]).astype(np.float32)
     lin = response.linear(img) * gain[None, None] / v[..., None]
-    return encode(lin).astype(np.float32)
+    return encode(lin, output).astype(np.float32)
 
 
 def correct_warps(
@@ -699,11 +704,13 @@ def correct_warps(
     gains: np.ndarray,
     vigs: Sequence[Sequence[float]],
     responses: Sequence[Response] | None,
+    output: tuple[float, ...] | None = None,
 ) -> None:
     """In place: every proxy as the renderer outputs it (for the seam DP)."""
     for k, w in enumerate(warps):
         if w is not None:
-            w.img = corrected(w.img, w.r2, np.asarray(gains[k]), vigs[k], responses[k] if responses else None)
+            r = responses[k] if responses else None
+            w.img = corrected(w.img, w.r2, np.asarray(gains[k]), vigs[k], r, output)
 
 
 def brightest_unclipped(
@@ -712,6 +719,7 @@ def brightest_unclipped(
     vig: Sequence[Sequence[float]],
     q: float = 99.9,
     responses: Sequence[Response] | None = None,
+    output: tuple[float, ...] | None = None,
 ) -> float:
     """The ``q``-th percentile of the largest channel, after gains and
     vignetting (and the response, as the renderer applies them), of every
@@ -724,9 +732,8 @@ def brightest_unclipped(
         ok = w.valid & (w.img.max(2) < CLIPPED)
         if not ok.any():
             continue
-        x = corrected(
-            w.img[ok][None], w.r2[ok][None], np.asarray(gains[k]), vig[k], responses[k] if responses else None
-        )
+        r = responses[k] if responses else None
+        x = corrected(w.img[ok][None], w.r2[ok][None], np.asarray(gains[k]), vig[k], r, output)
         vals.append(x[0].max(1))
     if not vals:
         return 1.0

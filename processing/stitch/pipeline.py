@@ -52,6 +52,7 @@ from .project import (
     ypr_from_rotation,
 )
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
+from .response import mean_response
 from .seams import refine_seams
 from .tone import Tone, shoulder_for
 
@@ -194,7 +195,7 @@ class Layout:
                     "vignetting": list(L.vignetting),
                     "white": L.white,
                     # only with the response model: older readers and layouts have none
-                    **({"response": list(L.response)} if L.response else {}),
+                    **({"response": list(L.response), "output_response": list(L.output)} if L.response else {}),
                 }
                 for L in self.layers
             ],
@@ -230,6 +231,7 @@ def layout_from_json(src: str | Path | dict) -> Layout:
             float(im.get("white", 0.0)),
             # a layout without it was rendered with gains on the encoded values
             tuple(float(x) for x in im.get("response", ())),
+            tuple(float(x) for x in im.get("output_response", ())),
         )
         for im in d["images"]
     ]
@@ -447,6 +449,7 @@ def build_layout(
     labels = None
     tone = Tone()
     resp: dict[int, tuple[float, ...]] = {k: () for k in order}
+    output: tuple[float, ...] | None = None  # the output curve (response.py), with resp
     info: dict[str, Any] = {}
     if thumbs and (params.gain_compensation or params.vignetting or params.seams == "dp") and len(order) > 1:
         f = min(1.0, math.sqrt(params.exposure_mp * 1e6 / (canvas.width * canvas.height)))
@@ -466,12 +469,14 @@ def build_layout(
             vigs = {k: tuple(float(x) for x in ex.vignetting[ex.lens[i]]) for i, k in enumerate(order)}  # type: ignore[misc]
             if rs is not None:
                 resp = {k: tuple(rs[i].to_list()) for i, k in enumerate(order)}
+                output = mean_response(list(resp.values()))
+                info["output_response"] = [round(x, 5) for x in output]
             # before the warps are corrected in place below
-            white = brightest_unclipped(warps, g, [vigs[k] for k in order], responses=rs)
+            white = brightest_unclipped(warps, g, [vigs[k] for k in order], responses=rs, output=output)
             if params.tone == "shoulder":
                 tone = shoulder_for(white)
             # the seam DP compares the proxies as the renderer outputs them
-            correct_warps(warps, g, [vigs[k] for k in order], rs)
+            correct_warps(warps, g, [vigs[k] for k in order], rs, output)
             seam_gains = None
         else:
             if params.vignetting:
@@ -492,7 +497,7 @@ def build_layout(
     bands = params.bands if params.bands >= 0 else default_bands(canvas, cam_list)
     white = max(white, 1.0) if params.gain_compensation else 0.0
     layers = [
-        Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white, resp[k])  # type: ignore[arg-type]
+        Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white, resp[k], output or ())  # type: ignore[arg-type]
         for k in order
     ]
     return Layout(canvas, layers, bands, params.block, labels, tone, info)

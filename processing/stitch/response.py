@@ -8,16 +8,17 @@ g(1) = 1 for every parameter (the correction terms vanish at 1) and g(0) =
 0 for gamma > 0 (they stay bounded); it is monotone while the local slope
 d log g / d log x = gamma - x sum_k k c_k (1 - x)^(k-1) stays positive,
 which the fit checks on a grid. The model is linear in its parameters in
-the log domain, so the exposure solve (exposure.solve_exposure) stays one
-sparse linear least squares problem. Three terms fit an S-shaped filmic
-curve's inverse within 0.3-1.4 % over [0.05, 0.95], where a pure power law
-is off by 15-22 %.
+the log domain (exposure.solve_exposure). Three terms fit an S-shaped
+filmic curve's inverse within 0.3-1.4 % over [0.05, 0.95], where a pure
+power law is off by 15-22 %.
 
-Output: the blend works on values re-encoded with the inverse of a fixed
-power law, OUTPUT_GAMMA (the default curve), so a source whose response is
-the default and whose gain is 1 renders exactly as it was encoded; since
-the output curve is a power law, gains and vignetting (linear light)
-factor into per-channel and per-pixel factors on the encoded values.
+Output: the blend works on values re-encoded with the inverse of one
+output curve, the images' mean response (parameters averaged over the
+images; the mean of monotone members is monotone, the slope being linear
+in them), so a source whose response is the output curve and whose gain is
+1 renders exactly as it was encoded (with the default curve too). Above 1
+(gains push bright content there; the tone shoulder brings it back) the
+output curve continues as the power law with its slope at 1.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import numpy as np
 
 #: the default (prior) camera response: an sRGB-like power law
 DEFAULT_GAMMA = 2.2
-#: the output is re-encoded with the inverse of this power law before the tone shoulder
-OUTPUT_GAMMA = DEFAULT_GAMMA
 #: correction terms (1 - x)^k
 TERMS = 3
 #: the smallest local slope d log g / d log x a fitted curve may have (monotone with a margin)
@@ -76,22 +75,42 @@ class Response:
         return cls(float(v[0]), tuple(float(x) for x in v[1:]))
 
 
-def encode(lin: np.ndarray) -> np.ndarray:
-    """Linear light -> the output encoding (values above 1 stay above 1)."""
-    return np.power(np.maximum(lin, 0.0), 1.0 / OUTPUT_GAMMA)
+@lru_cache(maxsize=64)
+def _inverse_table(params: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+    r = Response.from_list(params)
+    x = np.linspace(0.0, 1.0, 4097)
+    y = np.maximum.accumulate(r.linear(x))  # monotone (plausible curves are)
+    return y, x, float(max(r.slope(np.array([1.0]))[0], MIN_SLOPE))
+
+
+def encode(lin: np.ndarray, output: tuple[float, ...] | None = None) -> np.ndarray:
+    """Linear light -> the output encoding: the inverse of the output curve
+    (its parameters; default: the default power law), a power law above 1."""
+    lin = np.maximum(np.asarray(lin, np.float64), 0.0)
+    if output is None or tuple(output) == tuple(Response().to_list()):
+        return np.power(lin, 1.0 / DEFAULT_GAMMA)
+    y, x, s1 = _inverse_table(tuple(output))
+    return np.where(lin <= 1.0, np.interp(lin, y, x), np.power(lin, 1.0 / s1))
 
 
 @lru_cache(maxsize=256)
-def encoded_lut(params: tuple[float, ...], gain: tuple[float, float, float], top: int) -> np.ndarray:
+def encoded_lut(
+    params: tuple[float, ...], gain: tuple[float, float, float], top: int, output: tuple[float, ...] = ()
+) -> np.ndarray:
     """(top + 1) x 3 float32: source code value v -> encode(g(v / top) * gain_c),
     the per-channel table the renderer applies after its one resampling."""
+    lin = linear_lut(params, gain, top).astype(np.float64)
+    return encode(lin, output or None).astype(np.float32)
+
+
+@lru_cache(maxsize=256)
+def linear_lut(params: tuple[float, ...], gain: tuple[float, float, float], top: int) -> np.ndarray:
+    """(top + 1) x 3 float32: source code value v -> g(v / top) * gain_c (linear light)."""
     r = Response.from_list(params)
     x = np.arange(top + 1, dtype=np.float64) / top
-    base = encode(r.linear(x))
-    f = np.power(np.asarray(gain, np.float64), 1.0 / OUTPUT_GAMMA)
-    return (base[:, None] * f[None, :]).astype(np.float32)
+    return (r.linear(x)[:, None] * np.asarray(gain, np.float64)[None, :]).astype(np.float32)
 
 
-def vignetting_exponent() -> float:
-    """1 / V(r) in linear light is 1 / V^(1 / OUTPUT_GAMMA) on the output encoding."""
-    return 1.0 / OUTPUT_GAMMA
+def mean_response(params: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """The output curve: the parameters' mean over the images."""
+    return tuple(float(x) for x in np.mean(np.asarray(params, np.float64), 0))

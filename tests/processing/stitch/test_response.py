@@ -51,11 +51,11 @@ def _views(encode=_filmic, exposures=EXPOSURES, vig=VIG):
     return cams, thumbs
 
 
-def _seam_difference(warps, cv, gains, vigs, responses) -> float:
+def _seam_difference(warps, cv, gains, vigs, responses, output=None) -> float:
     """Mean |difference| of every overlap's corrected pixel pairs (neither
     clipped), relative to their mean level."""
     out = [
-        None if w is None else corrected(w.img, w.r2, gains[k], vigs[k], responses[k] if responses else None)
+        None if w is None else corrected(w.img, w.r2, gains[k], vigs[k], responses[k] if responses else None, output)
         for k, w in enumerate(warps)
     ]
     num = den = 0.0
@@ -107,7 +107,7 @@ def test_filmic_response_recovered_and_seams_better_than_power_law(p, a, tol):
     assert np.abs(-ex.ev - ev_true).max() < 0.05, (ex.ev, ev_true)
     # seams: the same warps corrected by each model
     old = solve_exposure(warps, cv, lens, True, response=False)
-    d_new = _seam_difference(warps, cv, ex.gains(), ex.vignetting[lens], ex.responses())
+    d_new = _seam_difference(warps, cv, ex.gains(), ex.vignetting[lens], ex.responses(), tuple(ex.response[0]))
     d_old = _seam_difference(warps, cv, old.gains(), old.vignetting[lens], None)
     print(f"relative seam difference: response {d_new:.4f}, power law only {d_old:.4f}")
     assert d_new < 0.5 * d_old, (d_new, d_old)
@@ -155,6 +155,13 @@ def test_default_response_at_gain_one_renders_the_input(tmp_path):
     # a linear gain G on the default curve is G^(1 / 2.2) on the encoded values
     lut = encoded_lut(tuple(Response().to_list()), (2.0, 1.0, 0.5), 255)
     assert np.allclose(lut[128], 128 / 255 * np.array([2.0, 1.0, 0.5]) ** (1 / DEFAULT_GAMMA), atol=1e-5)
+    # a fitted curve that is also the output curve: gain 1 renders the input
+    # (within the inverse table's interpolation), and vignetting (0, 0) too
+    fitted = (1.4, -1.0, 0.8, -0.3)
+    lay = Layer(str(p), cam, fp, response=fitted, output=fitted)
+    c, _ = render_rect([lay], canvas, rect, SourceCache(), bands=0)
+    assert np.abs(c - a).max() < 2e-3
+    assert np.abs(encoded_lut(fitted, (1.0, 1.0, 1.0), 255, fitted)[:, 0] - np.arange(256) / 255).max() < 2e-3
 
 
 def test_layout_json_round_trip_and_old_layouts(tmp_path):
