@@ -26,7 +26,7 @@ import numpy as np
 
 from ..io.imageio import load_image_int
 from .project import Camera, Canvas, block_map, center_weight
-from .response import encode, encoded_lut, linear_lut
+from .response import DEFAULT_GAMMA, encode, encoded_lut, is_power_law, linear_lut
 
 
 class SourceCache:
@@ -459,17 +459,22 @@ def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.
         # interpolated as without a response, so a source with the output
         # curve at gain 1 renders as it is
         top = 255 if src.dtype == np.uint8 else 65535
-        if vig:  # 1 / V(r) acts in linear light, per pixel
-            lut = linear_lut(L.response, L.gain, top)
-        else:
-            lut = encoded_lut(L.response, L.gain, top, L.output)
+        power = is_power_law(L.output)
+        # 1 / V(r) acts in linear light, per pixel: through a power-law
+        # output curve it is a factor on the encoded values, else it is
+        # applied before encoding
+        per_pixel = vig and not power
+        lut = linear_lut(L.response, L.gain, top) if per_pixel else encoded_lut(L.response, L.gain, top, L.output)
         if src.dtype == np.uint8:
             img = cv2.LUT(img, lut[:, None, :])
         else:
             img = np.stack([lut[:, c][img[:, :, c]] for c in range(3)], 2)
-        if vig:
+        if per_pixel:
             img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
-            img = encode(img, L.output or None).astype(np.float32)
+            img = encode(img, L.output).astype(np.float32)
+        elif vig:
+            vg = vignetting_gain(mx, my, L.cam, L.vignetting)
+            img *= np.power(vg, np.float32(1.0 / DEFAULT_GAMMA))[:, :, None]
     else:
         # to float with gain and scale in one pass (cv2: ~3x numpy's mixed-type multiply)
         f = (1.0 / (255.0 if src.dtype == np.uint8 else 65535.0)) * np.asarray(L.gain, np.float64)

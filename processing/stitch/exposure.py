@@ -5,7 +5,8 @@ of every pairwise overlap (OpenCV's GainCompensator equations, solved per
 channel), measured on small proxy warps of each image. Optional vignetting
 correction: a radial polynomial V(r) = 1 + a r^2 + b r^4 shared by all images,
 fitted jointly with log gains on pixel pairs of the overlaps (log-linear
-least squares).
+least squares). The joint model (solve_exposure) can also fit a camera
+response per lens (response.py), so that gains act in linear light.
 """
 
 from __future__ import annotations
@@ -612,15 +613,20 @@ def solve_exposure(
     vignetting have weak ridge priors so images without overlaps stay at 1.
 
     ``response``: log I becomes log g_L(I), a camera response per lens
-    (response.py) fitted jointly (the model stays linear in its unknowns);
-    gains and vignetting then act in linear light. The exponential ambiguity
-    is pinned by the mean slope d log g / d log x over the sampled values
-    (= 2.2, the default power law's), and ridge priors pull the curve
-    towards that power law. The fitted curve is kept only with
-    enough pixel pairs (MIN_RESPONSE_SAMPLES) seen at different exposures
-    (MIN_EXPOSURE_SPREAD), when it is monotone with a
-    margin and plausible, and when it lowers the robust residual by
-    MIN_RESPONSE_GAIN against the default curve; otherwise the default.
+    (response.py), fitted jointly with everything else; gains and
+    vignetting then act in linear light. First the default curve (x^2.2,
+    a linear solve as above); then, on up to RESPONSE_SAMPLES pairs, robust
+    Gauss-Newton on the residuals in units of log I (a least-squares fit in
+    log g units would favour flat curves, whose residuals shrink whatever
+    the data). The exponential ambiguity (g^s with s ev fits as well) is
+    pinned by the mean slope d log g / d log x over the sampled values
+    (= 2.2, the default's); priors pull the curve's slope on a grid
+    towards 2.2 (annealed from strong to SLOPE_PRIOR) and its coefficients
+    towards 0. The fitted curve is kept only with enough pixel pairs
+    (MIN_RESPONSE_SAMPLES) seen at different exposures
+    (MIN_EXPOSURE_SPREAD), when it is monotone with a margin, and when it
+    lowers the robust residual by MIN_RESPONSE_GAIN against the default
+    curve; otherwise the default (``response_note`` says which and why).
     """
     n = len(warps)
     lens_idx = np.zeros(n, np.int64) if lens is None else np.asarray(lens, np.int64)

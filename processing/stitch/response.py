@@ -7,10 +7,11 @@ The family (our own, not Hugin's EMoR):
 g(1) = 1 for every parameter (the correction terms vanish at 1) and g(0) =
 0 for gamma > 0 (they stay bounded); it is monotone while the local slope
 d log g / d log x = gamma - x sum_k k c_k (1 - x)^(k-1) stays positive,
-which the fit checks on a grid. The model is linear in its parameters in
-the log domain (exposure.solve_exposure). Three terms fit an S-shaped
-filmic curve's inverse within 0.3-1.4 % over [0.05, 0.95], where a pure
-power law is off by 15-22 %.
+which the fit checks on a grid. log g is linear in the parameters, and so
+is the slope (exposure.solve_exposure). By least squares, three terms fit
+the inverse of the S-shaped filmic curves of test_response.py within 0.003
+and 0.014 (g in 0..1) over [0.03, 0.97], where a power law is off by
+0.15-0.22.
 
 Output: the blend works on values re-encoded with the inverse of one
 output curve, the images' mean response (parameters averaged over the
@@ -83,13 +84,18 @@ def _inverse_table(params: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, f
     return y, x, float(max(r.slope(np.array([1.0]))[0], MIN_SLOPE))
 
 
+def is_power_law(output: tuple[float, ...] | None) -> bool:
+    """The output curve is the default power law (None or empty: the default)."""
+    return not output or tuple(output) == tuple(Response().to_list())
+
+
 def encode(lin: np.ndarray, output: tuple[float, ...] | None = None) -> np.ndarray:
     """Linear light -> the output encoding: the inverse of the output curve
     (its parameters; default: the default power law), a power law above 1."""
     lin = np.maximum(np.asarray(lin, np.float64), 0.0)
-    if output is None or tuple(output) == tuple(Response().to_list()):
+    if is_power_law(output):
         return np.power(lin, 1.0 / DEFAULT_GAMMA)
-    y, x, s1 = _inverse_table(tuple(output))
+    y, x, s1 = _inverse_table(tuple(output))  # type: ignore[arg-type]
     return np.where(lin <= 1.0, np.interp(lin, y, x), np.power(lin, 1.0 / s1))
 
 

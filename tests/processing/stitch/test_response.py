@@ -187,3 +187,26 @@ def test_equal_exposures_keep_the_default_curve():
     ex = solve_exposure([proxy_warp(t, c, cv) for t, c in zip(thumbs, cams, strict=True)], cv, response=True)
     assert ex.response_note.startswith("default: exposure spread"), ex.response_note
     assert np.abs(ex.gains() - 1).max() < 0.01
+
+
+@pytest.mark.parametrize("output", [(), (1.4, -1.0, 0.8, -0.3)])
+def test_render_applies_gain_and_vignetting_in_linear_light(tmp_path, output):
+    """The renderer's tables (and its vignetting factor through a power-law
+    output curve) equal the model: encode(g(x) gain / V(r)) per pixel."""
+    from processing.stitch.project import block_map
+
+    img = (np.random.default_rng(2).random((64, 80, 3)) * 200 + 20).astype(np.uint8)
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), img[..., ::-1])
+    cam = Camera.make(80, 64, 500.0, rotation_from_ypr(0, 0, 0))
+    canvas = make_canvas([cam], "rectilinear", wrap=False)
+    fp = footprint(cam, canvas)
+    rect = (fp[0] + 8, fp[1] + 8, fp[2] - 8, fp[3] - 8)
+    x, _ = render_rect([Layer(str(p), cam, fp)], canvas, rect, SourceCache(), bands=0)
+    resp, gain, vig = (1.8, -0.5, 0.3, -0.1), (1.5, 1.0, 0.7), (-0.3, 0.05)
+    lay = Layer(str(p), cam, fp, gain, vig, 0.0, resp, output)
+    got, _ = render_rect([lay], canvas, rect, SourceCache(), bands=0)
+    mx, my, _ = block_map(cam, canvas, rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1])
+    r2 = ((mx - cam.center[0]) ** 2 + (my - cam.center[1]) ** 2) / (40.0**2 + 32.0**2)
+    want = np.clip(corrected(x, r2, np.asarray(gain), vig, Response.from_list(resp), output or None), 0, 1)
+    assert np.abs(got - want).max() < 3e-3
