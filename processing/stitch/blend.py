@@ -453,7 +453,15 @@ def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.
             borderMode=cv2.BORDER_REPLICATE,
         )
     vig = bool(L.vignetting[0] or L.vignetting[1])
-    if L.response:
+    if L.response and is_power_law(L.response) and is_power_law(L.output):
+        # the default curve in and out: a linear gain G is G^(1 / 2.2) on the
+        # encoded values, 1 / V is 1 / V^(1 / 2.2) (as without a response, scaled)
+        f = (1.0 / (255.0 if src.dtype == np.uint8 else 65535.0)) * np.power(L.gain, 1.0 / DEFAULT_GAMMA)
+        img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
+        if vig:
+            vg = vignetting_gain(mx, my, L.cam, L.vignetting)
+            img *= np.power(vg, np.float32(1.0 / DEFAULT_GAMMA))[:, :, None]
+    elif L.response:
         # code value -> linear (the lens's response) x gain -> output
         # encoding: tables per channel, applied to the encoded values
         # interpolated as without a response, so a source with the output

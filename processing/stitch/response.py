@@ -86,7 +86,7 @@ def _inverse_table(params: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, f
 
 def is_power_law(output: tuple[float, ...] | None) -> bool:
     """The output curve is the default power law (None or empty: the default)."""
-    return not output or tuple(output) == tuple(Response().to_list())
+    return not output or bool(np.allclose(output, Response().to_list(), rtol=0, atol=1e-9))
 
 
 def encode(lin: np.ndarray, output: tuple[float, ...] | None = None) -> np.ndarray:
@@ -118,5 +118,8 @@ def linear_lut(params: tuple[float, ...], gain: tuple[float, float, float], top:
 
 
 def mean_response(params: list[tuple[float, ...]]) -> tuple[float, ...]:
-    """The output curve: the parameters' mean over the images."""
+    """The output curve: the parameters' mean over the images (exactly the
+    curve when they share one)."""
+    if all(tuple(q) == tuple(params[0]) for q in params):
+        return tuple(float(x) for x in params[0])
     return tuple(float(x) for x in np.mean(np.asarray(params, np.float64), 0))
