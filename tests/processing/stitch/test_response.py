@@ -4,6 +4,7 @@ seams against the power-law-only model, the identity at the default curve,
 the layout JSON field."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -210,3 +211,37 @@ def test_render_applies_gain_and_vignetting_in_linear_light(tmp_path, output):
     r2 = ((mx - cam.center[0]) ** 2 + (my - cam.center[1]) ** 2) / (40.0**2 + 32.0**2)
     want = np.clip(corrected(x, r2, np.asarray(gain), vig, Response.from_list(resp), output or None), 0, 1)
     assert np.abs(got - want).max() < 3e-3
+
+
+def test_cli_switch_and_pipeline_layout(tmp_path):
+    """--no-response reaches StitchParams; a stitch of the filmic views saves
+    the fitted curves in its layout, one without the model saves none."""
+    import argparse
+
+    from processing.commands.stitch import add_arguments
+    from processing.io.imageio import write_image
+    from processing.stitch.pipeline import StitchParams, stitch_files
+    from processing.stitch.registration import Placement
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    assert ap.parse_args(["d", "-o", "o.tif"]).response is True
+    assert ap.parse_args(["d", "-o", "o.tif", "--no-response"]).response is False
+
+    cams, thumbs = _views(encode=lambda lin: _filmic(lin, 1.4, 2.0))
+    paths, pl = [], {}
+    for k, t in enumerate(thumbs):
+        paths.append(tmp_path / f"v{k}.png")
+        write_image(paths[-1], t.astype(np.float32) / 255)
+        pl[paths[-1].name] = Placement(-60 + 30 * k, 0.0, 0.0, 160.0)
+    for on in (True, False):
+        params = StitchParams(projection="cylindrical", wrap=False, response=on, lens_k1=False)
+        res = stitch_files(paths, tmp_path / f"o{on}.png", params, pl)
+        assert res.placed == 5
+        d = json.loads(Path(res.layout_path).read_text())
+        if on:
+            assert d["exposure"]["response"] == "fitted", d["exposure"]
+            assert len(d["images"][0]["response"]) == 4 and d["images"][0]["output_response"]
+            assert layout_from_json(res.layout_path).layers[0].response == tuple(d["images"][0]["response"])
+        else:
+            assert "response" not in d["images"][0]
