@@ -385,13 +385,16 @@ def _solve_linear(
     curve: float,
     free_response: bool,
 ) -> tuple[np.ndarray, float]:
-    """One robust (Huber, IRLS) sparse least-squares solve of
+    """One robust (Huber) sparse least-squares solve of
 
         L(I_i,c) - log V(r_i) + ev_i + wb_i . B_c = L(I_j,c) - log V(r_j) + ev_j + wb_j . B_c
 
-    with L(x) = curve log x (+ dgamma_L log x + sum_k c_L,k (1 - x)^k when
-    ``free_response``). Returns the unknowns (ev | u | v | vignetting (2 per
-    lens) | response (1 + TERMS per lens)) and the median |residual|."""
+    with L(x) = curve log x: linear, IRLS; with ``free_response`` L(x) +=
+    dgamma_L log x + sum_k c_L,k (1 - x)^k, and the residuals are measured
+    in log x (_gauss_newton). Returns the unknowns (ev | u | v | vignetting
+    (2 per lens) | response deviations (1 + TERMS per lens)) and the median
+    |residual| in log x units (divided by ``curve``: comparable between the
+    two)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.linalg import lsqr
 
