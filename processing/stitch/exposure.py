@@ -372,6 +372,8 @@ MIN_EXPOSURE_SPREAD = 0.1
 #: strongly (times sqrt of the equations over the grid's points)
 SLOPE_GRID = np.linspace(0.02, 0.98, 13)
 SLOPE_PRIOR = 0.01
+#: residuals are divided by the local slope, at least this share of the default's
+SLOPE_FLOOR = 0.25
 #: ridge priors (times sqrt of the equations) of the response's deviation from the default
 RESPONSE_PRIOR = 0.001
 
@@ -537,7 +539,7 @@ def _gn_stage(
     from scipy.sparse.linalg import lsqr
 
     def resid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = np.maximum(curve + Smat @ x, 0.25 * curve)
+        s = np.maximum(curve + Smat @ x, SLOPE_FLOOR * curve)
         e = Ad @ x - bd
         return e * (curve / s), e, s
 
