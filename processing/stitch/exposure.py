@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .project import Camera, Canvas, block_map, center_weight, footprint
-from .response import DEFAULT_GAMMA, TERMS, Response, basis, encode
+from .response import DEFAULT_GAMMA, MIN_SLOPE, TERMS, Response, basis, encode
 
 
 @dataclass
@@ -370,7 +370,7 @@ RESPONSE_SAMPLES = 80_000
 MIN_EXPOSURE_SPREAD = 0.1
 #: where the response's local slope is pulled towards the default's, and how
 #: strongly (times sqrt of the equations over the grid's points)
-SLOPE_GRID = np.linspace(0.02, 0.98, 13)
+SLOPE_GRID = np.linspace(0.0, 1.0, 13)
 SLOPE_PRIOR = 0.01
 #: residuals are divided by the local slope, at least this share of the default's
 SLOPE_FLOOR = 0.25
@@ -486,7 +486,8 @@ def _solve_linear(
         Smat = coo_matrix((np.concatenate(Sv), (np.concatenate(Sr), np.concatenate(Sc))), shape=(k, nv)).tocsr()
         anneal = np.zeros(len(b) - k, bool)
         anneal[-n_lens * len(SLOPE_GRID) :] = True
-        return _gauss_newton(A, b, Smat, k, nv, curve, anneal)
+        inv = _Inverse(np.exp(lj).T.ravel(), np.tile(Lj_, 3), o_res, n_lens, curve)
+        return _gauss_newton(A, b, Smat, k, nv, curve, anneal, inv)
     w = np.ones(len(b))
     sol = np.zeros(nv)
     d = np.zeros(k)
@@ -505,13 +506,16 @@ def _huber(d: np.ndarray) -> np.ndarray:
 
 
 def _gauss_newton(
-    A: Any, b: np.ndarray, Smat: Any, k: int, nv: int, curve: float, anneal: np.ndarray
+    A: Any, b: np.ndarray, Smat: Any, k: int, nv: int, curve: float, anneal: np.ndarray, inv: _Inverse | None = None
 ) -> tuple[np.ndarray, float]:
     """Robust Gauss-Newton on the equations' residuals in units of the
-    encoded values' log (times ``curve``): (A x - b) curve / slope(x), with
-    slope(x) = curve + Smat x the curves' local d log g / d log x. Least
-    squares on A x - b alone (log g units) would favour flat curves, whose
-    residuals are small whatever the data. The prior rows (after k) stay
+    encoded values' log (times ``curve``): through the inverse curve
+    (_Inverse, RESIDUAL "inverse"), or linearised, (A x - b) curve /
+    slope(x) with slope(x) = curve + Smat x the local d log g / d log x.
+    Least squares on A x - b alone (log g units) would favour flat curves,
+    whose residuals are small whatever the data; the linearised form still
+    let a curve go flat over the dark values of weir and exposure_error
+    (different values, one linear level, no cost). The prior rows (after k) stay
     linear; those marked ``anneal`` (the slope prior) start ANNEAL[0] times
     stronger and relax stage by stage: the problem is not convex, and from
     the default curve a weak prior lets the first steps fall into a flat,
@@ -523,7 +527,7 @@ def _gauss_newton(
     r = np.zeros(k)
     for f in ANNEAL:
         sc = np.where(anneal, f, 1.0)
-        x, r = _gn_stage(Ad, bd, diags(sc) @ P0, bp0 * sc, Smat, x, curve)
+        x, r = _gn_stage(Ad, bd, diags(sc) @ P0, bp0 * sc, Smat, x, curve, inv if RESIDUAL == "inverse" else None)
     return x, float(np.median(np.abs(r))) / curve
 
 
@@ -531,38 +535,105 @@ def _gauss_newton(
 ANNEAL = (30.0, 5.0, 1.0)
 
 
+#: "inverse": residuals through the inverse curve (_Inverse); "slope": (A x - b) / local slope
+RESIDUAL = "inverse"
+
+
+@dataclass
+class _Inverse:
+    """Residuals through the inverse curve: the second sample predicted from
+    the first, x_j' = g_j^-1(g_i(x_i) e^(ev_i - ev_j ...)), against x_j in
+    log x (times ``curve``). A curve flat over some values maps them to one
+    linear level at no cost in log g, not here: their predictions jump."""
+
+    xj: np.ndarray  # per equation (3 m): the second sample's encoded value
+    lens: np.ndarray  # per equation: its lens
+    o_res: int
+    n_lens: int
+    curve: float
+
+    def _g(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.log(np.maximum(x, 1e-6))[:, None], basis(x)], 1)
+
+    def _gmat(self, x: np.ndarray, nv: int) -> Any:
+        from scipy.sparse import coo_matrix
+
+        nr = 1 + TERMS
+        rows = np.repeat(np.arange(len(x)), nr)
+        cols = (self.o_res + nr * self.lens[:, None] + np.arange(nr)[None]).ravel()
+        return coo_matrix((self._g(x).ravel(), (rows, cols)), shape=(len(x), nv)).tocsr()
+
+    def __call__(self, Ad: Any, bd: np.ndarray, x: np.ndarray, jac: bool) -> tuple[np.ndarray, Any]:
+        from scipy.sparse import diags
+
+        nr = 1 + TERMS
+        par = x[self.o_res : self.o_res + nr * self.n_lens].reshape(self.n_lens, nr) + np.array(
+            [self.curve] + [0.0] * TERMS
+        )
+        e = Ad @ x - bd
+        u = e + (self._g(self.xj) * par[self.lens]).sum(1)  # log g_j of the prediction
+        xh = np.empty_like(u)
+        sl = np.empty_like(u)
+        grid = np.linspace(0.0, 1.0, 2049)
+        for L in range(self.n_lens):
+            sel = self.lens == L
+            resp = Response.from_list(par[L])
+            y = np.maximum.accumulate(resp.linear(grid))
+            t = np.exp(u[sel])
+            s1 = max(float(resp.slope(np.array([1.0]))[0]), MIN_SLOPE)
+            xh[sel] = np.where(t <= 1.0, np.interp(t, y, grid), np.power(np.maximum(t, 1.0), 1.0 / s1))
+            xh[sel] = np.maximum(xh[sel], 1e-4)
+            sl[sel] = resp.slope(np.minimum(xh[sel], 1.0))
+        r = (np.log(xh) - np.log(self.xj)) * self.curve
+        if not jac:
+            return r, None
+        s = np.maximum(sl, SLOPE_FLOOR * self.curve)
+        nv = Ad.shape[1]
+        J = diags(self.curve / s) @ (Ad + self._gmat(self.xj, nv) - self._gmat(np.minimum(xh, 1.0), nv))
+        return r, J
+
+
 def _gn_stage(
-    Ad: Any, bd: np.ndarray, P: Any, bp: np.ndarray, Smat: Any, x: np.ndarray, curve: float
+    Ad: Any,
+    bd: np.ndarray,
+    P: Any,
+    bp: np.ndarray,
+    Smat: Any,
+    x: np.ndarray,
+    curve: float,
+    inv: _Inverse | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Newton steps (halved until the objective drops) from x."""
     from scipy.sparse import diags, vstack
     from scipy.sparse.linalg import lsqr
 
-    def resid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def model(x: np.ndarray, jac: bool = True) -> tuple[np.ndarray, Any]:
+        if inv is not None:
+            return inv(Ad, bd, x, jac)
         s = np.maximum(curve + Smat @ x, SLOPE_FLOOR * curve)
         e = Ad @ x - bd
-        return e * (curve / s), e, s
+        return e * (curve / s), (diags(curve / s) @ (Ad - diags(e / s) @ Smat) if jac else None)
 
-    r, e, s = resid(x)
+    r, J0 = model(x)
     for _ in range(3):
         h = _huber(r)
-        J = diags(h * curve / s) @ (Ad - diags(e / s) @ Smat)
+        J = diags(h) @ J0
         JP, rhs = vstack([J, P]).tocsr(), -np.concatenate([h * r, P @ x - bp])
         step = lsqr(JP, rhs, atol=1e-8, btol=1e-8, iter_lim=3000)[0]
         obj = float(np.sum((h * r) ** 2) + np.sum((P @ x - bp) ** 2))
         t = 1.0
         while t > 1 / 32:
-            r1, e1, s1 = resid(x + t * step)
+            r1, _ = model(x + t * step, False)
             if float(np.sum((h * r1) ** 2) + np.sum((P @ (x + t * step) - bp) ** 2)) <= obj:
                 break
             t /= 2
         else:
             break
         x = x + t * step
-        r, e, s = r1, e1, s1
         if np.abs(t * step).max() < 1e-5:
             break
-    return x, r
+        r, J0 = model(x)
+    return x, model(x, False)[0]
 
 
 def _slope_coeffs(x: np.ndarray) -> np.ndarray:
@@ -621,9 +692,10 @@ def solve_exposure(
     (response.py), fitted jointly with everything else; gains and
     vignetting then act in linear light. First the default curve (x^2.2,
     a linear solve as above); then, on up to RESPONSE_SAMPLES pairs, robust
-    Gauss-Newton on the residuals in units of log I (a least-squares fit in
-    log g units would favour flat curves, whose residuals shrink whatever
-    the data). The exponential ambiguity (g^s with s ev fits as well) is
+    Gauss-Newton on the residuals in units of log I: each pair's second
+    value predicted from its first through the curves (a least-squares fit
+    in log g units would favour flat curves, whose residuals shrink
+    whatever the data). The exponential ambiguity (g^s with s ev fits as well) is
     pinned by the mean slope d log g / d log x over the sampled values
     (= 2.2, the default's); priors pull the curve's slope on a grid
     towards 2.2 (annealed from strong to SLOPE_PRIOR) and its coefficients

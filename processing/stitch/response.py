@@ -4,10 +4,10 @@ The family (our own, not Hugin's EMoR):
 
     log g(x) = gamma log x + sum_k c_k (1 - x)^k,    k = 1..TERMS
 
-g(1) = 1 for every parameter (the correction terms vanish at 1) and g(0) =
-0 for gamma > 0 (they stay bounded); it is monotone while the local slope
-d log g / d log x = gamma - x sum_k k c_k (1 - x)^(k-1) stays positive,
-which the fit checks on a grid. log g is linear in the parameters, and so
+g(1) = 1 for every parameter (the correction terms vanish at 1); below
+TOE (where no pixel pair is used) it continues as a power law, so g(0) = 0;
+it is monotone while the local slope d log g / d log x = gamma - x sum_k
+k c_k (1 - x)^(k-1) stays positive, which the fit checks on a grid. log g is linear in the parameters, and so
 is the slope (exposure.solve_exposure). By least squares, three terms fit
 the inverse of the S-shaped filmic curves of test_response.py within 0.003
 and 0.014 (g in 0..1) over [0.03, 0.97], where a power law is off by
@@ -35,6 +35,12 @@ DEFAULT_GAMMA = 2.2
 TERMS = 3
 #: the smallest local slope d log g / d log x a fitted curve may have (monotone with a margin)
 MIN_SLOPE = 0.25
+#: and the largest
+MAX_SLOPE = 40.0
+#: below this encoded value (exposure.DARK: no pixel pairs there) the curve
+#: continues as a power law with its slope at TOE, at least 1 (sRGB's toe is
+#: linear): the fit says nothing about it
+TOE = 0.03
 
 
 def basis(x: np.ndarray) -> np.ndarray:
@@ -48,9 +54,23 @@ class Response:
     gamma: float = DEFAULT_GAMMA
     c: tuple[float, ...] = (0.0,) * TERMS
 
+    def _raw_log(self, x: np.ndarray) -> np.ndarray:
+        return self.gamma * np.log(x) + basis(x) @ np.asarray(self.c, np.float64)
+
+    def _raw_slope(self, x: np.ndarray) -> np.ndarray:
+        t = 1.0 - x
+        d = sum(k * ck * t ** (k - 1) for k, ck in enumerate(self.c, 1))
+        return self.gamma - x * d
+
+    def _toe(self) -> tuple[float, float]:
+        """(log g(TOE), slope below TOE): at least 1, like sRGB's linear toe."""
+        t = np.array([TOE])
+        return float(self._raw_log(t)[0]), max(float(self._raw_slope(t)[0]), 1.0)
+
     def log_linear(self, x: np.ndarray) -> np.ndarray:
         x = np.maximum(np.asarray(x, np.float64), 1e-6)
-        return self.gamma * np.log(x) + basis(x) @ np.asarray(self.c, np.float64)
+        lt, st = self._toe()
+        return np.where(x >= TOE, self._raw_log(np.maximum(x, TOE)), lt + st * np.log(x / TOE))
 
     def linear(self, x: np.ndarray) -> np.ndarray:
         return np.where(np.asarray(x) > 0, np.exp(self.log_linear(x)), 0.0)
@@ -58,15 +78,12 @@ class Response:
     def slope(self, x: np.ndarray) -> np.ndarray:
         """d log g / d log x."""
         x = np.asarray(x, np.float64)
-        t = 1.0 - x
-        d = sum(k * ck * t ** (k - 1) for k, ck in enumerate(self.c, 1))
-        return self.gamma - x * d
+        return np.where(x >= TOE, self._raw_slope(np.maximum(x, TOE)), self._toe()[1])
 
     def plausible(self) -> bool:
-        """Monotone with a margin, and a gamma no camera has beyond."""
-        if not 0.5 <= self.gamma <= 6.0:
-            return False
-        return bool(self.slope(np.linspace(0.0, 1.0, 257)).min() >= MIN_SLOPE)
+        """Monotone with a margin, and no steeper than any camera."""
+        sl = self.slope(np.linspace(TOE, 1.0, 257))
+        return bool(sl.min() >= MIN_SLOPE and sl.max() <= MAX_SLOPE)
 
     def to_list(self) -> list[float]:
         return [float(self.gamma), *(float(x) for x in self.c)]
