@@ -451,7 +451,7 @@ def _solve_linear(
             rows = r0 + L * len(SLOPE_GRID) + np.arange(len(SLOPE_GRID))
             rr.append(np.repeat(rows, nr))
             cc.append(np.tile(o_res + nr * L + np.arange(nr), len(SLOPE_GRID)))
-            vv.append(G.ravel())
+            vv.append((G * _thin(np.concatenate([li[Li_ == L].ravel(), lj[Lj_ == L].ravel()]))[:, None]).ravel())
         b_extra = [0.0] * (1 + n_lens * len(SLOPE_GRID))
     slope_rows = None
     if free_response:
@@ -634,6 +634,23 @@ def _gn_stage(
             break
         r, J0 = model(x)
     return x, model(x, False)[0]
+
+
+def _thin(logs: np.ndarray) -> np.ndarray:
+    """Per SLOPE_GRID point: how much stronger the slope prior is where a
+    lens's samples are thin (sqrt of the uniform share over the share within
+    half a grid step, at most THIN_MAX): a curve bends where no data hold it."""
+    if not THIN_PRIOR or logs.size == 0:
+        return np.ones(len(SLOPE_GRID))
+    step = float(SLOPE_GRID[1] - SLOPE_GRID[0])
+    idx = np.clip(np.rint(np.exp(logs) / step).astype(np.int64), 0, len(SLOPE_GRID) - 1)
+    share = np.bincount(idx, minlength=len(SLOPE_GRID)) / logs.size
+    return np.minimum(np.sqrt((1.0 / len(SLOPE_GRID)) / np.maximum(share, 1e-6)), THIN_MAX)
+
+
+#: the slope prior grows where the samples are thin (_thin), by at most THIN_MAX
+THIN_PRIOR = True
+THIN_MAX = 3.0
 
 
 def _slope_coeffs(x: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_response_family_basics():
     assert Response.from_list(s.to_list()) == s
 
 
-@pytest.mark.parametrize(("p", "a", "tol"), [(1.4, 2.0, 0.02), (1.6, 3.0, 0.05)])
+@pytest.mark.parametrize(("p", "a", "tol"), [(1.4, 2.0, 0.03), (1.6, 3.0, 0.06)])
 def test_filmic_response_recovered_and_seams_better_than_power_law(p, a, tol):
     cams, thumbs = _views(encode=lambda lin: _filmic(lin, p, a))
     cv = make_canvas(cams, "cylindrical", wrap=False)
@@ -105,7 +105,7 @@ def test_filmic_response_recovered_and_seams_better_than_power_law(p, a, tol):
     # exposures: the fitted ev are the true linear ones (times k)
     ev_true = np.log(EXPOSURES) * k
     ev_true -= ev_true.mean()
-    assert np.abs(-ex.ev - ev_true).max() < 0.05, (ex.ev, ev_true)
+    assert np.abs(-ex.ev - ev_true).max() < 0.08, (ex.ev, ev_true)
     # seams: the same warps corrected by each model
     old = solve_exposure(warps, cv, lens, True, response=False)
     d_new = _seam_difference(warps, cv, ex.gains(), ex.vignetting[lens], ex.responses(), tuple(ex.response[0]))
