@@ -241,6 +241,11 @@ def test_cli_switch_and_pipeline_layout(tmp_path):
         d = json.loads(Path(res.layout_path).read_text())
         if on:
             assert d["exposure"]["response"] == "fitted", d["exposure"]
+            from processing.bench.response_seams import measure
+
+            m = measure(Path(res.layout_path))
+            # (no vignetting model here: the views' 0.3 stays in both)
+            assert m["response"]["relative_mean_diff"] < 0.7 * m["power_law"]["relative_mean_diff"], m
             assert len(d["images"][0]["response"]) == 4 and d["images"][0]["output_response"]
             assert layout_from_json(res.layout_path).layers[0].response == tuple(d["images"][0]["response"])
         else:
