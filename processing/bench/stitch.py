@@ -91,6 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", type=int, default=1024, help="meadow: cube face size")
     p.add_argument("--big-gp", type=float, default=3.0, help="big: output gigapixels")
     p.add_argument("--max-mp", type=float, default=0.0, help="limit output megapixels")
+    p.add_argument("--no-response", action="store_true", help="no camera response model (gains on the encoded values)")
 
 
 # ----------------------------------------------------------- child processes
@@ -495,6 +496,8 @@ def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | N
     rec: dict = {"bench": "stitch", "set": name}
     placements = None
     params: dict = {"max_output_mp": args.max_mp}
+    if getattr(args, "no_response", False):
+        params["response"] = False
     if name in PHOTO_SETS:
         d = SHARED / "panoramas" / name
         if not d.is_dir():
@@ -544,6 +547,8 @@ def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | N
         }
     )
     if "error" not in res:
+        lay = json.loads(Path(res["layout"]).read_text())
+        rec["exposure_model"] = lay.get("exposure")
         if name == "meadow":
             fp = {c["file"] for c in res.get("cameras", []) if c.get("from_prior")}
             rec.update(meadow_quality(work / "meadow_views", out, Path(res["layout"]), cube, fp))

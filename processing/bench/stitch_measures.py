@@ -125,6 +125,7 @@ def terapan_layers(layout, m: float) -> tuple[Canvas, Iterable[tuple[int, int, n
     layout's gains and vignetting, as the renderer exposes it."""
     from processing.io.imageio import load_image_int
     from processing.stitch.blend import vignetting_gain
+    from processing.stitch.response import Response, encode
 
     pc = layout.canvas.scaled(m)
 
@@ -143,9 +144,16 @@ def terapan_layers(layout, m: float) -> tuple[Canvas, Iterable[tuple[int, int, n
                 continue
             mx, my, valid = block_map(tcam, pc, x0, y0, x1 - x0, y1 - y0)
             img = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-            img *= np.asarray(L.gain, np.float32) / (255.0 if src.dtype == np.uint8 else 65535.0)
-            if L.vignetting[0] or L.vignetting[1]:
-                img *= vignetting_gain(mx, my, tcam, L.vignetting)[:, :, None]
+            img /= 255.0 if src.dtype == np.uint8 else 65535.0
+            vg = vignetting_gain(mx, my, tcam, L.vignetting) if L.vignetting[0] or L.vignetting[1] else None
+            if L.response:
+                # as blend._sample: gain and vignetting in linear light, re-encoded
+                lin = Response.from_list(L.response).linear(img) * np.asarray(L.gain)
+                img = encode(lin if vg is None else lin * vg[:, :, None], L.output or None).astype(np.float32)
+            else:
+                img *= np.asarray(L.gain, np.float32)
+                if vg is not None:
+                    img *= vg[:, :, None]
             yield x0, y0, np.clip(img, 0, 1), valid
 
     return pc, gen()

@@ -59,6 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="shoulder: bright content is compressed below white, never clipped (default)",
     )
     p.add_argument("--exposure", choices=["joint", "means"], default="joint", help="exposure model")
+    p.add_argument(
+        "--response",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit a camera response per lens with the joint exposure (default; --no-response: gains on the "
+        "encoded values, a power-law response)",
+    )
     p.add_argument("--sky", metavar="DIR", help="folder of a separately shot sky capture to merge in last")
 
 
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             allow_partial=args.allow_partial,
             tone=args.tone,
             exposure=args.exposure,
+            response=args.response,
         )
         params.validate()
     except ValueError as e:

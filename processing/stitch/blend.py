@@ -26,6 +26,7 @@ import numpy as np
 
 from ..io.imageio import load_image_int
 from .project import Camera, Canvas, block_map, center_weight
+from .response import DEFAULT_GAMMA, encode, encoded_lut, is_power_law, linear_lut
 
 
 class SourceCache:
@@ -70,6 +71,12 @@ class Layer:
     # at least this bright: a blown-out sky stays white instead of turning
     # grey under a gain < 1 (the brightest well-exposed level, see tone.py)
     white: float = 0.0
+    # the lens's camera response (response.Response.to_list()): gain and
+    # vignetting act in linear light and the output is re-encoded with the
+    # inverse of ``output`` (the images' mean response); empty: the gain
+    # scales the encoded values as they are (layouts before the response model)
+    response: tuple[float, ...] = ()
+    output: tuple[float, ...] = ()
 
 
 def vignetting_gain(mx: np.ndarray, my: np.ndarray, cam: Camera, coeffs: tuple[float, float]) -> np.ndarray:
@@ -445,11 +452,43 @@ def _sample(L: Layer, cache: SourceCache, mx: np.ndarray, my: np.ndarray) -> np.
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
-    # to float with gain and scale in one pass (cv2: ~3x numpy's mixed-type multiply)
-    f = (1.0 / (255.0 if src.dtype == np.uint8 else 65535.0)) * np.asarray(L.gain, np.float64)
-    img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
-    if L.vignetting[0] or L.vignetting[1]:
-        img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
+    vig = bool(L.vignetting[0] or L.vignetting[1])
+    if L.response and is_power_law(L.response) and is_power_law(L.output):
+        # the default curve in and out: a linear gain G is G^(1 / 2.2) on the
+        # encoded values, 1 / V is 1 / V^(1 / 2.2) (as without a response, scaled)
+        f = (1.0 / (255.0 if src.dtype == np.uint8 else 65535.0)) * np.power(L.gain, 1.0 / DEFAULT_GAMMA)
+        img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
+        if vig:
+            vg = vignetting_gain(mx, my, L.cam, L.vignetting)
+            img *= np.power(vg, np.float32(1.0 / DEFAULT_GAMMA))[:, :, None]
+    elif L.response:
+        # code value -> linear (the lens's response) x gain -> output
+        # encoding: tables per channel, applied to the encoded values
+        # interpolated as without a response, so a source with the output
+        # curve at gain 1 renders as it is
+        top = 255 if src.dtype == np.uint8 else 65535
+        power = is_power_law(L.output)
+        # 1 / V(r) acts in linear light, per pixel: through a power-law
+        # output curve it is a factor on the encoded values, else it is
+        # applied before encoding
+        per_pixel = vig and not power
+        lut = linear_lut(L.response, L.gain, top) if per_pixel else encoded_lut(L.response, L.gain, top, L.output)
+        if src.dtype == np.uint8:
+            img = cv2.LUT(img, lut[:, None, :])
+        else:
+            img = np.stack([lut[:, c][img[:, :, c]] for c in range(3)], 2)
+        if per_pixel:
+            img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
+            img = encode(img, L.output).astype(np.float32)
+        elif vig:
+            vg = vignetting_gain(mx, my, L.cam, L.vignetting)
+            img *= np.power(vg, np.float32(1.0 / DEFAULT_GAMMA))[:, :, None]
+    else:
+        # to float with gain and scale in one pass (cv2: ~3x numpy's mixed-type multiply)
+        f = (1.0 / (255.0 if src.dtype == np.uint8 else 65535.0)) * np.asarray(L.gain, np.float64)
+        img = cv2.multiply(img, (float(f[0]), float(f[1]), float(f[2]), 0.0), dtype=cv2.CV_32F)
+        if vig:
+            img *= vignetting_gain(mx, my, L.cam, L.vignetting)[:, :, None]
     if L.white > 0:
         # a clipped channel's true value is at least the clipping level: a
         # gain < 1 must not turn a blown-out sky grey. The pixel is scaled as

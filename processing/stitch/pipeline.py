@@ -30,6 +30,7 @@ from .blend import Layer, SourceCache, default_bands, margin_for, render_rect
 from .exposure import (
     apply_vignetting_to_warps,
     brightest_unclipped,
+    correct_warps,
     estimate_vignetting,
     lens_groups,
     overlap_stats,
@@ -51,6 +52,7 @@ from .project import (
     ypr_from_rotation,
 )
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
+from .response import mean_response
 from .seams import refine_seams
 from .tone import Tone, shoulder_for
 
@@ -60,7 +62,7 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class StitchParams(StageParams):
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
     STAGE: ClassVar[str] = "stitch"
 
     projection: str = "cylindrical"
@@ -87,6 +89,10 @@ class StitchParams(StageParams):
     # pixel pairs (exposure.solve_exposure); "means": per-channel gains from
     # overlap means (OpenCV's equations, the first version)
     exposure: str = "joint"
+    # "joint" only: a camera response per lens fitted with the exposure
+    # (response.py; gains and vignetting in linear light); False: the gains
+    # scale the encoded values (a power-law response)
+    response: bool = True
     tone: str = "shoulder"  # "shoulder": never clip what the inputs did not (tone.py); "clip"
     exposure_mp: float = 2.0  # proxy canvas size for exposure
     block: int = 1024
@@ -171,6 +177,8 @@ class Layout:
     block: int = 1024
     labels: np.ndarray | None = None  # seam labels on a proxy canvas (stitch_seams.py)
     tone: Tone = field(default_factory=Tone)  # output highlight shoulder (tone.py)
+    # how the exposure was solved (the response kept and why, residuals): for reports only
+    exposure: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +187,7 @@ class Layout:
             "bands": self.bands,
             "block": self.block,
             "tone": self.tone.to_dict(),
+            "exposure": self.exposure,
             "images": [
                 {
                     "path": L.path,
@@ -187,6 +196,8 @@ class Layout:
                     "gain": list(L.gain),
                     "vignetting": list(L.vignetting),
                     "white": L.white,
+                    # only with the response model: older readers and layouts have none
+                    **({"response": list(L.response), "output_response": list(L.output)} if L.response else {}),
                 }
                 for L in self.layers
             ],
@@ -220,6 +231,9 @@ def layout_from_json(src: str | Path | dict) -> Layout:
             tuple(float(x) for x in im["gain"]),  # type: ignore[arg-type]
             tuple(float(x) for x in im.get("vignetting", (0.0, 0.0))),  # type: ignore[arg-type]
             float(im.get("white", 0.0)),
+            # a layout without it was rendered with gains on the encoded values
+            tuple(float(x) for x in im.get("response", ())),
+            tuple(float(x) for x in im.get("output_response", ())),
         )
         for im in d["images"]
     ]
@@ -228,7 +242,8 @@ def layout_from_json(src: str | Path | dict) -> Layout:
         sp = Path(src).with_name(Path(d["seams_file"]).name)
         if sp.is_file():
             labels = np.load(sp, allow_pickle=False)
-    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels, Tone.from_dict(d.get("tone")))
+    tone = Tone.from_dict(d.get("tone"))
+    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels, tone, d.get("exposure") or {})
 
 
 # ------------------------------------------------------------------ rendering
@@ -435,22 +450,36 @@ def build_layout(
     white = 0.0  # clipped inputs render at least this bright (blend.Layer.white)
     labels = None
     tone = Tone()
+    resp: dict[int, tuple[float, ...]] = {k: () for k in order}
+    output: tuple[float, ...] | None = None  # the output curve (response.py), with resp
+    info: dict[str, Any] = {}
     if thumbs and (params.gain_compensation or params.vignetting or params.seams == "dp") and len(order) > 1:
         f = min(1.0, math.sqrt(params.exposure_mp * 1e6 / (canvas.width * canvas.height)))
         pc = canvas.scaled(f)
         warps = [proxy_warp(thumbs[k], cams[k], pc) if k in thumbs else None for k in order]
         if params.exposure == "joint" and (params.gain_compensation or params.vignetting):
-            ex = solve_exposure(warps, pc, lens_groups(cam_list), params.vignetting)
+            use_resp = params.response and params.gain_compensation
+            ex = solve_exposure(warps, pc, lens_groups(cam_list), params.vignetting, response=use_resp)
+            info = {
+                "response": ex.response_note,
+                "residuals": [round(x, 5) for x in ex.residuals],
+                "exposure_spread": round(ex.spread, 4),
+            }
+            rs = ex.responses()
             g = ex.gains() if params.gain_compensation else np.ones((len(order), 3))
             gains = {k: tuple(float(x) for x in g[i]) for i, k in enumerate(order)}
             vigs = {k: tuple(float(x) for x in ex.vignetting[ex.lens[i]]) for i, k in enumerate(order)}  # type: ignore[misc]
+            if rs is not None:
+                resp = {k: tuple(rs[i].to_list()) for i, k in enumerate(order)}
+                output = mean_response(list(resp.values()))
+                info["output_response"] = [round(x, 5) for x in output]
             # before the warps are corrected in place below
-            white = brightest_unclipped(warps, g, [vigs[k] for k in order])
+            white = brightest_unclipped(warps, g, [vigs[k] for k in order], responses=rs, output=output)
             if params.tone == "shoulder":
                 tone = shoulder_for(white)
-            for i, k in enumerate(order):
-                if warps[i] is not None and any(vigs[k]):
-                    apply_vignetting_to_warps([warps[i]], vigs[k])
+            # the seam DP compares the proxies as the renderer outputs them
+            correct_warps(warps, g, [vigs[k] for k in order], rs, output)
+            seam_gains = None
         else:
             if params.vignetting:
                 v = estimate_vignetting(warps, pc)
@@ -464,15 +493,16 @@ def build_layout(
                 tone = shoulder_for(
                     brightest_unclipped(warps, np.array([gains[k] for k in order]), [(0, 0)] * len(order))
                 )
+            seam_gains = np.array([gains[k] for k in order])
         if params.seams == "dp":
-            labels = refine_seams(warps, pc, np.array([gains[k] for k in order]))
+            labels = refine_seams(warps, pc, seam_gains)
     bands = params.bands if params.bands >= 0 else default_bands(canvas, cam_list)
     white = max(white, 1.0) if params.gain_compensation else 0.0
     layers = [
-        Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white)  # type: ignore[arg-type]
+        Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white, resp[k], output or ())  # type: ignore[arg-type]
         for k in order
     ]
-    return Layout(canvas, layers, bands, params.block, labels, tone)
+    return Layout(canvas, layers, bands, params.block, labels, tone, info)
 
 
 def stitch_files(

@@ -31,15 +31,24 @@ from tests.processing._stitch_helpers import texture
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _layout(tmp_path: Path, yaws=(-150.0, -60.0, 30.0, 120.0, 180.0), size=(200, 130), focal=150.0) -> Path:
+def _layout(
+    tmp_path: Path, yaws=(-150.0, -60.0, 30.0, 120.0, 180.0), size=(200, 130), focal=150.0, response=False
+) -> Path:
     cams, layers = [], []
     for k, y in enumerate(yaws):
         p = tmp_path / f"im{k}.png"
         write_image(p, texture(size[1], size[0], seed=k))
         cams.append((p, Camera.make(size[0], size[1], focal, rotation_from_ypr(y, 0, 0))))
     cv = make_canvas([c for _, c in cams], "cylindrical", wrap=True)
-    for p, c in cams:
-        layers.append(Layer(str(p), c, footprint(c, cv), (1.0, 1.0, 1.0)))
+    for k, (p, c) in enumerate(cams):
+        if response:  # a fitted camera response, gains and vignetting in linear light (response.py)
+            r = (1.6 + 0.2 * k, -0.8, 0.6, -0.2)
+            out = (1.8, -0.8, 0.6, -0.2)
+            layers.append(
+                Layer(str(p), c, footprint(c, cv), (1.3, 1.0, 0.8), (-0.2, 0.05) if k % 2 else (0, 0), 1.0, r, out)
+            )
+        else:
+            layers.append(Layer(str(p), c, footprint(c, cv), (1.0, 1.0, 1.0)))
     return layout_to_json(Layout(cv, layers, 3, 64), tmp_path / "pano.layout.json")
 
 
@@ -61,10 +70,10 @@ def _plan(tmp_path: Path, layout_path: Path, name: str, **kw) -> tuple[Path, dic
     return work, plan
 
 
-@pytest.mark.parametrize(("tile", "k"), [(32, 2), (16, 4)])
-def test_farm_pyramid_is_dzsave_of_the_composite(tmp_path, tile, k):
+@pytest.mark.parametrize(("tile", "k", "response"), [(32, 2, False), (16, 4, False), (32, 2, True)])
+def test_farm_pyramid_is_dzsave_of_the_composite(tmp_path, tile, k, response):
     fmt = "jpg"
-    lp = _layout(tmp_path)
+    lp = _layout(tmp_path, response=response)
     work, plan = _plan(tmp_path, lp, "farm", tile_size=tile, overlap=1, block_tiles=k, format=fmt, quality=80)
     grid = FarmGrid.from_dict(plan["grid"])
     assert grid.n_stages() >= 3 and grid.stage_shape(0)[0] >= 8  # several blocks, several reduce stages
