@@ -92,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--big-gp", type=float, default=3.0, help="big: output gigapixels")
     p.add_argument("--max-mp", type=float, default=0.0, help="limit output megapixels")
     p.add_argument("--no-response", action="store_true", help="no camera response model (gains on the encoded values)")
+    p.add_argument("--no-fine-seams", action="store_true", help="proxy seam labels only (no full-resolution seams)")
 
 
 # ----------------------------------------------------------- child processes
@@ -498,6 +499,8 @@ def run_set(args: argparse.Namespace, name: str, work: Path, hugin_skip: str | N
     params: dict = {"max_output_mp": args.max_mp}
     if getattr(args, "no_response", False):
         params["response"] = False
+    if getattr(args, "no_fine_seams", False):
+        params["fine_seams"] = False
     if name in PHOTO_SETS:
         d = SHARED / "panoramas" / name
         if not d.is_dir():

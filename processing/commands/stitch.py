@@ -39,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gain", action="store_true", help="no gain compensation")
     p.add_argument("--seams", choices=["dp", "voronoi"], default="dp", help="seam finding")
     p.add_argument(
+        "--fine-seams",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="dp seams: cut them again at full resolution along the proxy seams (default; --no-fine-seams: "
+        "proxy labels only)",
+    )
+    p.add_argument(
         "--lens-k1",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             lens_k1=args.lens_k1,
             lens_full=args.lens,
             seams=args.seams,
+            fine_seams=args.fine_seams,
             min_share=args.min_share,
             crop=args.crop,
             allow_partial=args.allow_partial,

@@ -27,6 +27,7 @@ import numpy as np
 from ..io.imageio import load_image_int
 from .project import Camera, Canvas, block_map, center_weight
 from .response import DEFAULT_GAMMA, encode, encoded_lut, is_power_law, linear_lut
+from .seam_patches import FineSeams
 
 
 class SourceCache:
@@ -212,10 +213,11 @@ def _seam_masks(
     inst: list[_Instance],
     cov: np.ndarray,
     labels: np.ndarray | None,
+    fine: FineSeams | None = None,
 ) -> list[np.ndarray]:
-    """Each instance's seam mask: the proxy label map where its image is valid
-    here, else Voronoi of the distance to the source border (computed only if
-    needed)."""
+    """Each instance's seam mask: the proxy label map (with its full-resolution
+    overrides ``fine``) where its image is valid here, else Voronoi of the
+    distance to the source border (computed only if needed)."""
     ex0, ey0, ex1, ey1 = ex_rect
     EW, EH = ex1 - ex0, ey1 - ey0
     masks: list[np.ndarray] = []
@@ -226,6 +228,8 @@ def _seam_masks(
         px = np.mod(px, Wp) if canvas.wrap else np.clip(px, 0, Wp - 1)
         py = np.clip(np.floor((np.arange(ey0, ey1) + 0.5) * Hp / canvas.height).astype(np.int64), 0, Hp - 1)
         lab = labels[py][:, px]
+        if fine is not None:
+            fine.apply(lab, ex0, ey0, canvas.width, canvas.wrap)
         claimed = np.zeros((EH, EW), bool)
         for li, _r, sl, _mx, _my, valid in inst:
             m_ = (lab[sl] == li) & valid
@@ -269,6 +273,7 @@ def render_rect(
     labels: np.ndarray | None = None,
     only: Sequence[int] | None = None,
     tone: Callable[[np.ndarray], np.ndarray] | None = None,
+    fine: FineSeams | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render output pixels ``rect`` = (x0, y0, x1, y1) of the panorama.
 
@@ -279,6 +284,7 @@ def render_rect(
     ``tone``: the output tone curve (tone.Tone.apply, in place), applied to
     the blended values before they are clipped to [0, 1]: exposure gains
     push bright content past 1, and the highlight shoulder brings it back.
+    ``fine``: full-resolution seam overrides of ``labels`` (fine_seams.py).
 
     Returns (rgb float32 HxWx3 in [0, 1] (0 where uncovered), alpha float32 HxW).
     x may run outside [0, width) with wrap (periodic canvas).
@@ -290,7 +296,7 @@ def render_rect(
     inst, cov = _block_instances(layers, canvas, ex_rect, only, bands)
     if not inst:
         return np.zeros((y1 - y0, x1 - x0, 3), np.float32), np.zeros((y1 - y0, x1 - x0), np.float32)
-    masks = _seam_masks(layers, canvas, ex_rect, inst, cov, labels)
+    masks = _seam_masks(layers, canvas, ex_rect, inst, cov, labels, fine)
     # only images owning part of the block (+ margin) contribute: with many
     # overlapping views (near a cylinder's poles) most instances drop here
     keep = [k for k, mk in enumerate(masks) if mk.any()]

@@ -36,7 +36,15 @@ def render_block(layout: Layout, rect: Rect, cache: SourceCache | None = None) -
     only = layers_meeting_rows(layout, y0, y1)
     tone = None if layout.tone.identity else layout.tone.apply  # the same highlight shoulder as render_to_file
     rgb, alpha = render_rect(
-        layout.layers, layout.canvas, rect, cache or SourceCache(), layout.bands, layout.labels, only, tone
+        layout.layers,
+        layout.canvas,
+        rect,
+        cache or SourceCache(),
+        layout.bands,
+        layout.labels,
+        only,
+        tone,
+        layout.fine,
     )
     return _quantize(rgb, alpha, 8)
 

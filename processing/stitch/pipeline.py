@@ -40,6 +40,7 @@ from .exposure import (
     thumbnail,
 )
 from .features_store import load_features
+from .fine_seams import fine_seams
 from .project import (
     AZIMUTHAL,
     PROJECTIONS,
@@ -53,6 +54,7 @@ from .project import (
 )
 from .registration import Features, Placement, detect, exif_focal_px, proxy_gray, register
 from .response import mean_response
+from .seam_patches import FineSeams
 from .seams import refine_seams
 from .tone import Tone, shoulder_for
 
@@ -62,7 +64,7 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class StitchParams(StageParams):
-    VERSION: ClassVar[int] = 4
+    VERSION: ClassVar[int] = 5
     STAGE: ClassVar[str] = "stitch"
 
     projection: str = "cylindrical"
@@ -84,6 +86,9 @@ class StitchParams(StageParams):
     bands: int = -1  # -1 = automatic
     gain_compensation: bool = True
     seams: str = "dp"  # "dp": Voronoi refined by dynamic programming on a proxy; "voronoi"
+    # "dp" only: cut the seams again at full resolution along the proxy seams
+    # (fine_seams.py), so thin structures keep one owner instead of proxy-sized steps
+    fine_seams: bool = True
     vignetting: bool = False
     # "joint": EV + white balance (+ vignetting per lens) on unclipped overlap
     # pixel pairs (exposure.solve_exposure); "means": per-channel gains from
@@ -179,6 +184,7 @@ class Layout:
     tone: Tone = field(default_factory=Tone)  # output highlight shoulder (tone.py)
     # how the exposure was solved (the response kept and why, residuals): for reports only
     exposure: dict[str, Any] = field(default_factory=dict)
+    fine: FineSeams | None = None  # full-resolution overrides of the labels (fine_seams.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -213,6 +219,10 @@ def layout_to_json(layout: Layout, path: str | Path) -> Path:
         with atomic_path(sp) as tmp, open(tmp, "wb") as fh:
             np.save(fh, layout.labels.astype(np.int16))
         d["seams_file"] = sp.name
+    if layout.labels is not None and layout.fine is not None:
+        fp = path.with_name(path.name + ".seams_fine.npz")
+        layout.fine.save(fp)
+        d["seams_fine_file"] = fp.name
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(d, indent=1))
     return path
@@ -242,8 +252,15 @@ def layout_from_json(src: str | Path | dict) -> Layout:
         sp = Path(src).with_name(Path(d["seams_file"]).name)
         if sp.is_file():
             labels = np.load(sp, allow_pickle=False)
+    fine = None
+    if labels is not None and d.get("seams_fine_file"):
+        fp = Path(src).with_name(Path(d["seams_fine_file"]).name)  # type: ignore[arg-type]
+        if fp.is_file():
+            fine = FineSeams.load(fp)
     tone = Tone.from_dict(d.get("tone"))
-    return Layout(canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels, tone, d.get("exposure") or {})
+    return Layout(
+        canvas, layers, int(d["bands"]), int(d.get("block", 1024)), labels, tone, d.get("exposure") or {}, fine
+    )
 
 
 # ------------------------------------------------------------------ rendering
@@ -281,7 +298,9 @@ def render_region(
         only = layers_meeting_rows(layout, by, min(by + B, y1))
         for bx in range(x0, x1, B):
             r = (bx, by, min(bx + B, x1), min(by + B, y1))
-            c, a = render_rect(layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only, tone)
+            c, a = render_rect(
+                layout.layers, layout.canvas, r, cache, layout.bands, layout.labels, only, tone, layout.fine
+            )
             rgb[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = c
             alpha[by - y0 : r[3] - y0, bx - x0 : r[2] - x0] = a
     return rgb, alpha
@@ -334,7 +353,7 @@ def render_to_file(
         dtype = np.uint8 if bits == 8 else np.uint16
 
         def render_block(row: np.ndarray, rc: tuple[int, int, int, int], only: list[int]) -> None:
-            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only, tone)
+            c, a = render_rect(layout.layers, cv, rc, cache, layout.bands, layout.labels, only, tone, layout.fine)
             row[:, rc[0] : rc[2]] = _quantize(c, a, bits)  # disjoint columns: no lock needed
 
         def render_row(pool: ThreadPoolExecutor, r: int) -> tuple[np.ndarray, list]:
@@ -502,7 +521,16 @@ def build_layout(
         Layer(str(paths[k]), cams[k], footprint(cams[k], canvas), gains[k], vigs[k], white, resp[k], output or ())  # type: ignore[arg-type]
         for k in order
     ]
-    return Layout(canvas, layers, bands, params.block, labels, tone, info)
+    fine = None
+    if labels is not None and params.fine_seams:
+        fine = fine_seams(layers, canvas, labels, SourceCache(params.cache_mb * (1 << 20)))
+        if fine is not None:
+            info["fine_seams"] = {
+                "patches": len(fine.patches),
+                "skipped": fine.skipped,
+                "seconds": round(fine.seconds, 2),
+            }
+    return Layout(canvas, layers, bands, params.block, labels, tone, info, fine)
 
 
 def stitch_files(
