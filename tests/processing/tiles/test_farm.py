@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from processing.io.imageio import write_image
@@ -86,6 +87,39 @@ def test_farm_pyramid_is_dzsave_of_the_composite(tmp_path, tile, k, response):
     # the edge bands are gone once their readers are done; each job's one-tile output stays
     assert not any((work / "bands").rglob("*_*.npy"))
     assert len(list((work / "bands").rglob("final.npy"))) == len(plan["jobs"]) - 1
+
+
+def test_farm_pyramid_with_full_resolution_seams(tmp_path):
+    """Proxy seam labels (1/6 scale) refined at full resolution (fine_seams.py):
+    every block job applies the same overrides, so the farm's pyramid is still
+    dzsave of the composite."""
+    from processing.stitch.blend import SourceCache
+    from processing.stitch.fine_seams import fine_seams
+    from processing.stitch.pipeline import layout_from_json
+    from processing.stitch.project import block_map, center_weight
+
+    lay = layout_from_json(_layout(tmp_path))
+    pc = lay.canvas.scaled(1 / 6)
+    best = np.zeros((pc.height, pc.width), np.float32)
+    lab = np.full(best.shape, -1, np.int16)
+    for k, L in enumerate(lay.layers):
+        mx, my, valid = block_map(L.cam, pc, 0, 0, pc.width, pc.height)
+        w = center_weight(L.cam, mx, my, valid)
+        lab[w > best] = k
+        np.maximum(best, w, out=best)
+    lay.labels = lab
+    lay.fine = fine_seams(lay.layers, lay.canvas, lab, SourceCache())
+    assert lay.fine is not None and lay.fine.patches
+    lp = layout_to_json(lay, tmp_path / "fine.layout.json")
+    assert layout_from_json(lp).fine is not None
+    work, plan = _plan(tmp_path, lp, "farm", tile_size=32, overlap=1, block_tiles=2, format="jpg", quality=80)
+    grid = FarmGrid.from_dict(plan["grid"])
+    recs = run_local(plan["jobs"], functools.partial(run_farm_job, work), workers=1, tmp_root=tmp_path / "tmp")
+    assert all(r["ok"] for r in recs)
+    ref = _reference(tmp_path, lp, grid.block_px, PyramidParams(tile_size=32, overlap=1, format="jpg", quality=80))
+    got = _files(work / "pyramid")
+    assert got.keys() == ref.keys()
+    assert [n for n in ref if got[n] != ref[n]] == []
 
 
 def test_killed_block_job_is_rerun_alone_and_two_workers_match(tmp_path):
