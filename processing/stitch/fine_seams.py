@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .blend import Layer, SourceCache, _sample
 from .exposure import CLIPPED
@@ -62,14 +61,20 @@ def dp_cut_wide(cost: np.ndarray, allowed: np.ndarray, step: int, step_cost: flo
     P = np.cumsum(np.where(allowed, cost, 0.0), axis=1, dtype=np.float64) - np.where(allowed, cost, 0.0)
     acc = np.empty_like(c)
     arg = np.zeros((h, w), np.int32)
+    K = 2 * step + 1
     pen = step_cost * np.arange(-step, step + 1, dtype=np.float64) ** 2
     cols = np.arange(w)
+    idx = cols[:, None] + np.arange(K)[None, :]  # [x, k]: previous column x + k - step, padded by step
+    Pz = np.pad(P, ((0, 0), (step, step)), mode="edge")
+    buf = np.full(w + 2 * step, big)
+    chunk = max(1, 2_000_000 // (w * K))
     acc[0] = c[0]
     for r in range(1, h):
-        padded = np.concatenate([np.full(step, big), acc[r - 1], np.full(step, big)])
-        win = sliding_window_view(padded, 2 * step + 1) + pen  # win[x, k]: previous column x + k - step
-        pr = np.concatenate([np.full(step, P[r, 0]), P[r], np.full(step, P[r, -1])])
-        win = win + CROSS * np.abs(P[r][:, None] - sliding_window_view(pr, 2 * step + 1))
+        if (r - 1) % chunk == 0:  # move costs of the next rows, at once
+            r1 = min(h, r + chunk)
+            moves = CROSS * np.abs(P[r:r1, :, None] - Pz[r:r1][:, idx]) + pen
+        buf[step : step + w] = acc[r - 1]
+        win = buf[idx] + moves[(r - 1) % chunk]
         k = np.argmin(win, axis=1)
         m = win[cols, k]
         if m.min() >= big:
@@ -78,10 +83,11 @@ def dp_cut_wide(cost: np.ndarray, allowed: np.ndarray, step: int, step_cost: flo
         arg[r] = cols + (k - step)
     cut = np.full(h, -1, np.int32)
     x = int(np.argmin(acc[-1]))
+    row_any = allowed.any(1)
     for r in range(h - 1, -1, -1):
-        cut[r] = x if allowed[r].any() else -1
+        cut[r] = x if row_any[r] else -1
         x = int(np.clip(arg[r, x], 0, w - 1))
-        if r > 0 and not allowed[r - 1].any():
+        if r > 0 and not row_any[r - 1]:
             x = int(np.argmin(acc[r - 1]))
     return cut
 
