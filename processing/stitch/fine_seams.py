@@ -33,11 +33,15 @@ from .seams import _ownership_cost
 BAND = 2
 #: no refinement when the proxy is (nearly) the output: nothing to gain
 MIN_SCALE = 1.5
+#: nor when a proxy pixel is more than this many output px (gigapixel canvases: the
+#: DP's per-row window, 2 x scale + 1 columns, and the decoding of every source
+#: would cost minutes of layout time; there the proxy seams stay)
+MAX_SCALE = 12.0
 #: a band whose full-resolution bounding window exceeds this many MP keeps
 #: the proxy seam (terapixel canvases: a proxy pixel is hundreds of output px)
 MAX_WINDOW_MP = 16.0
 #: at most this many MP sampled in all (two images per band pixel); the pairs beyond keep the proxy seams
-MAX_TOTAL_MP = 400.0
+MAX_TOTAL_MP = 100.0
 #: cost of a move of d columns between rows: STEP_COST d^2, against a summed RGB difference
 #: in [0, 3]; keeps the cut straight where the images agree, and (convex) makes a slanted
 #: cut move a little every row instead of in proxy-sized stairs
@@ -229,12 +233,13 @@ def fine_seams(
     max_total_mp: float = MAX_TOTAL_MP,
 ) -> FineSeams | None:
     """Full-resolution overrides of the proxy ``labels`` along every seam;
-    None when the proxy is at (near) full resolution."""
+    None when the proxy is at (near) full resolution or far below it
+    (MIN_SCALE, MAX_SCALE)."""
     t0 = time.perf_counter()
     Hp, Wp = labels.shape
     W, H = canvas.width, canvas.height
     scale = max(W / Wp, H / Hp)
-    if scale < MIN_SCALE:
+    if scale < MIN_SCALE or scale > MAX_SCALE:
         return None
     step = 2 * math.ceil(scale) + 1  # one proxy step of 2 px, at full resolution
     out = FineSeams()

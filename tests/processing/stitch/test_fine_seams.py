@@ -120,11 +120,14 @@ def test_layout_without_fine_seams_renders_as_before(tmp_path):
     assert np.array_equal(a, c)
 
 
-def test_no_refinement_at_full_resolution(tmp_path):
+def test_no_refinement_at_full_resolution_or_far_below(tmp_path):
     lay, *_ = _bar_layout(tmp_path)
     full = np.zeros((lay.canvas.height, lay.canvas.width), np.int16)
     full[:, full.shape[1] // 2 :] = 1
     assert fine_seams(lay.layers, lay.canvas, full, SourceCache()) is None
+    # nor far below it (a proxy pixel of more than MAX_SCALE output px)
+    coarse = full[::20, ::20]
+    assert fine_seams(lay.layers, lay.canvas, coarse, SourceCache()) is None
 
 
 def test_window_cap_keeps_the_proxy_seam(tmp_path):
