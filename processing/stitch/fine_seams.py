@@ -211,7 +211,11 @@ def _refine_window(
         return None
     low, high = (i, j) if ci.mean() <= cj.mean() else (j, i)
     kl, kh = (ki, kj) if low == i else (kj, ki)
-    cut = dp_cut_wide(cost + _ownership_cost(kl, kh), ok, step)
+    # a cut before column x joins pixels x - 1 and x: both differences count,
+    # else the cut hugs a disagreeing structure and shows its edge
+    pair = cost.copy()
+    pair[:, 1:] += cost[:, :-1]
+    cut = dp_cut_wide(pair + _ownership_cost(kl, kh), ok, step)
     xx = np.arange(ok.shape[1])[None, :]
     upd = ok & (cut[:, None] >= 0)
     is_i = upd & ((xx < cut[:, None]) == (low == i))

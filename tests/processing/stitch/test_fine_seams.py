@@ -142,3 +142,14 @@ def test_dp_cut_wide_avoids_crossing_a_bar(step):
     cost[:, 9] = 5.0  # a costly column: the cut must not sit on it
     cut = dp_cut_wide(cost, np.ones(cost.shape, bool), step)
     assert (cut != 9).all()
+
+
+def test_bench_seam_differences_drop_with_the_refinement(tmp_path):
+    from processing.bench.fine_seams import seam_differences
+
+    lay, *_ = _bar_layout(tmp_path)
+    lay.fine = fine_seams(lay.layers, lay.canvas, lay.labels, SourceCache())
+    d = seam_differences(lay)
+    # the proxy seam runs through the bar; the refined one beside it, where the images agree
+    assert d["proxy"]["disagree_share"] > 0.05
+    assert d["fine"]["disagree_share"] == 0.0 and d["fine"]["seam_px"] > 0
