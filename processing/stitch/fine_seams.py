@@ -56,43 +56,49 @@ def dp_cut_wide(cost: np.ndarray, allowed: np.ndarray, step: int, step_cost: flo
     """seams._dp_cut with a wide step, vectorised per row (a window of
     2 step + 1 previous columns), a cost growing with the move (STEP_COST), and the cost of
     the pixels a move passes (the seam's horizontal part: a wide step must
-    not jump across a thin bar for free). Rows with nothing allowed get -1;
-    a gap restarts the path."""
+    not jump across a thin bar for free). Each row is computed over the
+    span of its allowed columns only. Rows with nothing allowed get -1; a
+    gap restarts the path."""
     h, w = cost.shape
     big = np.float64(1e9)
     c = np.where(allowed, cost, big).astype(np.float64)
     # per row, the summed cost of the columns left of x: a move from x' to x costs |P[x] - P[x']|
     P = np.cumsum(np.where(allowed, cost, 0.0), axis=1, dtype=np.float64) - np.where(allowed, cost, 0.0)
-    acc = np.empty_like(c)
-    arg = np.zeros((h, w), np.int32)
     K = 2 * step + 1
     pen = step_cost * np.arange(-step, step + 1, dtype=np.float64) ** 2
     cols = np.arange(w)
     idx = cols[:, None] + np.arange(K)[None, :]  # [x, k]: previous column x + k - step, padded by step
     Pz = np.pad(P, ((0, 0), (step, step)), mode="edge")
     buf = np.full(w + 2 * step, big)
-    chunk = max(1, 2_000_000 // (w * K))
+    row_any = allowed.any(1)
+    # each row only over its allowed span (a slanted band's window is mostly outside it)
+    span = [(int(np.argmax(a)), w - int(np.argmax(a[::-1]))) if row_any[r] else (0, 0) for r, a in enumerate(allowed)]
+    acc = np.full((h, w), big)
+    arg = np.zeros((h, w), np.int32)
     acc[0] = c[0]
     for r in range(1, h):
-        if (r - 1) % chunk == 0:  # move costs of the next rows, at once
-            r1 = min(h, r + chunk)
-            moves = CROSS * np.abs(P[r:r1, :, None] - Pz[r:r1][:, idx]) + pen
+        a, b = span[r]
+        if b <= a:
+            continue
+        if not row_any[r - 1]:  # a gap: restart the path
+            acc[r, a:b] = c[r, a:b]
+            arg[r, a:b] = cols[a:b]
+            continue
         buf[step : step + w] = acc[r - 1]
-        win = buf[idx] + moves[(r - 1) % chunk]
+        ix = idx[a:b]
+        win = buf[ix] + (CROSS * np.abs(P[r, a:b, None] - Pz[r][ix]) + pen)
         k = np.argmin(win, axis=1)
-        m = win[cols, k]
+        m = win[np.arange(b - a), k]
         if m.min() >= big:
-            m = np.zeros(w)
-        acc[r] = c[r] + m
-        arg[r] = cols + (k - step)
+            m = np.zeros(b - a)
+        acc[r, a:b] = c[r, a:b] + m
+        arg[r, a:b] = cols[a:b] + (k - step)
     cut = np.full(h, -1, np.int32)
     x = int(np.argmin(acc[-1]))
-    row_any = allowed.any(1)
     for r in range(h - 1, -1, -1):
         cut[r] = x if row_any[r] else -1
-        x = int(np.clip(arg[r, x], 0, w - 1))
-        if r > 0 and not row_any[r - 1]:
-            x = int(np.argmin(acc[r - 1]))
+        if r > 0:
+            x = int(np.clip(arg[r, x], 0, w - 1)) if row_any[r] and row_any[r - 1] else int(np.argmin(acc[r - 1]))
     return cut
 
 
