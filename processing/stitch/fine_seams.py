@@ -128,9 +128,9 @@ def _pair_edges(lab: np.ndarray, wrap: bool) -> dict[tuple[int, int], tuple[np.n
         ys += [yy, yy]
         xs += [np.full(yy.size, W - 1), np.zeros(yy.size, np.int64)]
         codes += [code, code]
-    if not codes:
-        return {}
     Y, X, C = np.concatenate(ys), np.concatenate(xs), np.concatenate(codes)
+    if C.size == 0:  # no two labels touch
+        return {}
     order = np.argsort(C, kind="stable")
     Y, X, C = Y[order], X[order], C[order]
     u, start = np.unique(C, return_index=True)

@@ -128,6 +128,12 @@ def test_no_refinement_at_full_resolution_or_far_below(tmp_path):
     # nor far below it (a proxy pixel of more than MAX_SCALE output px)
     coarse = full[::20, ::20]
     assert fine_seams(lay.layers, lay.canvas, coarse, SourceCache()) is None
+    # labels that never touch: nothing to refine
+    apart = np.full(lay.labels.shape, -1, np.int16)
+    apart[:, :3] = 0
+    apart[:, -3:] = 1
+    f = fine_seams(lay.layers, lay.canvas, apart, SourceCache())
+    assert f is not None and not f.patches
 
 
 def test_window_cap_keeps_the_proxy_seam(tmp_path):
@@ -153,3 +159,48 @@ def test_bench_seam_differences_drop_with_the_refinement(tmp_path):
     # the proxy seam runs through the bar; the refined one beside it, where the images agree
     assert d["proxy"]["disagree_share"] > 0.05
     assert d["fine"]["disagree_share"] == 0.0 and d["fine"]["seam_px"] > 0
+
+
+def test_fine_seams_across_the_360_seam(tmp_path):
+    """A wrapping canvas with an image straddling +-180 degrees: patches may
+    run past the width, and every block (also one past the width) agrees."""
+    from processing.stitch.project import block_map, center_weight
+
+    layers, cams = [], []
+    for k, y in enumerate([180.0, 140.0, -140.0]):
+        p = tmp_path / f"im{k}.png"
+        write_image(p, texture(120, 160, seed=k))
+        cams.append(Camera.make(160, 120, 150.0, rotation_from_ypr(y, 0, 0)))
+    cv = make_canvas(cams, "cylindrical", wrap=True)
+    assert cv.wrap
+    layers = [Layer(str(tmp_path / f"im{k}.png"), c, footprint(c, cv)) for k, c in enumerate(cams)]
+    pc = cv.scaled(1 / SCALE)
+    best = np.zeros((pc.height, pc.width), np.float32)
+    lab = np.full(best.shape, -1, np.int16)
+    for k, c in enumerate(cams):
+        mx, my, valid = block_map(c, pc, 0, 0, pc.width, pc.height)
+        w = center_weight(c, mx, my, valid)
+        lab[w > best] = k
+        np.maximum(best, w, out=best)
+    cache = SourceCache()
+    fine = fine_seams(layers, cv, lab, cache)
+    assert fine is not None and fine.patches
+    assert all(0 <= p.rect[0] < cv.width for p in fine.patches)
+    lay = Layout(cv, layers, 3, 64, lab, fine=fine)
+    W, H = cv.width, cv.height
+    whole, _ = render_rect(layers, cv, (0, 0, W, H), cache, 3, lab, fine=fine)
+    blocks, _ = render_region(lay, (0, 0, W, H), cache)
+    assert np.abs(whole - blocks).max() < 2e-3
+    # past the width the labels (proxy + patches) are those of the canvas's
+    # first columns (the rendered pixels differ by the pyramid grid's phase
+    # when the width is not a multiple of 2^bands, with or without patches)
+    Hp, Wp = lab.shape
+    rows = np.clip(np.floor((np.arange(H) + 0.5) * Hp / H).astype(np.int64), 0, Hp - 1)
+    got = []
+    for x0 in (-24, W - 24):
+        cols = np.mod(np.floor((np.arange(x0, x0 + 64) + 0.5) * Wp / W).astype(np.int64), Wp)
+        lf = lab[rows][:, cols]
+        fine.apply(lf, x0, 0, W, True)
+        got.append(lf)
+    assert np.array_equal(got[0], got[1])
+    assert (got[0] != lab[rows][:, np.mod(np.floor((np.arange(-24, 40) + 0.5) * Wp / W).astype(np.int64), Wp)]).any()
