@@ -22,6 +22,7 @@ from processing.stitch.blend import DISAGREE, SourceCache
 from processing.stitch.fine_seams import _sample_at
 from processing.stitch.pipeline import Layout, layout_from_json
 from processing.stitch.project import block_map
+from processing.stitch.seam_patches import labels_at
 
 
 def _seam_pixels(lab: np.ndarray, i: int, j: int) -> np.ndarray:
@@ -42,13 +43,10 @@ def seam_differences(layout: Layout, cache: SourceCache | None = None) -> dict[s
     cache = cache or SourceCache(1200 << 20)
     cv, labels, fine = layout.canvas, layout.labels, layout.fine
     W, H = cv.width, cv.height
-    Hp, Wp = labels.shape
     diffs: dict[str, list[np.ndarray]] = {"proxy": [], "fine": []}
     for p in fine.patches:
         x0, y0, x1, y1 = p.rect
-        px = np.mod(np.floor((np.arange(x0, x1) + 0.5) * Wp / W).astype(np.int64), Wp)
-        py = np.clip(np.floor((np.arange(y0, y1) + 0.5) * Hp / H).astype(np.int64), 0, Hp - 1)
-        lp = labels[py][:, px]
+        lp = labels_at(labels, W, H, cv.wrap, p.rect)
         lf = lp.copy()
         fine.apply(lf, x0, y0, W, cv.wrap)
         mi, ni, vi = block_map(layout.layers[p.i].cam, cv, x0, y0, x1 - x0, y1 - y0)

@@ -27,7 +27,7 @@ import numpy as np
 from ..io.imageio import load_image_int
 from .project import Camera, Canvas, block_map, center_weight
 from .response import DEFAULT_GAMMA, encode, encoded_lut, is_power_law, linear_lut
-from .seam_patches import FineSeams
+from .seam_patches import FineSeams, labels_at
 
 
 class SourceCache:
@@ -223,11 +223,7 @@ def _seam_masks(
     masks: list[np.ndarray] = []
     need_voronoi = labels is None
     if labels is not None:
-        Hp, Wp = labels.shape
-        px = np.floor((np.arange(ex0, ex1) + 0.5) * Wp / canvas.width).astype(np.int64)
-        px = np.mod(px, Wp) if canvas.wrap else np.clip(px, 0, Wp - 1)
-        py = np.clip(np.floor((np.arange(ey0, ey1) + 0.5) * Hp / canvas.height).astype(np.int64), 0, Hp - 1)
-        lab = labels[py][:, px]
+        lab = labels_at(labels, canvas.width, canvas.height, canvas.wrap, ex_rect)
         if fine is not None:
             fine.apply(lab, ex0, ey0, canvas.width, canvas.wrap)
         claimed = np.zeros((EH, EW), bool)

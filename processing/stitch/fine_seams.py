@@ -26,7 +26,7 @@ import numpy as np
 from .blend import Layer, SourceCache, _sample
 from .exposure import CLIPPED
 from .project import Canvas, block_map
-from .seam_patches import FineSeams, SeamPatch
+from .seam_patches import FineSeams, SeamPatch, labels_at, proxy_index
 from .seams import _ownership_cost
 
 #: proxy pixels the band extends on each side of a proxy seam
@@ -266,9 +266,9 @@ def fine_seams(
             if max_window_mp * 1e6 < (X1 - X0) * (Y1 - Y0) or total > max_total_mp * 1e6:
                 out.skipped += 1
                 continue
-            px = np.floor((np.arange(X0, X1) + 0.5) * Wp / W).astype(np.int64)  # may pass Wp with wrap
-            py = np.clip(np.floor((np.arange(Y0, Y1) + 0.5) * Hp / H).astype(np.int64), 0, Hp - 1)
-            lab = labels[py][:, np.mod(px, Wp) if canvas.wrap else np.clip(px, 0, Wp - 1)]
+            px = proxy_index(X0, X1, W, Wp)  # may pass Wp with wrap
+            py = np.clip(proxy_index(Y0, Y1, H, Hp), 0, Hp - 1)
+            lab = labels_at(labels, W, H, canvas.wrap, (X0, Y0, X1, Y1))
             out.apply(lab, X0, Y0, W, canvas.wrap)  # earlier pairs first, as the renderer does
             bx, by = px - qx0, py - qy0
             inb = ((bx >= 0) & (bx < bm.shape[1]))[None, :] & ((by >= 0) & (by < bm.shape[0]))[:, None]

@@ -20,6 +20,25 @@ from ..io.atomic import atomic_path
 FINE_VERSION = 1
 
 
+def proxy_index(start: int, stop: int, full: int, proxy: int) -> np.ndarray:
+    """The proxy row (or column) of each full-resolution one in [start, stop):
+    nearest, by pixel centres; not clipped (a column past a 360 canvas's width
+    runs on past the proxy's)."""
+    return np.floor((np.arange(start, stop) + 0.5) * proxy / full).astype(np.int64)
+
+
+def labels_at(labels: np.ndarray, width: int, height: int, wrap: bool, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """The proxy label map looked up at the full-resolution pixels of ``rect``
+    (x0, y0, x1, y1) of a width x height canvas: what every block and the
+    refinement agree a pixel's proxy owner is."""
+    x0, y0, x1, y1 = rect
+    Hp, Wp = labels.shape
+    px = proxy_index(x0, x1, width, Wp)
+    px = np.mod(px, Wp) if wrap else np.clip(px, 0, Wp - 1)
+    py = np.clip(proxy_index(y0, y1, height, Hp), 0, Hp - 1)
+    return labels[py][:, px]
+
+
 @dataclass
 class SeamPatch:
     rect: tuple[int, int, int, int]  # x0, y0, x1, y1 on the canvas (0 <= x0 < width)

@@ -138,16 +138,22 @@ def test_little_data_falls_back_to_the_default():
     assert ex.response_note.startswith("default") and np.allclose(ex.response[0], [DEFAULT_GAMMA, 0, 0, 0])
 
 
+def _one_view(tmp_path, img: np.ndarray):
+    """IMG saved as a PNG seen by one straight-ahead camera on a rectilinear
+    canvas: (path, camera, canvas, footprint, a rectangle inside it)."""
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), img[..., ::-1])
+    cam = Camera.make(img.shape[1], img.shape[0], 500.0, rotation_from_ypr(0, 0, 0))
+    canvas = make_canvas([cam], "rectilinear", wrap=False)
+    fp = footprint(cam, canvas)
+    return p, cam, canvas, fp, (fp[0] + 8, fp[1] + 8, fp[2] - 8, fp[3] - 8)
+
+
 def test_default_response_at_gain_one_renders_the_input(tmp_path):
     """The response at its default, no gain, no vignetting: the LUT path
     gives back the source values where one image covers."""
     img = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
-    p = tmp_path / "a.png"
-    cv2.imwrite(str(p), img[..., ::-1])
-    cam = Camera.make(80, 64, 500.0, rotation_from_ypr(0, 0, 0))
-    canvas = make_canvas([cam], "rectilinear", wrap=False)
-    fp = footprint(cam, canvas)
-    rect = (fp[0] + 8, fp[1] + 8, fp[2] - 8, fp[3] - 8)
+    p, cam, canvas, fp, rect = _one_view(tmp_path, img)
     base = Layer(str(p), cam, fp)
     with_r = Layer(str(p), cam, fp, response=tuple(Response().to_list()))
     a, _ = render_rect([base], canvas, rect, SourceCache(), bands=0)
@@ -197,12 +203,7 @@ def test_render_applies_gain_and_vignetting_in_linear_light(tmp_path, output):
     from processing.stitch.project import block_map
 
     img = (np.random.default_rng(2).random((64, 80, 3)) * 200 + 20).astype(np.uint8)
-    p = tmp_path / "a.png"
-    cv2.imwrite(str(p), img[..., ::-1])
-    cam = Camera.make(80, 64, 500.0, rotation_from_ypr(0, 0, 0))
-    canvas = make_canvas([cam], "rectilinear", wrap=False)
-    fp = footprint(cam, canvas)
-    rect = (fp[0] + 8, fp[1] + 8, fp[2] - 8, fp[3] - 8)
+    p, cam, canvas, fp, rect = _one_view(tmp_path, img)
     x, _ = render_rect([Layer(str(p), cam, fp)], canvas, rect, SourceCache(), bands=0)
     resp, gain, vig = (1.8, -0.5, 0.3, -0.1), (1.5, 1.0, 0.7), (-0.3, 0.05)
     lay = Layer(str(p), cam, fp, gain, vig, 0.0, resp, output)
