@@ -27,7 +27,7 @@ from scipy.spatial.transform import Rotation
 
 from ..io.errors import InputError
 from ..io.imageio import load_image
-from .project import Camera, rotation_from_ypr
+from .project import Camera, camera_rays, rotation_from_ypr
 
 NO_MATCH = "no matches to the main component"
 #: a pair that puts an image's pixels farther than this many times the
@@ -1005,18 +1005,6 @@ def _lens_groups(
     return groups
 
 
-def _camera_rays_k1(pts: np.ndarray, w: int, h: int, f: float, k1: float) -> np.ndarray:
-    """Unit camera rays of pixels through a focal and a radial k1 (pixel = f xn (1 + k1 r^2))."""
-    xd = (pts[:, 0] - (w - 1) / 2.0) / f
-    yd = (pts[:, 1] - (h - 1) / 2.0) / f
-    xn, yn = xd, yd
-    for _ in range(6):
-        d = 1.0 + k1 * (xn * xn + yn * yn)
-        xn, yn = xd / d, yd / d
-    v = np.stack([xn, yn, np.ones(len(pts))], 1)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def rotation_shift_px(a: np.ndarray, b: np.ndarray, width: int, height: int, focal: float) -> np.ndarray:
     """How far (RMS px over a 3 x 3 grid of the image) two rotations of one
     camera put its pixels apart: a roll of a telephoto image moves its
@@ -1037,8 +1025,9 @@ def _pair_rotation(
     rays), and their RMS residual to it (px): near ground seen from a moving
     hand-held camera fits a homography (a plane) but no rotation."""
     fi, fj = feats[p.i], feats[p.j]
-    ri = _camera_rays_k1(p.pi, fi.width, fi.height, focals[p.i], k1.get(p.i, 0.0))
-    rj = _camera_rays_k1(p.pj, fj.width, fj.height, focals[p.j], k1.get(p.j, 0.0))
+    ci = Camera.make(fi.width, fi.height, focals[p.i], np.eye(3), k1.get(p.i, 0.0))
+    cj = Camera.make(fj.width, fj.height, focals[p.j], np.eye(3), k1.get(p.j, 0.0))
+    ri, rj = camera_rays(ci, p.pi[:, 0], p.pi[:, 1]), camera_rays(cj, p.pj[:, 0], p.pj[:, 1])
     Q = kabsch(ri, rj)
     e = np.linalg.norm(ri @ Q.T - rj, axis=1) * 0.5 * (focals[p.i] + focals[p.j])
     return Q, float(np.sqrt(np.mean(e * e)))
